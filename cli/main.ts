@@ -1,0 +1,26 @@
+import { Command } from 'commander';
+import { registerFusefsCommands } from '../fusefs/commands';
+import { registerPolicyCommands } from '../policy/commands';
+import { registerBenchCommands } from '../bench/commands';
+import { registerEngineCommands } from '../engine/commands';
+import { registerManagerCommands } from '../manager/commands';
+import { registerControllerCommands } from '../controller/commands';
+
+/** Builds the `ephemera` command tree; every layer registers its own subcommands. */
+export function buildProgram(): Command {
+  const program = new Command('ephemera')
+    .description('Ephemera: a memory-harvesting /tmp for serverless function containers')
+    .version('0.1.0')
+    .showHelpAfterError();
+  registerFusefsCommands(program);
+  registerPolicyCommands(program);
+  registerEngineCommands(program);
+  registerManagerCommands(program);
+  registerControllerCommands(program);
+  registerBenchCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  await buildProgram().parseAsync(argv);
+}
