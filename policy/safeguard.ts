@@ -1,0 +1,55 @@
+import type { PolicyConfig } from './config';
+import { LendingWorkspace, type LendingPlan } from './lending';
+import type { TenantSnapshot } from './snapshots';
+
+/** A memory alarm raised by a container's memory adapter (eviction cannot keep up). */
+export interface MemoryAlarm {
+  readonly container: string;
+  /** Bytes the container needs beyond its current limit to stay clear of OOM; 0 = only take back what it lent. */
+  readonly shortfallBytes: number;
+}
+
+export interface SafeguardDecision {
+  readonly plan: LendingPlan;
+  /** The manager records this on the container: it is not harvested before then. */
+  readonly nonHarvestableUntilMs: number;
+  /** What the plan could not cover; > 0 means the container may still hit OOM. */
+  readonly uncoveredBytes: number;
+}
+
+/**
+ * Answers a memory alarm from container C. First every loan C has out comes back (borrowers may be
+ * blocked in part: those become pending returns). If C is still short, it gets emergency loans from
+ * the largest spares of its scope, running or not: the thesis only lends between running containers,
+ * but an alarm is exactly when waiting for a peer to start is too late. C then may not lend for the
+ * cool-down, so it is not harvested straight back into trouble.
+ */
+export function planSafeguard(snapshot: TenantSnapshot, alarm: MemoryAlarm, config: PolicyConfig): SafeguardDecision {
+  const ws = new LendingWorkspace(snapshot, config);
+  const c = ws.get(alarm.container);
+  const limitBefore = c.limit;
+  for (const loan of ws.loansOf(alarm.container).filter((l) => l.lender === alarm.container)) {
+    ws.returnLoan(loan.lender, loan.borrower);
+  }
+  let remaining = ws.roundUp(alarm.shortfallBytes - (c.limit - limitBefore));
+  if (remaining > 0) {
+    const donors = ws
+      .all()
+      .map((w) => w.container)
+      .filter((d) => d.id !== alarm.container && d.profile !== null && ws.sameScope(d.id, alarm.container))
+      .filter((d) => d.nonHarvestableUntilMs == null || snapshot.nowMs >= d.nonHarvestableUntilMs)
+      .filter((d) => ws.lendable(d.id) > 0)
+      .sort((a, b) => ws.spare(b.id) - ws.spare(a.id) || (a.id < b.id ? -1 : 1));
+    for (const donor of donors) {
+      if (remaining <= 0) break;
+      const bytes = Math.min(remaining, ws.lendable(donor.id));
+      ws.lend(donor.id, alarm.container, bytes);
+      remaining -= bytes;
+    }
+  }
+  return {
+    plan: ws.plan('safeguard', alarm.container),
+    nonHarvestableUntilMs: snapshot.nowMs + config.safeguard.coolDownMs,
+    uncoveredBytes: Math.max(0, remaining),
+  };
+}
