@@ -1,0 +1,45 @@
+/**
+ * Every failure the engine reports carries a stable `code`; callers and tests branch on the code,
+ * never on the message, which is for people.
+ */
+export type EngineErrorCode =
+  | 'E_NO_DOCKER'
+  | 'E_NO_IMAGE'
+  | 'E_NO_COMMAND'
+  | 'E_TIMEOUT'
+  | 'E_CONTAINER_DIED'
+  | 'E_BAD_SPEC'
+  | 'E_IMAGE_BUILD'
+  | 'E_CGROUP'
+  | 'E_TMP_PROVIDER'
+  | 'E_REMOVED'
+  | 'E_DOCKER';
+
+export class EngineError extends Error {
+  readonly code: EngineErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: EngineErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
+    super(`${code}: ${message}`, cause === undefined ? undefined : { cause });
+    this.name = 'EngineError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isEngineError(err: unknown, code?: EngineErrorCode): err is EngineError {
+  return err instanceof EngineError && (code === undefined || err.code === code);
+}
+
+/** The HTTP status dockerode attaches to Engine API failures, if any. */
+export function dockerStatus(err: unknown): number | undefined {
+  if (typeof err === 'object' && err !== null && 'statusCode' in err) {
+    const status = (err as { statusCode: unknown }).statusCode;
+    return typeof status === 'number' ? status : undefined;
+  }
+  return undefined;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
