@@ -1,6 +1,119 @@
-import type { Command } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { Engine } from './engine';
+import { EngineError, isEngineError } from './errors';
+import { getRecipe, listEngineImages, listRecipes, recipeTag } from './images';
+import type { TmpMode } from './spec';
+
+function parseTmp(value: string): TmpMode {
+  if (value === 'overlay') return { kind: 'overlay' };
+  if (value === 'tmpfs') return { kind: 'tmpfs' };
+  const tmpfsSize = /^tmpfs:(\d+)$/.exec(value);
+  if (tmpfsSize?.[1]) return { kind: 'tmpfs', sizeBytes: Number(tmpfsSize[1]) * 1024 * 1024 };
+  if (value.startsWith('bind:') && value.length > 5) {
+    const dir = value.slice(5);
+    if (!dir.startsWith('/')) throw new InvalidArgumentError('bind:DIR needs an absolute DIR');
+    return { kind: 'bind', hostPath: dir };
+  }
+  throw new InvalidArgumentError('expected overlay, tmpfs, tmpfs:MiB or bind:/abs/dir');
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
+  return n;
+}
+
+/** Prints an engine error with its code and sets a failing exit status instead of a stack trace. */
+async function reportErrors(action: () => Promise<void>): Promise<void> {
+  try {
+    await action();
+  } catch (err) {
+    if (isEngineError(err)) {
+      // A timed-out or dying invocation still has the output it produced until then.
+      const partial = err.details?.result as { stdout?: string; stderr?: string } | undefined;
+      if (partial?.stdout) process.stdout.write(partial.stdout);
+      if (partial?.stderr) process.stderr.write(partial.stderr);
+      process.stderr.write(`ephemera: ${err.message}\n`);
+      process.exitCode = err.code === 'E_TIMEOUT' ? 124 : 1;
+      return;
+    }
+    throw err;
+  }
+}
 
 /** Registers this layer's `ephemera` subcommands. */
 export function registerEngineCommands(program: Command): void {
-  void program;
+  program
+    .command('run')
+    .description('run a command once in a new function container (cold) and remove it')
+    .argument('<image>', 'image reference or recipe name (function, busybox)')
+    .argument('<cmd...>', 'command and arguments (after --)')
+    .option('--memory <MiB>', 'memory limit in MiB (no swap)', parsePositiveInt, 128)
+    .option('--tmp <mode>', 'overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'overlay' } as TmpMode)
+    .option('--timeout <s>', 'kill the invocation after this many seconds', parseSeconds)
+    .option('--user <user>', 'user the command runs as (e.g. fn)')
+    .action(async (image: string, cmd: string[], opts: { memory: number; tmp: TmpMode; timeout?: number; user?: string }) =>
+      reportErrors(async () => {
+        const engine = await Engine.connect();
+        const recipe = getRecipe(image);
+        if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
+        const result = await engine.invokeCold(
+          { image, command: cmd, memoryMiB: opts.memory, tmp: opts.tmp, ...(opts.user ? { user: opts.user } : {}) },
+          [],
+          opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 },
+        );
+        process.stdout.write(result.stdout);
+        process.stderr.write(result.stderr);
+        process.stderr.write(
+          `ephemera: exit ${result.exitCode}, ${result.wallMs} ms, ${result.oomKills} OOM kill(s), ` +
+            `container ready in ${result.timings.readyMs} ms (create ${result.timings.createMs} ms)\n`,
+        );
+        process.exitCode = result.exitCode;
+      }),
+    );
+
+  const images = program.command('images').description('function images built from Debian packages (no registry)');
+  images
+    .command('build')
+    .description('build the images of the given recipes (all when none given); reuses an image whose recipe hash is present')
+    .argument('[names...]', `recipe names (${listRecipes().map((r) => r.name).join(', ')})`)
+    .addOption(new Option('--force', 'rebuild even when present'))
+    .action(async (names: string[], opts: { force?: boolean }) =>
+      reportErrors(async () => {
+        const engine = await Engine.connect();
+        const wanted = names.length > 0 ? names : listRecipes().map((r) => r.name);
+        for (const name of wanted) {
+          const recipe = getRecipe(name);
+          if (!recipe) throw new EngineError('E_NO_IMAGE', `no recipe named ${name}`);
+          const res = await engine.ensureImage(recipe, { force: opts.force ?? false, onProgress: (l) => process.stderr.write(`  ${l}\n`) });
+          process.stdout.write(
+            res.built ? `${res.tag}: built in ${(res.buildMs / 1000).toFixed(1)} s\n` : `${res.tag}: present, reused\n`,
+          );
+        }
+      }),
+    );
+  images
+    .command('ls')
+    .description('list the recipes and the ephemera images present')
+    .action(async () =>
+      reportErrors(async () => {
+        const engine = await Engine.connect();
+        const present = await listEngineImages(engine.docker);
+        for (const recipe of listRecipes()) {
+          const tag = recipeTag(recipe);
+          const img = present.find((p) => p.tag === tag);
+          const state = img ? `present ${(img.sizeBytes / 1048576).toFixed(0)} MiB` : 'missing';
+          process.stdout.write(`${recipe.name.padEnd(12)} ${tag.padEnd(36)} ${state}\n`);
+        }
+        for (const img of present.filter((p) => !listRecipes().some((r) => recipeTag(r) === p.tag))) {
+          process.stdout.write(`${(img.recipe ?? '?').padEnd(12)} ${img.tag.padEnd(36)} stale recipe\n`);
+        }
+      }),
+    );
 }

@@ -1,0 +1,223 @@
+import { lstat, mkdir, open, readFile, readdir, rename } from 'node:fs/promises';
+import path from 'node:path';
+import type { Engine, FunctionContainer, InvocationResult, InvokeOptions } from './engine';
+import { parseFunctionSpec, type FunctionSpecInput } from './spec';
+import { readRssBytes } from './cgroup';
+import { defaultStateDir } from './config';
+import { EngineError, errorMessage } from './errors';
+
+/** The profile of thesis 4.4.1: the limit, the peak native memory U and the largest /tmp file F. */
+export interface FunctionProfile {
+  /** `tenant/function`. */
+  key: string;
+  image: string;
+  command: string[];
+  limitBytes: number;
+  /** Peak rss of the container's memory cgroup (no page cache, no shmem), max over the inputs. */
+  peakRssBytes: number;
+  /** Largest regular file left under /tmp by one invocation, max over the inputs. */
+  largestFileBytes: number;
+  inputs: number;
+  sampleIntervalMs: number;
+  samples: number;
+  profiledAt: string;
+}
+
+export interface ProfileRunOptions extends InvokeOptions {
+  /** Sampling period of `memory.stat`; 5 ms by default. */
+  sampleIntervalMs?: number;
+  /** Where the profile is stored; no store means the profile is only returned. */
+  store?: ProfileStore;
+}
+
+export interface ProfileInputRun {
+  args: string[];
+  result: InvocationResult;
+  peakRssBytes: number;
+  largestFileBytes: number;
+}
+
+/**
+ * Runs the function once per input, each in a fresh container created with `profiling: true`
+ * (so an Ephemera provider puts every file on the disk tier and the memory seen is the function's
+ * own), sampling `total_rss` and measuring the largest file it left in /tmp.
+ */
+export async function profileFunction(
+  engine: Engine,
+  specInput: FunctionSpecInput,
+  inputs: string[][],
+  options: ProfileRunOptions = {},
+): Promise<{ profile: FunctionProfile; runs: ProfileInputRun[] }> {
+  const spec = parseFunctionSpec(specInput);
+  if (inputs.length === 0) throw new EngineError('E_BAD_SPEC', 'profiling needs at least one input');
+  const interval = options.sampleIntervalMs ?? 5;
+  const runs: ProfileInputRun[] = [];
+  let samples = 0;
+  for (const args of inputs) {
+    const fc = await engine.start(spec, { profiling: true });
+    try {
+      const sampler = startRssSampler(fc.cgroupPath, interval);
+      let result: InvocationResult;
+      try {
+        result = await fc.invoke(args, options);
+      } finally {
+        samples += await sampler.stop();
+      }
+      const largestFileBytes = await largestTmpFile(fc);
+      runs.push({ args, result, peakRssBytes: sampler.peak(), largestFileBytes });
+    } finally {
+      await fc.remove();
+    }
+  }
+  const profile: FunctionProfile = {
+    key: profileKey(spec.tenant, spec.function),
+    image: spec.image,
+    command: spec.command,
+    limitBytes: spec.memoryMiB * 1024 * 1024,
+    peakRssBytes: Math.max(...runs.map((r) => r.peakRssBytes)),
+    largestFileBytes: Math.max(...runs.map((r) => r.largestFileBytes)),
+    inputs: inputs.length,
+    sampleIntervalMs: interval,
+    samples,
+    profiledAt: new Date().toISOString(),
+  };
+  if (options.store) await options.store.put(profile);
+  return { profile, runs };
+}
+
+export function profileKey(tenant: string, fn: string): string {
+  return `${tenant}/${fn}`;
+}
+
+interface RssSampler {
+  peak(): number;
+  /** Stops sampling (one last sample first) and returns how many samples were taken. */
+  stop(): Promise<number>;
+}
+
+function startRssSampler(cgroupPath: string, intervalMs: number): RssSampler {
+  let peak = 0;
+  let count = 0;
+  let running = true;
+  const sampleOnce = async () => {
+    try {
+      const rss = await readRssBytes(cgroupPath);
+      count++;
+      if (rss > peak) peak = rss;
+    } catch {
+      // The cgroup disappears if the container dies; the invocation reports that.
+    }
+  };
+  const loop = (async () => {
+    while (running) {
+      await sampleOnce();
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  return {
+    peak: () => peak,
+    stop: async () => {
+      running = false;
+      await loop;
+      await sampleOnce();
+      return count;
+    },
+  };
+}
+
+/** Walks the host side of a bind /tmp; otherwise asks `find` inside the container, as the function's user. */
+async function largestTmpFile(fc: FunctionContainer): Promise<number> {
+  if (fc.hostTmpPath) return largestFileUnder(fc.hostTmpPath);
+  const res = await fc.exec(['/bin/sh', '-c', 'find /tmp -xdev -type f -exec stat -c %s {} + 2>/dev/null; true'], { timeoutMs: 30_000 });
+  return res.stdout
+    .split('\n')
+    .map((l) => Number(l.trim()))
+    .filter((n) => Number.isFinite(n))
+    .reduce((a, b) => Math.max(a, b), 0);
+}
+
+export async function largestFileUnder(dir: string): Promise<number> {
+  let largest = 0;
+  const pending = [dir];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    let entries;
+    try {
+      entries = await readdir(current, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const full = path.join(current, entry.name);
+      if (entry.isDirectory()) pending.push(full);
+      else if (entry.isFile()) {
+        const st = await lstat(full).catch(() => undefined);
+        if (st && st.size > largest) largest = st.size;
+      }
+    }
+  }
+  return largest;
+}
+
+/**
+ * Profiles by key in one JSON file, replaced atomically (write, fsync, rename, fsync the directory)
+ * so a crash leaves either the old or the new file, never a torn one.
+ */
+export class ProfileStore {
+  readonly file: string;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(file = path.join(defaultStateDir(), 'profiles.json')) {
+    this.file = file;
+  }
+
+  async all(): Promise<Record<string, FunctionProfile>> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as Record<string, FunctionProfile>;
+    } catch (err) {
+      throw new EngineError('E_BAD_SPEC', `profile store ${this.file} is not valid JSON: ${errorMessage(err)}`, undefined, err);
+    }
+  }
+
+  async get(key: string): Promise<FunctionProfile | undefined> {
+    return (await this.all())[key];
+  }
+
+  put(profile: FunctionProfile): Promise<void> {
+    // Serialised so two concurrent puts do not both read the old file and lose one update.
+    const next = this.chain.then(async () => {
+      const profiles = await this.all();
+      profiles[profile.key] = profile;
+      await writeFileAtomic(this.file, `${JSON.stringify(profiles, null, 2)}\n`);
+    });
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+}
+
+async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const dir = path.dirname(file);
+  await mkdir(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const handle = await open(tmp, 'w', 0o644);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, file);
+  const dirHandle = await open(dir, 'r');
+  try {
+    await dirHandle.sync();
+  } finally {
+    await dirHandle.close();
+  }
+}
