@@ -1,6 +1,80 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { BenchError } from './errors';
+import { runBench } from './runner';
+import { SUITES, findSuite } from './suites';
 
-/** Registers `ephemera bench <suite>`. */
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+function positiveSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number of seconds');
+  return n;
+}
+
+function targetList(value: string): string[] {
+  const list = value.split(',').map((t) => t.trim()).filter(Boolean);
+  if (list.length === 0) throw new InvalidArgumentError('needs at least one target name');
+  return list;
+}
+
+interface BenchCliOptions {
+  quick: boolean;
+  passes: number;
+  targets?: string[];
+  json?: string;
+  report?: string;
+  timeCap?: number;
+}
+
+/** Registers `ephemera bench <suite>` and `ephemera bench list`. */
 export function registerBenchCommands(program: Command): void {
-  void program;
+  const bench = program
+    .command('bench')
+    .description('run a benchmark suite: medians over passes, ratios to tmpfs and overlay from the same run')
+    .argument('<suite>', `suite to run (${SUITES.map((s) => s.name).join(', ')}; \`ephemera bench list\` describes them)`)
+    .option('--quick', 'short runs (the whole set in under 10 minutes)', false)
+    .option('--passes <n>', 'passes; targets interleave pass by pass', positiveInt, 3)
+    .option('--targets <a,b>', 'comma-separated targets (default: the suite’s own list)', targetList)
+    .option('--json <file>', 'write {"results":[…],"summary":[…],"failures":[…],"run":{…}}')
+    .option('--report <dir>', 'write a self-contained report.html into DIR')
+    .option('--time-cap <seconds>', 'stop the suite after this long (default: the suite’s own cap)', positiveSeconds)
+    .action(async (suiteName: string, opts: BenchCliOptions) => {
+      const suite = findSuite(suiteName);
+      if (!suite) throw new BenchError('E_UNKNOWN_SUITE', `unknown suite ${suiteName} (suites: ${SUITES.map((s) => s.name).join(', ')})`);
+      const controller = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        process.stderr.write(`\n${sig}: stopping ${suite.name}, tearing targets down…\n`);
+        controller.abort(new BenchError('E_INTERRUPTED', `${suite.name} interrupted by ${sig}`));
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const outcome = await runBench(suite, {
+          quick: opts.quick,
+          passes: opts.passes,
+          targets: opts.targets,
+          timeCapS: opts.timeCap,
+          jsonFile: opts.json,
+          reportDir: opts.report,
+          signal: controller.signal,
+          stdout: process.stdout,
+          stderr: process.stderr,
+        });
+        process.exitCode = outcome.exitCode;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+  bench
+    .command('list')
+    .description('list the benchmark suites')
+    .action(() => {
+      const width = Math.max(...SUITES.map((s) => s.name.length));
+      for (const s of SUITES) process.stdout.write(`${s.name.padEnd(width)}  ${s.description}\n`);
+    });
 }

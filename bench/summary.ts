@@ -1,0 +1,194 @@
+import type { BenchResult, TargetFailure } from './frame';
+
+/** Figures where smaller is better; their ratios are inverted so that > 1 always means "better than the baseline". */
+export const LOWER_IS_BETTER: ReadonlySet<string> = new Set(['lat_us', 'seconds', 'rss_mib']);
+
+/** Which figure a row's ratios are taken on: the first of these it has (iops and MiB/s give one ratio for a fixed block size). */
+export const PRIMARY_FIGURES = ['iops', 'bw_mibs', 'files_per_s', 'decisions_per_s', 'ops_per_s', 'seconds'] as const;
+
+/** The figures issue 2 names as top-level fields of every JSON row (null where not measured). */
+export const NAMED_FIGURES = ['iops', 'bw_mibs', 'lat_us', 'files_per_s'] as const;
+
+/** Rows about a target's daemon (RSS, opcode counters) rather than a workload; shown under the table. */
+export const DAEMON_WORKLOAD_PREFIX = 'daemon-';
+export const DAEMON_COUNTERS_WORKLOAD = 'daemon-counters';
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) throw new RangeError('median of no values');
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function primaryFigure(figures: Record<string, number>): string | undefined {
+  return PRIMARY_FIGURES.find((name) => name in figures) ?? Object.keys(figures)[0];
+}
+
+/** target relative to baseline, oriented so > 1 means the target did better. */
+export function ratio(figure: string, target: number, baseline: number): number | null {
+  if (!Number.isFinite(target) || !Number.isFinite(baseline) || target <= 0 || baseline <= 0) return null;
+  return LOWER_IS_BETTER.has(figure) ? baseline / target : target / baseline;
+}
+
+export interface SummaryRow {
+  suite: string;
+  target: string;
+  workload: string;
+  phase: BenchResult['phase'];
+  /** How many passes produced this row (a failed pass is missing, not zero). */
+  passes: number;
+  /** Per figure, the median over passes. */
+  medians: Record<string, number>;
+  primary: string | undefined;
+  /** Median primary figure relative to the baselines' medians from the same run; null if a baseline is missing. */
+  vsTmpfs: number | null;
+  vsOverlay: number | null;
+}
+
+/** Groups results by (suite, workload, target) in first-seen order and takes medians and ratios. */
+export function summarize(results: readonly BenchResult[]): SummaryRow[] {
+  const groups = new Map<string, BenchResult[]>();
+  const workloadOrder: string[] = [];
+  for (const r of results) {
+    const workloadKey = `${r.suite}\u0000${r.workload}`;
+    if (!workloadOrder.includes(workloadKey)) workloadOrder.push(workloadKey);
+    const key = `${workloadKey}\u0000${r.target}`;
+    const list = groups.get(key) ?? [];
+    list.push(r);
+    groups.set(key, list);
+  }
+  const rows: SummaryRow[] = [];
+  for (const list of groups.values()) {
+    const first = list[0]!;
+    const figureNames = [...new Set(list.flatMap((r) => Object.keys(r.figures)))];
+    const medians: Record<string, number> = {};
+    for (const name of figureNames) {
+      const values = list.map((r) => r.figures[name]).filter((v): v is number => typeof v === 'number');
+      medians[name] = median(values);
+    }
+    rows.push({
+      suite: first.suite,
+      target: first.target,
+      workload: first.workload,
+      phase: first.phase,
+      passes: list.length,
+      medians,
+      primary: primaryFigure(medians),
+      vsTmpfs: null,
+      vsOverlay: null,
+    });
+  }
+  for (const row of rows) {
+    if (!row.primary) continue;
+    const baseline = (target: string): number | undefined =>
+      rows.find((b) => b.suite === row.suite && b.workload === row.workload && b.target === target)?.medians[row.primary!];
+    const tmpfs = baseline('tmpfs');
+    const overlay = baseline('overlay');
+    const own = row.medians[row.primary]!;
+    row.vsTmpfs = tmpfs === undefined ? null : ratio(row.primary, own, tmpfs);
+    row.vsOverlay = overlay === undefined ? null : ratio(row.primary, own, overlay);
+  }
+  const workloadIndex = (r: SummaryRow): number => workloadOrder.indexOf(`${r.suite}\u0000${r.workload}`);
+  return rows
+    .map((row, i) => ({ row, i }))
+    .sort((a, b) => workloadIndex(a.row) - workloadIndex(b.row) || a.i - b.i)
+    .map(({ row }) => row);
+}
+
+/** Compact figure: 415.2k, 1.23M, 9.87, so a table of IOPS and latencies stays narrow. */
+export function formatFigure(value: number): string {
+  const abs = Math.abs(value);
+  if (abs >= 1e6) return `${(value / 1e6).toFixed(2)}M`;
+  if (abs >= 1e4) return `${(value / 1e3).toFixed(1)}k`;
+  if (abs >= 100) return value.toFixed(0);
+  if (abs >= 10) return value.toFixed(1);
+  return value.toFixed(2);
+}
+
+const FIGURE_HEADINGS: Record<string, string> = {
+  iops: 'IOPS',
+  bw_mibs: 'MiB/s',
+  lat_us: 'lat µs',
+  files_per_s: 'files/s',
+  create_files_per_s: 'creates/s',
+};
+
+function alignRows(rows: string[][]): string {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => [...(r[col] ?? '')].length)));
+  return rows
+    .map((r) => r.map((cell, col) => (col < 2 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))).join('  ').trimEnd())
+    .join('\n');
+}
+
+/** The workload table: medians over passes, ratios to tmpfs and overlay (> 1 = better than the baseline). */
+export function renderTable(rows: readonly SummaryRow[]): string {
+  const tableRows = rows.filter((r) => !r.workload.startsWith(DAEMON_WORKLOAD_PREFIX));
+  if (tableRows.length === 0) return '(no results)';
+  const figureNames = [...new Set(tableRows.flatMap((r) => Object.keys(r.medians)))];
+  const header = ['target', 'workload', ...figureNames.map((f) => FIGURE_HEADINGS[f] ?? f), 'passes', 'vs tmpfs', 'vs overlay'];
+  const body = tableRows.map((r) => [
+    r.target,
+    r.phase === 'n/a' || r.workload.endsWith(r.phase) ? r.workload : `${r.workload} (${r.phase})`,
+    ...figureNames.map((f) => (r.medians[f] === undefined ? '—' : formatFigure(r.medians[f]))),
+    String(r.passes),
+    r.vsTmpfs === null ? '—' : `${r.vsTmpfs.toFixed(2)}×`,
+    r.vsOverlay === null ? '—' : `${r.vsOverlay.toFixed(2)}×`,
+  ]);
+  return alignRows([header, ...body]);
+}
+
+/** Lines under the table: each daemon's RSS medians and, per pass, the opcode counters from its stopped line. */
+export function renderDaemonLines(results: readonly BenchResult[], rows: readonly SummaryRow[]): string[] {
+  const lines: string[] = [];
+  const daemonTargets = [...new Set(results.filter((r) => r.workload.startsWith(DAEMON_WORKLOAD_PREFIX)).map((r) => r.target))];
+  for (const target of daemonTargets) {
+    const rss = rows
+      .filter((r) => r.target === target && r.medians.rss_mib !== undefined)
+      .map((r) => `${r.workload.slice(DAEMON_WORKLOAD_PREFIX.length)} ${r.medians.rss_mib!.toFixed(1)} MiB`);
+    const mode = results.find((r) => r.target === target && typeof r.parameters.mode === 'string')?.parameters.mode;
+    if (rss.length > 0) lines.push(`${target}${mode ? ` (${String(mode)})` : ''} daemon VmRSS, median: ${rss.join(', ')}`);
+    for (const r of results.filter((x) => x.target === target && x.workload === DAEMON_COUNTERS_WORKLOAD)) {
+      const { READ, WRITE, ...others } = r.figures;
+      const rest = Object.entries(others)
+        .filter(([, n]) => n > 0)
+        .map(([op, n]) => `${op}=${n}`)
+        .join(' ');
+      lines.push(`${target} pass ${r.pass} counters: READ=${READ ?? '?'} WRITE=${WRITE ?? '?'}${rest ? ` (${rest})` : ''}`);
+    }
+  }
+  return lines;
+}
+
+export interface RunInfo {
+  suite: string;
+  quick: boolean;
+  passes: number;
+  targets: string[];
+  startedAt: string;
+  finishedAt: string;
+  host: { kernel: string; cpus: number; memoryMiB: number };
+  /** Why the run ended early (E_TIME_CAP, E_INTERRUPTED), if it did. */
+  stoppedBy?: string;
+}
+
+export type JsonRow = BenchResult & Record<(typeof NAMED_FIGURES)[number], number | null>;
+
+export interface BenchJsonDocument {
+  results: JsonRow[];
+  summary: SummaryRow[];
+  failures: TargetFailure[];
+  run: RunInfo;
+}
+
+/** The file `--json` writes: every pass of every row, plus the summary the table was printed from. */
+export function toJsonDocument(results: readonly BenchResult[], failures: readonly TargetFailure[], run: RunInfo): BenchJsonDocument {
+  return {
+    results: results.map((r) => {
+      const named = Object.fromEntries(NAMED_FIGURES.map((f) => [f, r.figures[f] ?? null])) as Record<(typeof NAMED_FIGURES)[number], number | null>;
+      return { ...r, ...named };
+    }),
+    summary: summarize(results),
+    failures: [...failures],
+    run,
+  };
+}
