@@ -1,5 +1,263 @@
+// The N-API surface: a Session is one file system, mounted (a Transport) or not (unit tests feed
+// it request bytes through dispatch()). Only control crosses into JavaScript; no request does.
+#include <sys/stat.h>
+#include <memory>
 #include "addon.h"
+#include "fs.h"
+#include "transport.h"
 
 namespace ephemera {
-void InitSession(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+class BufferSink : public ReplySink {
+ public:
+  std::vector<uint8_t> bytes;
+  bool sent = false;
+  int Send(const iovec* iov, int count) override {
+    sent = true;
+    for (int i = 0; i < count; ++i) {
+      auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+      bytes.insert(bytes.end(), p, p + iov[i].iov_len);
+    }
+    return 0;
+  }
+};
+
+std::string GetString(const Napi::Object& o, const char* key, const std::string& def) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : def;
+}
+double GetNumber(const Napi::Object& o, const char* key, double def) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+}
+bool GetBool(const Napi::Object& o, const char* key, bool def) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : def;
+}
+
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("code", Napi::String::New(env, err == ENODEV || err == ENOENT ? "E_MOUNT" : "E_MOUNT"));
+  return e;
+}
+
+class Session : public Napi::ObjectWrap<Session> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Session",
+                       {
+                           InstanceMethod("mount", &Session::Mount),
+                           InstanceMethod("unmount", &Session::Unmount),
+                           InstanceMethod("dispatch", &Session::Dispatch),
+                           InstanceMethod("counters", &Session::Counters),
+                           InstanceMethod("usage", &Session::Usage),
+                           InstanceMethod("inodeStats", &Session::InodeStats),
+                           InstanceMethod("setQuotas", &Session::SetQuotas),
+                           InstanceMethod("info", &Session::Info),
+                       });
+  }
+
+  explicit Session(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Session>(info) {
+    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    FsOptions fo;
+    fo.mode = GetString(o, "mode", "auto");
+    if (fo.mode != "auto" && fo.mode != "passthrough" && fo.mode != "writeback" && fo.mode != "none")
+      throw Napi::TypeError::New(info.Env(), "mode must be auto, passthrough, writeback or none");
+    fo.root_mode = static_cast<uint32_t>(GetNumber(o, "rootMode", 01777));
+    fo.root_uid = static_cast<uint32_t>(GetNumber(o, "rootUid", 0));
+    fo.root_gid = static_cast<uint32_t>(GetNumber(o, "rootGid", 0));
+    fo.entry_timeout_s = GetNumber(o, "entryTimeout", fo.entry_timeout_s);
+    fo.attr_timeout_s = GetNumber(o, "attrTimeout", fo.attr_timeout_s);
+    fo.answer_flush_enosys = GetBool(o, "flushEnosys", true);
+    fo.size_quota = static_cast<uint64_t>(GetNumber(o, "sizeQuota", 0));
+    fo.inode_quota = static_cast<uint64_t>(GetNumber(o, "inodeQuota", 0));
+    StoreOptions so;
+    so.memory_dir = GetString(o, "memoryDir", "");
+    so.spill_dir = GetString(o, "spillDir", "");
+    fs_ = std::make_unique<Filesystem>(fo, so);
+    topts_.mountpoint = GetString(o, "mountpoint", "");
+    topts_.queues = static_cast<int>(GetNumber(o, "queues", 2));
+    if (topts_.queues < 1 || topts_.queues > 16) throw Napi::RangeError::New(info.Env(), "queues must be 1..16");
+    topts_.allow_other = GetBool(o, "allowOther", false);
+    mode_ = fo.mode;
+  }
+
+  ~Session() override {
+    if (transport_) transport_->Stop();
+  }
+
+ private:
+  // mount(onStopped?) → Promise<info> resolved once INIT is answered.
+  Napi::Value Mount(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (topts_.mountpoint.empty()) throw Napi::Error::New(env, "this session has no mountpoint");
+    if (transport_) throw Napi::Error::New(env, "already mounted");
+    auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+    transport_ = std::make_unique<Transport>(fs_.get(), topts_);
+    if (mode_ != "none" && mode_ != "writeback" && MayPassthrough()) fs_->set_backing_registry(transport_.get());
+    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+    Napi::Function on_stopped = info.Length() > 0 && info[0].IsFunction() ? info[0].As<Napi::Function>() : noop;
+    ready_tsfn_ = Napi::ThreadSafeFunction::New(env, noop, "ephemera-ready", 0, 1);
+    stopped_tsfn_ = Napi::ThreadSafeFunction::New(env, on_stopped, "ephemera-stopped", 0, 1);
+    auto ready_fired = std::make_shared<std::atomic<bool>>(false);
+    Session* self = this;
+    transport_->set_on_ready([self, deferred, ready_fired]() {
+      if (ready_fired->exchange(true)) return;
+      self->ready_tsfn_.NonBlockingCall([self, deferred](Napi::Env env, Napi::Function) {
+        deferred->Resolve(self->InfoObject(env));
+      });
+      self->ready_tsfn_.Release();
+    });
+    transport_->set_on_stopped([self, deferred, ready_fired]() {
+      if (!ready_fired->exchange(true)) {
+        // The loop ended before INIT: the mount failed after mount(2) succeeded.
+        self->ready_tsfn_.NonBlockingCall([deferred](Napi::Env env, Napi::Function) {
+          Napi::Error e = Napi::Error::New(env, "the kernel closed the connection before INIT");
+          e.Set("code", Napi::String::New(env, "E_MOUNT"));
+          deferred->Reject(e.Value());
+        });
+        self->ready_tsfn_.Release();
+      }
+      self->stopped_tsfn_.NonBlockingCall([](Napi::Env env, Napi::Function cb) { cb.Call({}); });
+      self->stopped_tsfn_.Release();
+    });
+    std::string err;
+    int e = transport_->Mount(&err);
+    if (e != 0) {
+      transport_.reset();
+      fs_->set_backing_registry(nullptr);
+      ready_tsfn_.Release();
+      stopped_tsfn_.Release();
+      Napi::Error error = ErrnoError(env, e, err);
+      deferred->Reject(error.Value());
+    }
+    return deferred->Promise();
+  }
+
+  Napi::Value Unmount(const Napi::CallbackInfo& info) {
+    if (transport_) transport_->Stop();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value InfoObject(Napi::Env env) {
+    Napi::Object o = Napi::Object::New(env);
+    std::string mode = fs_->passthrough() ? "passthrough" : fs_->writeback() ? "writeback" : "direct";
+    o.Set("mode", mode);
+    o.Set("protoMinor", fs_->proto_minor());
+    o.Set("queues", topts_.queues);
+    o.Set("mountpoint", topts_.mountpoint);
+    o.Set("connection", transport_ ? transport_->connection() : "");
+    o.Set("initialized", fs_->initialized());
+    return o;
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
+
+  // dispatch(Buffer) → Buffer (the reply bytes) or null for requests the protocol never answers.
+  Napi::Value Dispatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (transport_) throw Napi::Error::New(env, "dispatch() is for unmounted sessions");
+    if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "dispatch(Buffer)");
+    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+    // Copy to an 8-byte aligned buffer: the kernel's buffers are aligned, Node's slices may not be.
+    std::vector<uint64_t> aligned((buf.Length() + 7) / 8);
+    memcpy(aligned.data(), buf.Data(), buf.Length());
+    BufferSink sink;
+    fs_->Dispatch(reinterpret_cast<const uint8_t*>(aligned.data()), buf.Length(), &sink);
+    if (!sink.sent) return env.Null();
+    return Napi::Buffer<uint8_t>::Copy(env, sink.bytes.data(), sink.bytes.size());
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object ops = Napi::Object::New(env);
+    const OpCounters& c = fs_->counters();
+    for (int i = 0; i < kOpCount; ++i) {
+      uint64_t n = c.count[i].load(), e = c.errors[i].load();
+      if (!n && !e) continue;
+      Napi::Object row = Napi::Object::New(env);
+      row.Set("count", static_cast<double>(n));
+      row.Set("errors", static_cast<double>(e));
+      ops.Set(OpName(i), row);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ops", ops);
+    o.Set("unanswered", static_cast<double>(c.unanswered.load()));
+    o.Set("exceptions", static_cast<double>(c.exceptions.load()));
+    o.Set("malformed", static_cast<double>(c.malformed.load()));
+    return o;
+  }
+
+  Napi::Value Usage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto u = fs_->GetUsage();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("inodes", static_cast<double>(u.inodes));
+    o.Set("files", static_cast<double>(u.files));
+    o.Set("openFiles", static_cast<double>(u.open_files));
+    o.Set("bytesMemory", static_cast<double>(u.bytes_memory));
+    o.Set("bytesDisk", static_cast<double>(u.bytes_disk));
+    return o;
+  }
+
+  Napi::Value InodeStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto stats = fs_->InodeStats();
+    Napi::Array arr = Napi::Array::New(env, stats.size());
+    for (size_t i = 0; i < stats.size(); ++i) {
+      const auto& s = stats[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("ino", static_cast<double>(s.ino));
+      o.Set("tier", TierName(s.tier));
+      o.Set("size", static_cast<double>(s.size));
+      o.Set("allocated", static_cast<double>(s.allocated));
+      o.Set("openCount", s.open_count);
+      o.Set("lastOpenMs", static_cast<double>(s.last_open_ms));
+      o.Set("lastCloseMs", static_cast<double>(s.last_close_ms));
+      o.Set("lastMoveMs", static_cast<double>(s.last_move_ms));
+      arr.Set(i, o);
+    }
+    return arr;
+  }
+
+  Napi::Value SetQuotas(const Napi::CallbackInfo& info) {
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
+      throw Napi::TypeError::New(info.Env(), "setQuotas(sizeBytes, inodes)");
+    fs_->SetQuotas(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()),
+                   static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Filesystem> fs_;
+  std::unique_ptr<Transport> transport_;
+  TransportOptions topts_;
+  std::string mode_;
+  Napi::ThreadSafeFunction ready_tsfn_, stopped_tsfn_;
+};
+
+Napi::Value DetachMountJs(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "detachMount(path)");
+  return Napi::Number::New(info.Env(), DetachMount(info[0].As<Napi::String>().Utf8Value()));
+}
+Napi::Value AbortConnectionJs(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "abortConnection(id)");
+  return Napi::Number::New(info.Env(), AbortConnection(info[0].As<Napi::String>().Utf8Value()));
+}
+Napi::Value MayPassthroughJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), MayPassthrough());
+}
+
+}  // namespace
+
+void InitSession(Napi::Env env, Napi::Object exports) {
+  exports.Set("Session", Session::Define(env));
+  exports.Set("detachMount", Napi::Function::New(env, DetachMountJs));
+  exports.Set("abortConnection", Napi::Function::New(env, AbortConnectionJs));
+  exports.Set("mayPassthrough", Napi::Function::New(env, MayPassthroughJs));
+  Napi::Object names = Napi::Object::New(env);
+  for (int i = 0; i < kOpCount; ++i) names.Set(OpName(i), i);
+  exports.Set("opcodeIndex", names);
+}
+
 }  // namespace ephemera

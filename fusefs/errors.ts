@@ -1,0 +1,32 @@
+/**
+ * Every error the runtime daemon raises, each with a stable `code` that tests and callers match
+ * on (piscina's pattern). Messages name the path or option at fault.
+ */
+export type EphemeraErrorCode =
+  | 'E_NO_FUSE'
+  | 'E_NO_MOUNTPOINT'
+  | 'E_NOT_DIRECTORY'
+  | 'E_MOUNTPOINT_BUSY'
+  | 'E_MOUNT'
+  | 'E_NOT_ROOT'
+  | 'E_NOT_BUILT'
+  | 'E_BAD_OPTION'
+  | 'E_BAD_MESSAGE'
+  | 'E_UNKNOWN_MOUNT'
+  | 'E_EXISTS'
+  | 'E_DAEMON';
+
+export class EphemeraError extends Error {
+  readonly code: EphemeraErrorCode;
+  readonly exitCode: number;
+  constructor(code: EphemeraErrorCode, message: string, exitCode = 1) {
+    super(message);
+    this.name = 'EphemeraError';
+    this.code = code;
+    this.exitCode = exitCode;
+  }
+}
+
+export function isEphemeraError(e: unknown, code?: EphemeraErrorCode): e is EphemeraError {
+  return e instanceof EphemeraError && (code === undefined || e.code === code);
+}

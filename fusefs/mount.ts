@@ -1,0 +1,139 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { EphemeraError } from './errors';
+import { isMountPoint, MemoryTierMount } from './memtier';
+import {
+  loadCore,
+  type NativeCounters,
+  type NativeInodeStat,
+  type NativeMountInfo,
+  type NativeSession,
+  type NativeSessionOptions,
+  type NativeUsage,
+} from './native';
+
+export interface MountOptions {
+  mountpoint: string;
+  allowOther?: boolean;
+  queues?: number;
+  mode?: NativeSessionOptions['mode'];
+  /** Where the memory tier's private tmpfs is mounted; default: beside no one, under /run/ephemera. */
+  memoryDir?: string;
+  /** Use an existing memory-tier directory (the node daemon shares one tmpfs among mounts). */
+  sharedMemoryDir?: string;
+  spillDir?: string;
+  sizeQuota?: number;
+  inodeQuota?: number;
+  rootMode?: number;
+  rootUid?: number;
+  rootGid?: number;
+}
+
+/**
+ * One mounted Ephemera file system. `EphemeraMount.open` resolves only after the kernel's INIT is
+ * answered (no sleeps); `close` is idempotent; `stopped` settles when the native loops end, also
+ * when the connection is aborted from outside.
+ */
+export class EphemeraMount {
+  readonly stopped: Promise<void>;
+  private closed = false;
+
+  private constructor(
+    readonly mountpoint: string,
+    readonly info: NativeMountInfo,
+    private readonly session: NativeSession,
+    private readonly memoryTier: MemoryTierMount | undefined,
+    stopped: Promise<void>,
+  ) {
+    this.stopped = stopped;
+  }
+
+  static async open(opts: MountOptions): Promise<EphemeraMount> {
+    const mountpoint = path.resolve(opts.mountpoint);
+    preflight(mountpoint);
+    const core = loadCore();
+    const memoryTier = opts.sharedMemoryDir
+      ? undefined
+      : MemoryTierMount.create(opts.memoryDir ?? `/run/ephemera/mem-${process.pid}-${sanitize(mountpoint)}`);
+    const session = new core.Session({
+      mountpoint,
+      allowOther: opts.allowOther ?? false,
+      queues: opts.queues ?? 2,
+      mode: opts.mode ?? 'auto',
+      memoryDir: opts.sharedMemoryDir ?? memoryTier?.dir ?? '',
+      spillDir: opts.spillDir ?? '',
+      sizeQuota: opts.sizeQuota ?? 0,
+      inodeQuota: opts.inodeQuota ?? 0,
+      rootMode: opts.rootMode ?? 0o1777,
+      rootUid: opts.rootUid ?? 0,
+      rootGid: opts.rootGid ?? 0,
+    });
+    let onStopped!: () => void;
+    const stopped = new Promise<void>((resolve) => (onStopped = resolve));
+    try {
+      const info = await session.mount(() => onStopped());
+      return new EphemeraMount(mountpoint, info, session, memoryTier, stopped);
+    } catch (e) {
+      memoryTier?.close();
+      const err = e as Error & { errno?: number };
+      throw new EphemeraError('E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
+    }
+  }
+
+  get mode(): NativeMountInfo['mode'] {
+    return this.info.mode;
+  }
+  counters(): NativeCounters {
+    return this.session.counters();
+  }
+  usage(): NativeUsage {
+    return this.session.usage();
+  }
+  inodeStats(): NativeInodeStat[] {
+    return this.session.inodeStats();
+  }
+  setQuotas(sizeBytes: number, inodes: number): void {
+    this.session.setQuotas(sizeBytes, inodes);
+  }
+
+  /** Unmounts (lazily, aborting the connection so no thread or caller can hang) and frees the tiers. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.session.unmount();
+    await this.stopped;
+    this.memoryTier?.close();
+  }
+}
+
+function sanitize(p: string): string {
+  return p.replace(/[^A-Za-z0-9]+/g, '_').slice(-48);
+}
+
+/**
+ * Refuses clearly before touching the kernel: no /dev/fuse, a missing or non-directory mount
+ * point, or one that is already a live mount. A dead FUSE mount left by a killed daemon
+ * (stat → ENOTCONN) is detached first, so a restart recovers the path.
+ */
+export function preflight(mountpoint: string): void {
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    throw new EphemeraError('E_NO_FUSE', '/dev/fuse is missing or not accessible (load the fuse module, or run the container with --device /dev/fuse)');
+  }
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(mountpoint);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
+      loadCore().detachMount(mountpoint);
+      st = fs.statSync(mountpoint, { throwIfNoEntry: false });
+    }
+    if (!st) throw new EphemeraError('E_NO_MOUNTPOINT', `mount point ${mountpoint} does not exist`);
+  }
+  if (!st.isDirectory()) throw new EphemeraError('E_NOT_DIRECTORY', `mount point ${mountpoint} is not a directory`);
+  if (isMountPoint(mountpoint)) {
+    throw new EphemeraError('E_MOUNTPOINT_BUSY', `mount point ${mountpoint} is already a mount (unmount it first)`);
+  }
+}

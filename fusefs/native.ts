@@ -1,0 +1,107 @@
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { EphemeraError } from './errors';
+
+/** Options of a native session (see mmap-core/src/session.cc). */
+export interface NativeSessionOptions {
+  mountpoint?: string;
+  queues?: number;
+  allowOther?: boolean;
+  /** auto: passthrough where allowed, else writeback cache; none: no kernel features (unit tests). */
+  mode?: 'auto' | 'passthrough' | 'writeback' | 'none';
+  /** A directory on a huge=within_size tmpfs for the memory tier; empty: memfd. */
+  memoryDir?: string;
+  /** The disk tier. */
+  spillDir?: string;
+  rootMode?: number;
+  rootUid?: number;
+  rootGid?: number;
+  entryTimeout?: number;
+  attrTimeout?: number;
+  flushEnosys?: boolean;
+  sizeQuota?: number;
+  inodeQuota?: number;
+}
+
+export type MountMode = 'passthrough' | 'writeback' | 'direct';
+
+export interface NativeMountInfo {
+  mode: MountMode;
+  protoMinor: number;
+  queues: number;
+  mountpoint: string;
+  connection: string;
+  initialized: boolean;
+}
+
+export interface OpCount {
+  count: number;
+  errors: number;
+}
+export interface NativeCounters {
+  ops: Record<string, OpCount>;
+  unanswered: number;
+  exceptions: number;
+  malformed: number;
+}
+export interface NativeUsage {
+  inodes: number;
+  files: number;
+  openFiles: number;
+  bytesMemory: number;
+  bytesDisk: number;
+}
+export interface NativeInodeStat {
+  ino: number;
+  tier: 'memory' | 'disk';
+  size: number;
+  allocated: number;
+  openCount: number;
+  lastOpenMs: number;
+  lastCloseMs: number;
+  lastMoveMs: number;
+}
+
+export interface NativeSession {
+  mount(onStopped?: () => void): Promise<NativeMountInfo>;
+  unmount(): void;
+  dispatch(request: Buffer): Buffer | null;
+  counters(): NativeCounters;
+  usage(): NativeUsage;
+  inodeStats(): NativeInodeStat[];
+  setQuotas(sizeBytes: number, inodes: number): void;
+  info(): NativeMountInfo;
+}
+
+export interface NativeCore {
+  Session: new (opts: NativeSessionOptions) => NativeSession;
+  detachMount(path: string): number;
+  abortConnection(connection: string): number;
+  mayPassthrough(): boolean;
+  opcodeIndex: Record<string, number>;
+  sys: Record<string, unknown>;
+}
+
+let cached: NativeCore | undefined;
+
+/** The repository root (works from the TS sources under vitest and from dist/). */
+export function repoRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'mmap-core'))) return dir;
+    dir = path.dirname(dir);
+  }
+  throw new EphemeraError('E_NOT_BUILT', `cannot find the repository root above ${__dirname}`);
+}
+
+/** Loads the native addon once; a missing build is a clear error, not a stack trace. */
+export function loadCore(): NativeCore {
+  if (cached) return cached;
+  const file = path.join(repoRoot(), 'mmap-core', 'build', 'Release', 'ephemera_core.node');
+  if (!fs.existsSync(file)) {
+    throw new EphemeraError('E_NOT_BUILT', `native core not built (${file}): run \`npm run build\``);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cached = require(file) as NativeCore;
+  return cached;
+}

@@ -1,0 +1,1075 @@
+#include "fs.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+
+namespace ephemera {
+namespace {
+
+constexpr uint32_t kRenameNoReplace = 1;  // RENAME_NOREPLACE
+constexpr uint32_t kRenameExchange = 2;   // RENAME_EXCHANGE
+constexpr uint32_t kRenameWhiteout = 4;   // RENAME_WHITEOUT
+constexpr size_t kMaxName = 255;
+constexpr size_t kMaxXattrValue = 64 * 1024;
+constexpr size_t kMaxSymlink = 4095;
+
+timespec Now() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+void SplitTimeout(double s, uint64_t* sec, uint32_t* nsec) {
+  *sec = static_cast<uint64_t>(s);
+  *nsec = static_cast<uint32_t>((s - static_cast<double>(*sec)) * 1e9);
+}
+
+bool Later(const timespec& a, const timespec& b) {
+  return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+uint32_t DirentType(uint32_t mode) { return (mode & S_IFMT) >> 12; }
+
+// The compat setxattr body (FUSE_SETXATTR_EXT is not negotiated): size and flags only.
+struct SetxattrInCompat {
+  uint32_t size;
+  uint32_t flags;
+};
+
+}  // namespace
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+uint64_t Directory::Find(const std::string& name) const {
+  auto it = cookie_of.find(name);
+  if (it == cookie_of.end()) return 0;
+  return by_cookie.at(it->second).ino;
+}
+void Directory::Insert(const std::string& name, uint64_t ino) {
+  uint64_t c = next_cookie++;
+  by_cookie.emplace(c, Entry{name, ino});
+  cookie_of[name] = c;
+}
+void Directory::Erase(const std::string& name) {
+  auto it = cookie_of.find(name);
+  if (it == cookie_of.end()) return;
+  by_cookie.erase(it->second);
+  cookie_of.erase(it);
+}
+
+Filesystem::Filesystem(FsOptions opts, StoreOptions store_opts)
+    : opts_(std::move(opts)), store_(std::move(store_opts)) {
+  slots_.resize(2);
+  slot_generation_.resize(2, 0);
+  auto root = std::make_unique<Inode>();
+  root->ino = FUSE_ROOT_ID;
+  root->generation = 0;
+  root->mode = S_IFDIR | (opts_.root_mode & 07777);
+  root->uid = opts_.root_uid;
+  root->gid = opts_.root_gid;
+  root->nlink = 2;
+  root->atime = root->mtime = root->ctime = Now();
+  root->nlookup = 1;  // the kernel holds the root for the mount's life
+  root->dir = std::make_unique<Directory>();
+  root->dir->parent = FUSE_ROOT_ID;
+  slots_[FUSE_ROOT_ID] = std::move(root);
+  live_inodes_ = 1;
+}
+
+Filesystem::~Filesystem() = default;
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch: the one place where bytes become requests. Size checks come from the opcode table.
+
+void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
+  if (len < sizeof(fuse_in_header)) {
+    counters_.malformed++;
+    return;  // no unique to answer to; the kernel never sends this
+  }
+  const auto* h = reinterpret_cast<const fuse_in_header*>(buf);
+  int idx = static_cast<int>(OpIndex::UNKNOWN);
+  uint32_t arg_size = 0;
+  bool replies = true;
+  switch (h->opcode) {
+#define EPHEMERA_CASE(num, Name, Arg, rep) \
+  case num:                                \
+    idx = static_cast<int>(OpIndex::Name); \
+    arg_size = ArgSize<Arg>();             \
+    replies = rep;                         \
+    break;
+    EPHEMERA_OPCODES(EPHEMERA_CASE)
+#undef EPHEMERA_CASE
+    default:
+      break;
+  }
+  // SETXATTR without FUSE_SETXATTR_EXT carries the 8-byte compat header.
+  if (h->opcode == FUSE_SETXATTR) arg_size = sizeof(SetxattrInCompat);
+  counters_.count[idx]++;
+  Reply reply(sink, h->unique, replies, &counters_.unanswered);
+  if (h->len != len || len < sizeof(fuse_in_header) + arg_size) {
+    counters_.malformed++;
+    counters_.errors[idx]++;
+    if (replies) reply.Error(EINVAL);
+    return;
+  }
+  if (idx == static_cast<int>(OpIndex::UNKNOWN)) {
+    counters_.errors[idx]++;
+    reply.Error(ENOSYS);
+    return;
+  }
+  if (!initialized_ && h->opcode != FUSE_INIT) {
+    counters_.errors[idx]++;
+    reply.Error(EIO);  // the protocol forbids anything before INIT
+    return;
+  }
+  const uint8_t* arg = buf + sizeof(fuse_in_header);
+  Request req(h, arg, arg + arg_size, len - sizeof(fuse_in_header) - arg_size);
+  try {
+    switch (h->opcode) {
+#define EPHEMERA_CALL(num, Name, Arg, rep) \
+  case num:                                \
+    Op##Name(req, reply);                  \
+    break;
+      EPHEMERA_OPCODES(EPHEMERA_CALL)
+#undef EPHEMERA_CALL
+    }
+  } catch (const std::bad_alloc&) {
+    counters_.exceptions++;
+    reply.Error(ENOMEM);
+  } catch (...) {
+    // A C++ exception never reaches the kernel or Node: answer EIO and count it.
+    counters_.exceptions++;
+    reply.Error(EIO);
+  }
+  if (reply.error() != 0) counters_.errors[idx]++;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inode table
+
+Inode* Filesystem::Get(uint64_t ino) {
+  if (ino == 0 || ino >= slots_.size()) return nullptr;
+  return slots_[ino].get();
+}
+
+int Filesystem::ReserveInode() const {
+  if (opts_.inode_quota && live_inodes_ >= opts_.inode_quota) return ENOSPC;
+  return 0;
+}
+
+Inode* Filesystem::NewInode(uint32_t mode, uint32_t uid, uint32_t gid) {
+  uint64_t ino;
+  if (!free_slots_.empty()) {
+    ino = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    ino = slots_.size();
+    slots_.emplace_back();
+    slot_generation_.push_back(0);
+  }
+  auto in = std::make_unique<Inode>();
+  in->ino = ino;
+  in->generation = ++slot_generation_[ino];  // nodeid:generation is unique for the fs's life
+  in->mode = mode;
+  in->uid = uid;
+  in->gid = gid;
+  in->atime = in->mtime = in->ctime = Now();
+  Inode* raw = in.get();
+  slots_[ino] = std::move(in);
+  live_inodes_++;
+  return raw;
+}
+
+void Filesystem::MaybeFree(Inode* in) {
+  if (in->ino == FUSE_ROOT_ID) return;
+  if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
+  if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
+  uint64_t ino = in->ino;
+  slots_[ino].reset();  // closes the backing fd: the memory goes back at once
+  free_slots_.push_back(ino);
+  live_inodes_--;
+}
+
+void Filesystem::FillAttr(Inode* in, fuse_attr* a) {
+  memset(a, 0, sizeof(*a));
+  a->ino = in->ino;
+  a->mode = in->mode;
+  a->nlink = in->nlink;
+  a->uid = in->uid;
+  a->gid = in->gid;
+  a->rdev = in->rdev;
+  a->blksize = 4096;
+  timespec atime = in->atime, mtime = in->mtime, ctime = in->ctime;
+  if (in->data) {
+    struct stat st;
+    if (fstat(in->data->fd, &st) == 0) {
+      a->size = st.st_size;
+      a->blocks = st.st_blocks;
+      // Under passthrough the kernel writes the backing file, so its times are the truth.
+      atime = st.st_atim;
+      mtime = st.st_mtim;
+      if (Later(st.st_ctim, ctime)) ctime = st.st_ctim;
+    }
+  } else if (in->is_dir()) {
+    a->size = 4096;
+    a->blocks = 8;
+  } else if (S_ISLNK(in->mode)) {
+    a->size = in->link.size();
+  }
+  a->atime = atime.tv_sec;
+  a->atimensec = atime.tv_nsec;
+  a->mtime = mtime.tv_sec;
+  a->mtimensec = mtime.tv_nsec;
+  a->ctime = ctime.tv_sec;
+  a->ctimensec = ctime.tv_nsec;
+}
+
+void Filesystem::FillEntry(Inode* in, fuse_entry_out* out) {
+  memset(out, 0, sizeof(*out));
+  out->nodeid = in->ino;
+  out->generation = in->generation;
+  SplitTimeout(opts_.entry_timeout_s, &out->entry_valid, &out->entry_valid_nsec);
+  SplitTimeout(opts_.attr_timeout_s, &out->attr_valid, &out->attr_valid_nsec);
+  FillAttr(in, &out->attr);
+}
+
+void Filesystem::ReplyEntry(Inode* in, Reply& reply) {
+  fuse_entry_out out;
+  FillEntry(in, &out);
+  in->nlookup++;
+  reply.Ok(out);
+}
+
+int Filesystem::CheckName(std::string_view name) const {
+  if (name.empty() || name == "." || name == "..") return EINVAL;
+  if (name.size() > kMaxName) return ENAMETOOLONG;
+  if (name.find('/') != std::string_view::npos) return EINVAL;
+  return 0;
+}
+
+uint64_t Filesystem::BytesUsed() {
+  uint64_t total = 0;
+  for (auto& s : slots_) {
+    if (!s || !s->data) continue;
+    struct stat st;
+    if (fstat(s->data->fd, &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+void Filesystem::SetInitState(const fuse_init_in& in, abi::InitOut* out) {
+  memset(out, 0, sizeof(*out));
+  out->major = abi::kKernelMajor;
+  out->minor = std::min(in.minor, abi::kOurMinor);
+  proto_minor_ = out->minor;
+  uint64_t kflags = in.flags;
+  if (kflags & abi::kInitExt) kflags |= static_cast<uint64_t>(in.flags2) << 32;
+
+  uint64_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_ATOMIC_O_TRUNC | FUSE_DO_READDIRPLUS |
+                  FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | abi::kInitExt |
+                  FUSE_ASYNC_DIO;
+  // One connection-level choice: passthrough where the kernel offers it and we may register
+  // backing files; else the writeback cache. The kernel refuses the two together.
+  bool may_passthrough = backing_ != nullptr && opts_.mode != "writeback" && opts_.mode != "none";
+  if (may_passthrough && (kflags & abi::kPassthrough)) {
+    want |= abi::kPassthrough;
+    out->max_stack_depth = 1;  // backing files live on tmpfs/ext4 (depth 0)
+    passthrough_ = true;
+  } else if (opts_.mode != "none" && (kflags & FUSE_WRITEBACK_CACHE)) {
+    want |= FUSE_WRITEBACK_CACHE;
+    writeback_ = true;
+  }
+  uint64_t flags = want & kflags;
+  out->flags = static_cast<uint32_t>(flags);
+  out->flags2 = static_cast<uint32_t>(flags >> 32);
+  out->max_readahead = in.max_readahead;
+  out->max_background = 64;
+  out->congestion_threshold = 48;
+  out->max_write = opts_.max_write;
+  out->max_pages = static_cast<uint16_t>(opts_.max_write / 4096);
+  out->time_gran = 1;
+}
+
+void Filesystem::OpINIT(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_init_in>();
+  if (in.major != abi::kKernelMajor) {
+    // A newer major: answer with ours; the kernel retries with ours or gives up.
+    abi::InitOut out{};
+    out.major = abi::kKernelMajor;
+    out.minor = abi::kOurMinor;
+    reply.Bytes(&out, sizeof(out));
+    return;
+  }
+  if (in.minor < 31) {  // 7.31 (Linux 5.x) is the oldest we support
+    reply.Error(EPROTO);
+    return;
+  }
+  abi::InitOut out;
+  SetInitState(in, &out);
+  initialized_ = true;
+  reply.Ok(out);
+  if (on_init_) on_init_();
+}
+
+void Filesystem::OpDESTROY(const Request&, Reply& reply) { reply.Ok(); }
+void Filesystem::OpINTERRUPT(const Request&, Reply& reply) {
+  // Every handler finishes in microseconds (no request waits on another), so there is nothing
+  // to interrupt: the original request's reply follows shortly.
+  reply.NoReply();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+void Filesystem::OpLOOKUP(const Request& req, Reply& reply) {
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  if (name.size() > kMaxName) return reply.Error(ENAMETOOLONG);
+  std::lock_guard lock(mu_);
+  Inode* dir = Get(req.nodeid());
+  if (!dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  uint64_t ino = dir->dir->Find(std::string(name));
+  if (!ino) {
+    // A negative entry with a timeout lets the kernel cache "no such file" too.
+    fuse_entry_out out{};
+    SplitTimeout(opts_.entry_timeout_s, &out.entry_valid, &out.entry_valid_nsec);
+    return reply.Ok(out);
+  }
+  ReplyEntry(Get(ino), reply);
+}
+
+void Filesystem::OpFORGET(const Request& req, Reply& reply) {
+  reply.NoReply();
+  std::lock_guard lock(mu_);
+  Inode* in = Get(req.nodeid());
+  if (!in) return;
+  uint64_t n = req.In<fuse_forget_in>().nlookup;
+  in->nlookup = n >= in->nlookup ? 0 : in->nlookup - n;
+  MaybeFree(in);
+}
+
+void Filesystem::OpBATCH_FORGET(const Request& req, Reply& reply) {
+  reply.NoReply();
+  uint32_t count = req.In<fuse_batch_forget_in>().count;
+  if (req.payload_len() / sizeof(fuse_forget_one) < count) {
+    counters_.malformed++;
+    return;
+  }
+  const auto* items = reinterpret_cast<const fuse_forget_one*>(req.payload());
+  std::lock_guard lock(mu_);
+  for (uint32_t i = 0; i < count; ++i) {
+    Inode* in = Get(items[i].nodeid);
+    if (!in) continue;
+    in->nlookup = items[i].nlookup >= in->nlookup ? 0 : in->nlookup - items[i].nlookup;
+    MaybeFree(in);
+  }
+}
+
+void Filesystem::OpGETATTR(const Request& req, Reply& reply) {
+  std::lock_guard lock(mu_);
+  Inode* in = Get(req.nodeid());
+  if (!in) return reply.Error(ENOENT);
+  fuse_attr_out out{};
+  SplitTimeout(opts_.attr_timeout_s, &out.attr_valid, &out.attr_valid_nsec);
+  FillAttr(in, &out.attr);
+  reply.Ok(out);
+}
+
+void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_setattr_in>();
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  timespec now = Now();
+  if (in.valid & FATTR_SIZE) {
+    if (node->is_dir()) return reply.Error(EISDIR);
+    if (!node->data) return reply.Error(EINVAL);
+    if (opts_.size_quota) {
+      struct stat st;
+      if (fstat(node->data->fd, &st) == 0 && in.size > static_cast<uint64_t>(st.st_size) &&
+          BytesUsed() + (in.size - st.st_size) > opts_.size_quota)
+        return reply.Error(ENOSPC);  // a sized tmpfs would refuse the blocks later; we refuse now
+    }
+    if (ftruncate(node->data->fd, static_cast<off_t>(in.size)) != 0) return reply.Error(errno);
+    node->ctime = now;
+  }
+  if (in.valid & FATTR_MODE) {
+    node->mode = (node->mode & S_IFMT) | (in.mode & 07777);
+    node->ctime = now;
+  }
+  if (in.valid & FATTR_UID) node->uid = in.uid, node->ctime = now;
+  if (in.valid & FATTR_GID) node->gid = in.gid, node->ctime = now;
+  if (in.valid & FATTR_KILL_SUIDGID) node->mode &= ~(S_ISUID | S_ISGID);
+  if (in.valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) {
+    timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+    if (in.valid & FATTR_ATIME_NOW) times[0] = now;
+    else if (in.valid & FATTR_ATIME) times[0] = {static_cast<time_t>(in.atime), static_cast<long>(in.atimensec)};
+    if (in.valid & FATTR_MTIME_NOW) times[1] = now;
+    else if (in.valid & FATTR_MTIME) times[1] = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
+    if (times[0].tv_nsec != UTIME_OMIT) node->atime = times[0];
+    if (times[1].tv_nsec != UTIME_OMIT) node->mtime = times[1];
+    if (node->data && futimens(node->data->fd, times) != 0) return reply.Error(errno);
+    node->ctime = now;
+  }
+  if (in.valid & FATTR_CTIME) node->ctime = {static_cast<time_t>(in.ctime), static_cast<long>(in.ctimensec)};
+  fuse_attr_out out{};
+  SplitTimeout(opts_.attr_timeout_s, &out.attr_valid, &out.attr_valid_nsec);
+  FillAttr(node, &out.attr);
+  reply.Ok(out);
+}
+
+int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode,
+                         uint32_t rdev, const std::string* link, Inode** out) {
+  if (int e = CheckName(name)) return e;
+  Inode* dir = Get(parent);
+  if (!dir) return ENOENT;
+  if (!dir->is_dir()) return ENOTDIR;
+  if (dir->nlink == 0) return ENOENT;  // a removed directory takes no new entries
+  std::string key(name);
+  if (dir->dir->Find(key)) return EEXIST;
+  if (int e = ReserveInode()) return e;
+  std::shared_ptr<FileData> data;
+  if (S_ISREG(mode)) {
+    int fd = store_.NewFile(Tier::kMemory, slots_.size());
+    if (fd < 0) return -fd;
+    data = std::make_shared<FileData>(fd, Tier::kMemory);
+  }
+  uint32_t gid = req.h().gid;
+  if (dir->mode & S_ISGID) {  // BSD group semantics for setgid directories, as tmpfs does
+    gid = dir->gid;
+    if (S_ISDIR(mode)) mode |= S_ISGID;
+  }
+  Inode* in = NewInode(mode, req.h().uid, gid);
+  in->rdev = rdev;
+  in->data = std::move(data);
+  if (S_ISDIR(mode)) {
+    in->dir = std::make_unique<Directory>();
+    in->dir->parent = parent;
+    in->nlink = 2;
+    dir->nlink++;
+  } else {
+    in->nlink = 1;
+  }
+  if (link) in->link = *link;
+  dir->dir->Insert(key, in->ino);
+  dir->mtime = dir->ctime = in->ctime;
+  *out = in;
+  return 0;
+}
+
+void Filesystem::OpMKNOD(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_mknod_in>();
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  uint32_t type = in.mode & S_IFMT;
+  if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
+    return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* node;
+  if (int e = MakeNode(req, req.nodeid(), name, in.mode, in.rdev, nullptr, &node)) return reply.Error(e);
+  ReplyEntry(node, reply);
+}
+
+void Filesystem::OpMKDIR(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_mkdir_in>();
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* node;
+  if (int e = MakeNode(req, req.nodeid(), name, S_IFDIR | (in.mode & 07777), 0, nullptr, &node))
+    return reply.Error(e);
+  ReplyEntry(node, reply);
+}
+
+void Filesystem::OpSYMLINK(const Request& req, Reply& reply) {
+  std::string_view name, target;
+  if (!req.String(0, &name) || !req.String(1, &target)) return reply.Error(EINVAL);
+  if (target.size() > kMaxSymlink) return reply.Error(ENAMETOOLONG);
+  std::string link(target);
+  std::lock_guard lock(mu_);
+  Inode* node;
+  if (int e = MakeNode(req, req.nodeid(), name, S_IFLNK | 0777, 0, &link, &node)) return reply.Error(e);
+  ReplyEntry(node, reply);
+}
+
+void Filesystem::OpREADLINK(const Request& req, Reply& reply) {
+  std::lock_guard lock(mu_);
+  Inode* in = Get(req.nodeid());
+  if (!in) return reply.Error(ENOENT);
+  if (!S_ISLNK(in->mode)) return reply.Error(EINVAL);
+  reply.Bytes(in->link.data(), in->link.size());
+}
+
+void Filesystem::OpLINK(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_link_in>();
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  if (int e = CheckName(name)) return reply.Error(e);
+  std::lock_guard lock(mu_);
+  Inode* target = Get(in.oldnodeid);
+  Inode* dir = Get(req.nodeid());
+  if (!target || !dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  if (target->is_dir()) return reply.Error(EPERM);
+  if (target->nlink == 0) return reply.Error(ENOENT);  // linking an unlinked file is refused, as on tmpfs
+  std::string key(name);
+  if (dir->dir->Find(key)) return reply.Error(EEXIST);
+  if (target->nlink >= 0xffffffffu - 1) return reply.Error(EMLINK);
+  dir->dir->Insert(key, target->ino);
+  target->nlink++;
+  timespec now = Now();
+  target->ctime = dir->mtime = dir->ctime = now;
+  ReplyEntry(target, reply);
+}
+
+void Filesystem::OpUNLINK(const Request& req, Reply& reply) {
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* dir = Get(req.nodeid());
+  if (!dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  std::string key(name);
+  Inode* in = Get(dir->dir->Find(key));
+  if (!in) return reply.Error(ENOENT);
+  if (in->is_dir()) return reply.Error(EISDIR);
+  dir->dir->Erase(key);
+  in->nlink--;
+  timespec now = Now();
+  in->ctime = dir->mtime = dir->ctime = now;
+  MaybeFree(in);
+  reply.Ok();
+}
+
+void Filesystem::OpRMDIR(const Request& req, Reply& reply) {
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* dir = Get(req.nodeid());
+  if (!dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  std::string key(name);
+  Inode* in = Get(dir->dir->Find(key));
+  if (!in) return reply.Error(ENOENT);
+  if (!in->is_dir()) return reply.Error(ENOTDIR);
+  if (!in->dir->empty()) return reply.Error(ENOTEMPTY);
+  dir->dir->Erase(key);
+  dir->nlink--;
+  in->nlink = 0;
+  timespec now = Now();
+  in->ctime = dir->mtime = dir->ctime = now;
+  MaybeFree(in);
+  reply.Ok();
+}
+
+int Filesystem::DoRename(uint64_t olddir_ino, std::string_view oldname, uint64_t newdir_ino,
+                         std::string_view newname, uint32_t flags) {
+  if (flags & ~(kRenameNoReplace | kRenameExchange)) return (flags & kRenameWhiteout) ? EINVAL : EINVAL;
+  if ((flags & kRenameNoReplace) && (flags & kRenameExchange)) return EINVAL;
+  if (int e = CheckName(newname)) return e;
+  Inode* od = Get(olddir_ino);
+  Inode* nd = Get(newdir_ino);
+  if (!od || !nd) return ENOENT;
+  if (!od->is_dir() || !nd->is_dir()) return ENOTDIR;
+  std::string okey(oldname), nkey(newname);
+  Inode* src = Get(od->dir->Find(okey));
+  if (!src) return ENOENT;
+  Inode* dst = Get(nd->dir->Find(nkey));
+  timespec now = Now();
+  if (flags & kRenameExchange) {
+    if (!dst) return ENOENT;
+    od->dir->Erase(okey);
+    nd->dir->Erase(nkey);
+    od->dir->Insert(okey, dst->ino);
+    nd->dir->Insert(nkey, src->ino);
+    if (od != nd) {
+      if (src->is_dir()) src->dir->parent = nd->ino, od->nlink--, nd->nlink++;
+      if (dst->is_dir()) dst->dir->parent = od->ino, nd->nlink--, od->nlink++;
+    }
+    src->ctime = dst->ctime = od->mtime = od->ctime = nd->mtime = nd->ctime = now;
+    return 0;
+  }
+  if (dst) {
+    if (flags & kRenameNoReplace) return EEXIST;
+    if (dst == src) return 0;  // two links to one inode: POSIX says do nothing
+    if (src->is_dir()) {
+      if (!dst->is_dir()) return ENOTDIR;
+      if (!dst->dir->empty()) return ENOTEMPTY;
+    } else if (dst->is_dir()) {
+      return EISDIR;
+    }
+  }
+  // Moving a directory under itself is refused by the VFS before we see it; check anyway.
+  if (src->is_dir() && od != nd) {
+    for (uint64_t p = nd->ino; p != FUSE_ROOT_ID;) {
+      if (p == src->ino) return EINVAL;
+      Inode* pi = Get(p);
+      if (!pi || !pi->dir) break;
+      p = pi->dir->parent;
+    }
+  }
+  if (dst) {
+    nd->dir->Erase(nkey);
+    if (dst->is_dir()) {
+      dst->nlink = 0;
+      nd->nlink--;
+    } else {
+      dst->nlink--;
+    }
+    dst->ctime = now;
+  }
+  od->dir->Erase(okey);
+  nd->dir->Insert(nkey, src->ino);
+  if (src->is_dir() && od != nd) {
+    src->dir->parent = nd->ino;
+    od->nlink--;
+    nd->nlink++;
+  }
+  src->ctime = od->mtime = od->ctime = nd->mtime = nd->ctime = now;
+  if (dst) MaybeFree(dst);
+  return 0;
+}
+
+void Filesystem::OpRENAME(const Request& req, Reply& reply) {
+  std::string_view oldname, newname;
+  if (!req.String(0, &oldname) || !req.String(1, &newname)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  int e = DoRename(req.nodeid(), oldname, req.In<fuse_rename_in>().newdir, newname, 0);
+  e ? reply.Error(e) : reply.Ok();
+}
+
+void Filesystem::OpRENAME2(const Request& req, Reply& reply) {
+  std::string_view oldname, newname;
+  if (!req.String(0, &oldname) || !req.String(1, &newname)) return reply.Error(EINVAL);
+  const auto& in = req.In<fuse_rename2_in>();
+  std::lock_guard lock(mu_);
+  int e = DoRename(req.nodeid(), oldname, in.newdir, newname, in.flags);
+  e ? reply.Error(e) : reply.Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
+  memset(out, 0, sizeof(*out));
+  out->fh = in->ino;
+  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
+    if (ftruncate(in->data->fd, 0) != 0) return errno;
+    in->ctime = in->mtime = Now();
+  }
+  if (passthrough_ && backing_) {
+    if (in->backing_id < 0) {
+      int id = backing_->Open(in->data->fd);
+      if (id >= 0) in->backing_id = id;
+    }
+    if (in->backing_id >= 0) {
+      out->open_flags |= abi::kFopenPassthrough;
+      out->backing_id = in->backing_id;
+    }
+  } else if (writeback_) {
+    out->open_flags |= FOPEN_KEEP_CACHE;  // only the kernel writes our files: its cache stays valid
+  }
+  in->open_count++;
+  in->last_open_ms = NowMs();
+  return 0;
+}
+
+void Filesystem::OpCREATE(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_create_in>();
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* dir = Get(req.nodeid());
+  if (!dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  Inode* node = nullptr;
+  uint64_t existing = dir->dir->Find(std::string(name));
+  if (existing) {
+    // Lost a race with another creator: O_EXCL fails, otherwise open what is there.
+    if (in.flags & O_EXCL) return reply.Error(EEXIST);
+    node = Get(existing);
+    if (node->is_dir()) return reply.Error(EISDIR);
+    if (!node->is_reg()) return reply.Error(EACCES);
+  } else {
+    if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node))
+      return reply.Error(e);
+  }
+  abi::OpenOut open_out;
+  if (int e = OpenRegular(node, in.flags, &open_out)) return reply.Error(e);
+  fuse_entry_out entry;
+  FillEntry(node, &entry);
+  node->nlookup++;
+  reply.Bytes2(&entry, sizeof(entry), &open_out, sizeof(open_out));
+}
+
+void Filesystem::OpOPEN(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_open_in>();
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  if (node->is_dir()) return reply.Error(EISDIR);
+  if (!node->data) return reply.Error(ENXIO);  // fifos and devices are opened by the kernel itself
+  abi::OpenOut out;
+  if (int e = OpenRegular(node, in.flags, &out)) return reply.Error(e);
+  reply.Ok(out);
+}
+
+void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
+  {
+    std::lock_guard lock(mu_);
+    Inode* in = Get(req.nodeid());
+    if (in && in->open_count > 0) {
+      in->open_count--;
+      in->last_close_ms = NowMs();
+      if (in->open_count == 0 && in->backing_id >= 0 && backing_) {
+        // Released on last close, so a closed inode holds no kernel reference to its backing
+        // file and may move between tiers.
+        backing_->Close(in->backing_id);
+        in->backing_id = -1;
+      }
+      MaybeFree(in);
+    }
+  }
+  reply.Ok();
+}
+
+void Filesystem::OpFLUSH(const Request&, Reply& reply) {
+  if (opts_.answer_flush_enosys) return reply.Error(ENOSYS);  // saves a round trip per close()
+  reply.Ok();
+}
+
+void Filesystem::OpFSYNC(const Request& req, Reply& reply) {
+  // /tmp holds nothing that survives the daemon, so durability is moot: fsync only has to
+  // order, and every write is already visible. Answering 0 keeps fsync-heavy tools fast.
+  reply.Ok();
+}
+void Filesystem::OpFSYNCDIR(const Request&, Reply& reply) { reply.Ok(); }
+void Filesystem::OpSYNCFS(const Request&, Reply& reply) { reply.Ok(); }
+
+void Filesystem::OpREAD(const Request& req, Reply& reply) {
+  // Reached only without passthrough (writeback mode or a refused backing registration).
+  const auto& in = req.In<fuse_read_in>();
+  std::shared_ptr<FileData> data;
+  {
+    std::lock_guard lock(mu_);
+    Inode* node = Get(req.nodeid());
+    if (!node) return reply.Error(ENOENT);
+    if (!node->data) return reply.Error(EISDIR);
+    data = node->data;
+  }
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < in.size) buf.resize(in.size);
+  ssize_t n = pread(data->fd, buf.data(), in.size, static_cast<off_t>(in.offset));
+  if (n < 0) return reply.Error(errno);
+  reply.Bytes(buf.data(), static_cast<size_t>(n));
+}
+
+void Filesystem::OpWRITE(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_write_in>();
+  if (req.payload_len() < in.size) return reply.Error(EINVAL);
+  std::shared_ptr<FileData> data;
+  {
+    std::lock_guard lock(mu_);
+    Inode* node = Get(req.nodeid());
+    if (!node) return reply.Error(ENOENT);
+    if (!node->data) return reply.Error(EISDIR);
+    data = node->data;
+    if (opts_.size_quota) {
+      struct stat st;
+      uint64_t end = in.offset + in.size;
+      if (fstat(data->fd, &st) == 0 && end > static_cast<uint64_t>(st.st_size) &&
+          BytesUsed() + (end - st.st_size) > opts_.size_quota)
+        return reply.Error(ENOSPC);
+    }
+  }
+  ssize_t n = pwrite(data->fd, req.payload(), in.size, static_cast<off_t>(in.offset));
+  if (n < 0) return reply.Error(errno);
+  fuse_write_out out{};
+  out.size = static_cast<uint32_t>(n);
+  reply.Ok(out);
+}
+
+void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_fallocate_in>();
+  std::shared_ptr<FileData> data;
+  {
+    std::lock_guard lock(mu_);
+    Inode* node = Get(req.nodeid());
+    if (!node) return reply.Error(ENOENT);
+    if (!node->data) return reply.Error(ENODEV);
+    data = node->data;
+    if (opts_.size_quota && !(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > opts_.size_quota)
+      return reply.Error(ENOSPC);
+  }
+  if (fallocate(data->fd, static_cast<int>(in.mode), static_cast<off_t>(in.offset), static_cast<off_t>(in.length)) != 0)
+    return reply.Error(errno);
+  reply.Ok();
+}
+
+void Filesystem::OpLSEEK(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_lseek_in>();
+  std::shared_ptr<FileData> data;
+  {
+    std::lock_guard lock(mu_);
+    Inode* node = Get(req.nodeid());
+    if (!node) return reply.Error(ENOENT);
+    if (!node->data) return reply.Error(EINVAL);
+    data = node->data;
+  }
+  off_t r = lseek(data->fd, static_cast<off_t>(in.offset), static_cast<int>(in.whence));
+  if (r < 0) return reply.Error(errno);
+  fuse_lseek_out out{};
+  out.offset = static_cast<uint64_t>(r);
+  reply.Ok(out);
+}
+
+void Filesystem::OpCOPY_FILE_RANGE(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_copy_file_range_in>();
+  std::shared_ptr<FileData> src, dst;
+  {
+    std::lock_guard lock(mu_);
+    Inode* a = Get(req.nodeid());
+    Inode* b = Get(in.nodeid_out);
+    if (!a || !b) return reply.Error(ENOENT);
+    if (!a->data || !b->data) return reply.Error(EINVAL);
+    src = a->data;
+    dst = b->data;
+    if (opts_.size_quota && BytesUsed() + in.len > opts_.size_quota) {
+      struct stat st;
+      if (fstat(dst->fd, &st) == 0 && in.off_out + in.len > static_cast<uint64_t>(st.st_size))
+        return reply.Error(ENOSPC);
+    }
+  }
+  loff_t off_in = static_cast<loff_t>(in.off_in), off_out = static_cast<loff_t>(in.off_out);
+  size_t len = std::min<uint64_t>(in.len, UINT32_MAX & ~4095u);
+  ssize_t n = copy_file_range(src->fd, &off_in, dst->fd, &off_out, len, 0);
+  if (n < 0) return reply.Error(errno);
+  fuse_write_out out{};
+  out.size = static_cast<uint32_t>(n);
+  reply.Ok(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories
+
+void Filesystem::OpOPENDIR(const Request& req, Reply& reply) {
+  std::lock_guard lock(mu_);
+  Inode* in = Get(req.nodeid());
+  if (!in) return reply.Error(ENOENT);
+  if (!in->is_dir()) return reply.Error(ENOTDIR);
+  abi::OpenOut out{};
+  out.fh = in->ino;
+  reply.Ok(out);
+}
+
+void Filesystem::OpRELEASEDIR(const Request&, Reply& reply) { reply.Ok(); }
+
+void Filesystem::ReadDir(const Request& req, Reply& reply, bool plus) {
+  const auto& in = req.In<fuse_read_in>();
+  thread_local std::vector<uint8_t> buf;
+  size_t cap = std::min<uint32_t>(in.size, 1 << 20);
+  buf.assign(cap, 0);
+  size_t used = 0;
+  auto emit = [&](std::string_view name, uint64_t ino, uint32_t mode, uint64_t next_off, Inode* node) -> bool {
+    size_t head = plus ? sizeof(fuse_entry_out) + offsetof(fuse_dirent, name) : offsetof(fuse_dirent, name);
+    size_t rec = (head + name.size() + 7) & ~size_t(7);
+    if (used + rec > cap) return false;
+    uint8_t* p = buf.data() + used;
+    memset(p, 0, rec);
+    fuse_dirent* d;
+    if (plus) {
+      auto* e = reinterpret_cast<fuse_entry_out*>(p);
+      if (node) {
+        FillEntry(node, e);
+        node->nlookup++;  // the kernel counts a lookup for every entry with a nodeid
+      } else {
+        e->attr.ino = ino;
+        e->attr.mode = mode;  // "." and "..": nodeid 0 means "no entry to cache"
+      }
+      d = reinterpret_cast<fuse_dirent*>(p + sizeof(fuse_entry_out));
+    } else {
+      d = reinterpret_cast<fuse_dirent*>(p);
+    }
+    d->ino = ino;
+    d->off = next_off;
+    d->namelen = static_cast<uint32_t>(name.size());
+    d->type = DirentType(mode);
+    memcpy(reinterpret_cast<uint8_t*>(d) + offsetof(fuse_dirent, name), name.data(), name.size());
+    used += rec;
+    return true;
+  };
+  std::lock_guard lock(mu_);
+  Inode* dir = Get(req.nodeid());
+  if (!dir) return reply.Error(ENOENT);
+  if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  uint64_t off = in.offset;
+  if (off < 1 && !emit(".", dir->ino, dir->mode, 1, nullptr)) return reply.Bytes(buf.data(), used);
+  if (off < 2) {
+    Inode* parent = Get(dir->dir->parent);
+    if (!emit("..", parent ? parent->ino : dir->ino, S_IFDIR, 2, nullptr)) return reply.Bytes(buf.data(), used);
+  }
+  for (auto it = dir->dir->by_cookie.upper_bound(std::max<uint64_t>(off, 2)); it != dir->dir->by_cookie.end(); ++it) {
+    Inode* child = Get(it->second.ino);
+    if (!child) continue;
+    if (!emit(it->second.name, child->ino, child->mode, it->first, plus ? child : nullptr)) break;
+  }
+  reply.Bytes(buf.data(), used);
+}
+
+void Filesystem::OpREADDIR(const Request& req, Reply& reply) { ReadDir(req, reply, false); }
+void Filesystem::OpREADDIRPLUS(const Request& req, Reply& reply) { ReadDir(req, reply, true); }
+
+void Filesystem::OpSTATFS(const Request&, Reply& reply) {
+  std::lock_guard lock(mu_);
+  fuse_statfs_out out{};
+  const uint32_t bsize = 4096;
+  uint64_t total = opts_.size_quota;
+  if (!total) {
+    struct sysinfo si;
+    total = sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : (1ULL << 34);
+  }
+  uint64_t used = BytesUsed();
+  out.st.bsize = bsize;
+  out.st.frsize = bsize;
+  out.st.blocks = total / bsize;
+  uint64_t used_blocks = (used + bsize - 1) / bsize;
+  out.st.bfree = out.st.blocks > used_blocks ? out.st.blocks - used_blocks : 0;
+  out.st.bavail = out.st.bfree;
+  out.st.files = opts_.inode_quota ? opts_.inode_quota : 1 << 20;
+  out.st.ffree = out.st.files > live_inodes_ ? out.st.files - live_inodes_ : 0;
+  out.st.namelen = kMaxName;
+  reply.Ok(out);
+}
+
+void Filesystem::OpACCESS(const Request& req, Reply& reply) {
+  // default_permissions: the kernel checks modes itself; this only answers existence.
+  std::lock_guard lock(mu_);
+  Get(req.nodeid()) ? reply.Ok() : reply.Error(ENOENT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extended attributes: kept per inode in the daemon, like tmpfs' user.* and trusted.* xattrs.
+
+void Filesystem::OpSETXATTR(const Request& req, Reply& reply) {
+  const auto& in = req.In<SetxattrInCompat>();
+  std::string_view name;
+  const uint8_t* value;
+  size_t vlen;
+  if (!req.String(0, &name) || !req.After(1, &value, &vlen) || vlen < in.size) return reply.Error(EINVAL);
+  if (name.empty() || name.size() > XATTR_NAME_MAX) return reply.Error(ERANGE);
+  if (in.size > kMaxXattrValue) return reply.Error(E2BIG);
+  if (name.rfind("system.", 0) == 0) return reply.Error(EOPNOTSUPP);  // no POSIX ACLs
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  std::string key(name);
+  bool exists = node->xattrs.count(key) > 0;
+  if ((in.flags & XATTR_CREATE) && exists) return reply.Error(EEXIST);
+  if ((in.flags & XATTR_REPLACE) && !exists) return reply.Error(ENODATA);
+  node->xattrs[key] = std::string(reinterpret_cast<const char*>(value), in.size);
+  node->ctime = Now();
+  reply.Ok();
+}
+
+void Filesystem::OpGETXATTR(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_getxattr_in>();
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  auto it = node->xattrs.find(std::string(name));
+  if (it == node->xattrs.end()) return reply.Error(ENODATA);
+  if (in.size == 0) {
+    fuse_getxattr_out out{};
+    out.size = static_cast<uint32_t>(it->second.size());
+    return reply.Ok(out);
+  }
+  if (it->second.size() > in.size) return reply.Error(ERANGE);
+  reply.Bytes(it->second.data(), it->second.size());
+}
+
+void Filesystem::OpLISTXATTR(const Request& req, Reply& reply) {
+  const auto& in = req.In<fuse_getxattr_in>();
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  std::string names;
+  for (auto& [k, v] : node->xattrs) names.append(k).push_back('\0');
+  if (in.size == 0) {
+    fuse_getxattr_out out{};
+    out.size = static_cast<uint32_t>(names.size());
+    return reply.Ok(out);
+  }
+  if (names.size() > in.size) return reply.Error(ERANGE);
+  reply.Bytes(names.data(), names.size());
+}
+
+void Filesystem::OpREMOVEXATTR(const Request& req, Reply& reply) {
+  std::string_view name;
+  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  std::lock_guard lock(mu_);
+  Inode* node = Get(req.nodeid());
+  if (!node) return reply.Error(ENOENT);
+  if (node->xattrs.erase(std::string(name)) == 0) return reply.Error(ENODATA);
+  node->ctime = Now();
+  reply.Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Introspection for the control plane
+
+std::vector<InodeStat> Filesystem::InodeStats() {
+  std::lock_guard lock(mu_);
+  std::vector<InodeStat> out;
+  for (auto& s : slots_) {
+    if (!s || !s->data) continue;
+    struct stat st{};
+    fstat(s->data->fd, &st);
+    out.push_back({s->ino, s->data->tier, static_cast<uint64_t>(st.st_size),
+                   static_cast<uint64_t>(st.st_blocks) * 512, s->open_count, s->last_open_ms, s->last_close_ms,
+                   s->last_move_ms});
+  }
+  return out;
+}
+
+Filesystem::Usage Filesystem::GetUsage() {
+  std::lock_guard lock(mu_);
+  Usage u;
+  u.inodes = live_inodes_;
+  for (auto& s : slots_) {
+    if (!s || !s->data) continue;
+    u.files++;
+    if (s->open_count) u.open_files++;
+    struct stat st{};
+    fstat(s->data->fd, &st);
+    uint64_t bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    (s->data->tier == Tier::kMemory ? u.bytes_memory : u.bytes_disk) += bytes;
+  }
+  return u;
+}
+
+void Filesystem::SetQuotas(uint64_t size_quota, uint64_t inode_quota) {
+  std::lock_guard lock(mu_);
+  opts_.size_quota = size_quota;
+  opts_.inode_quota = inode_quota;
+}
+
+}  // namespace ephemera

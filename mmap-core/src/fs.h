@@ -1,0 +1,162 @@
+// The file system core: the inode table, directories and one handler per opcode. It sees
+// requests as typed views and answers through Reply; it knows nothing of /dev/fuse, so unit tests
+// drive it with bytes (Dispatch) and no mount.
+#pragma once
+#include <sys/stat.h>
+#include <atomic>
+#include <functional>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include "opcodes.h"
+#include "request.h"
+#include "store.h"
+
+namespace ephemera {
+
+// Registers passthrough backing files with the kernel (FUSE_DEV_IOC_BACKING_OPEN/CLOSE).
+class BackingRegistry {
+ public:
+  virtual ~BackingRegistry() = default;
+  virtual int Open(int fd) = 0;  // backing id, or -errno
+  virtual void Close(int id) = 0;
+};
+
+struct Directory {
+  struct Entry {
+    std::string name;
+    uint64_t ino;
+  };
+  uint64_t parent = 0;
+  // Readdir offsets are insertion cookies, so a listing resumes correctly while entries come and go.
+  std::map<uint64_t, Entry> by_cookie;
+  std::unordered_map<std::string, uint64_t> cookie_of;
+  uint64_t next_cookie = 3;  // 1 and 2 are "." and ".."
+
+  uint64_t Find(const std::string& name) const;
+  void Insert(const std::string& name, uint64_t ino);
+  void Erase(const std::string& name);
+  bool empty() const { return by_cookie.empty(); }
+};
+
+struct Inode {
+  uint64_t ino = 0;
+  uint64_t generation = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0, gid = 0, rdev = 0;
+  uint32_t nlink = 0;
+  timespec atime{}, mtime{}, ctime{};
+  uint64_t nlookup = 0;      // kernel references (LOOKUP/CREATE/… minus FORGET)
+  uint32_t open_count = 0;   // open handles (OPEN/CREATE minus RELEASE)
+  int32_t backing_id = -1;   // passthrough registration, held while open_count > 0
+  std::shared_ptr<FileData> data;  // regular files
+  std::unique_ptr<Directory> dir;  // directories
+  std::string link;                // symlinks
+  std::map<std::string, std::string> xattrs;
+  int64_t last_open_ms = 0, last_close_ms = 0, last_move_ms = 0;
+  bool moving = false;  // a tier move is copying this inode's data; opens wait
+
+  bool is_dir() const { return S_ISDIR(mode); }
+  bool is_reg() const { return S_ISREG(mode); }
+};
+
+struct FsOptions {
+  uint32_t root_mode = 01777;  // /tmp's mode
+  uint32_t root_uid = 0, root_gid = 0;
+  double entry_timeout_s = 3600;  // every change comes through this mount, so caching is safe
+  double attr_timeout_s = 3600;
+  bool answer_flush_enosys = true;  // nothing to do on flush: ENOSYS stops the kernel sending it
+  std::string mode = "auto";        // auto | passthrough | writeback | none (unit tests)
+  uint32_t max_write = 1 << 20;
+  uint64_t size_quota = 0;   // bytes over both tiers; 0 = unlimited (statfs shows RAM)
+  uint64_t inode_quota = 0;  // 0 = unlimited (1M shown)
+};
+
+struct OpCounters {
+  std::atomic<uint64_t> count[kOpCount];
+  std::atomic<uint64_t> errors[kOpCount];
+  std::atomic<uint64_t> unanswered{0};  // replies sent by the Reply destructor (handler bug)
+  std::atomic<uint64_t> exceptions{0};  // C++ exceptions caught at dispatch (answered EIO)
+  std::atomic<uint64_t> malformed{0};   // too short / bad length / missing strings
+  OpCounters() {
+    for (int i = 0; i < kOpCount; ++i) count[i] = 0, errors[i] = 0;
+  }
+};
+
+struct InodeStat {
+  uint64_t ino;
+  Tier tier;
+  uint64_t size;
+  uint64_t allocated;
+  uint32_t open_count;
+  int64_t last_open_ms, last_close_ms, last_move_ms;
+};
+
+class Filesystem {
+ public:
+  Filesystem(FsOptions opts, StoreOptions store_opts);
+  ~Filesystem();
+
+  // Parses one request (header + body as read from /dev/fuse) and answers it through `sink`.
+  // Never throws; every request that expects a reply gets exactly one.
+  void Dispatch(const uint8_t* buf, size_t len, ReplySink* sink);
+
+  void set_backing_registry(BackingRegistry* r) { backing_ = r; }
+  bool initialized() const { return initialized_.load(); }
+  bool passthrough() const { return passthrough_.load(); }
+  bool writeback() const { return writeback_.load(); }
+  uint32_t proto_minor() const { return proto_minor_; }
+  const OpCounters& counters() const { return counters_; }
+  std::vector<InodeStat> InodeStats();
+  struct Usage {
+    uint64_t inodes = 0, files = 0, bytes_memory = 0, bytes_disk = 0, open_files = 0;
+  };
+  Usage GetUsage();
+  void SetQuotas(uint64_t size_quota, uint64_t inode_quota);
+  // Called once INIT is answered (the transport resolves the mount's ready promise).
+  void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
+
+ private:
+#define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, replies) void Op##Name(const Request& req, Reply& reply);
+  EPHEMERA_OPCODES(EPHEMERA_DECLARE_HANDLER)
+#undef EPHEMERA_DECLARE_HANDLER
+
+  Inode* Get(uint64_t ino);  // requires mu_
+  Inode* NewInode(uint32_t mode, uint32_t uid, uint32_t gid);
+  void MaybeFree(Inode* in);
+  void FillAttr(Inode* in, fuse_attr* attr);
+  void FillEntry(Inode* in, fuse_entry_out* out);
+  void ReplyEntry(Inode* in, Reply& reply);
+  int MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
+               const std::string* link, Inode** out);
+  int CheckName(std::string_view name) const;
+  int ReserveInode() const;  // ENOSPC when the inode quota is reached (requires mu_)
+  int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
+  int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
+  void ReadDir(const Request& req, Reply& reply, bool plus);
+  void SetInitState(const fuse_init_in& in, abi::InitOut* out);
+  uint64_t BytesUsed();  // requires mu_
+
+  FsOptions opts_;
+  Store store_;
+  BackingRegistry* backing_ = nullptr;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Inode>> slots_;
+  std::vector<uint64_t> free_slots_;
+  std::vector<uint64_t> slot_generation_;
+  uint64_t live_inodes_ = 0;
+  OpCounters counters_;
+  std::atomic<bool> initialized_{false};
+  std::atomic<bool> passthrough_{false};
+  std::atomic<bool> writeback_{false};
+  uint32_t proto_minor_ = 0;
+  std::function<void()> on_init_;
+};
+
+int64_t NowMs();
+
+}  // namespace ephemera

@@ -1,0 +1,196 @@
+#include "transport.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace ephemera {
+namespace {
+
+class DeviceSink : public ReplySink {
+ public:
+  explicit DeviceSink(int fd) : fd_(fd) {}
+  int Send(const iovec* iov, int count) override {
+    ssize_t n = writev(fd_, iov, count);
+    // ENOENT: the request was interrupted or the connection aborted meanwhile; nothing to do.
+    return n < 0 ? -errno : 0;
+  }
+
+ private:
+  int fd_;
+};
+
+// "major:minor" of the mount at `path`, from mountinfo (stat would ask our own, not yet
+// answering, daemon for the root's attributes).
+std::string MountDevice(const std::string& path) {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line, found;
+  while (std::getline(mi, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, dev, root, mp;
+    ss >> id >> parent >> dev >> root >> mp;
+    if (mp == path) found = dev;  // the last one listed is the top of the stack
+  }
+  return found;
+}
+
+}  // namespace
+
+bool MayPassthrough() {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return false;
+  if (!(data[0].effective & (1u << CAP_SYS_ADMIN))) return false;
+  std::ifstream um("/proc/self/uid_map");
+  uint64_t inside = 1, outside = 1, count = 0;
+  um >> inside >> outside >> count;
+  return inside == 0 && outside == 0 && count == 4294967295ULL;
+}
+
+int DetachMount(const std::string& path) {
+  if (umount2(path.c_str(), MNT_DETACH) == 0) return 0;
+  return errno;
+}
+
+int AbortConnection(const std::string& connection) {
+  if (connection.empty()) return EINVAL;
+  std::string dir = "/sys/fs/fuse/connections";
+  std::string abort_path = dir + "/" + connection + "/abort";
+  int fd = open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);  // not mounted yet on minimal hosts
+    fd = open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+  }
+  if (fd < 0) return errno;
+  ssize_t n = write(fd, "1", 1);
+  int e = n == 1 ? 0 : errno;
+  close(fd);
+  return e;
+}
+
+Transport::~Transport() { Stop(); }
+
+int Transport::Mount(std::string* err) {
+  master_fd_ = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (master_fd_ < 0) {
+    int e = errno;
+    *err = std::string("cannot open /dev/fuse: ") + strerror(e);
+    return e;
+  }
+  std::string data = "fd=" + std::to_string(master_fd_) + ",rootmode=40000,user_id=" + std::to_string(getuid()) +
+                     ",group_id=" + std::to_string(getgid()) + ",default_permissions";
+  if (opts_.allow_other) data += ",allow_other";
+  unsigned long flags = MS_NOSUID | MS_NODEV;
+  int r = mount(opts_.fsname.c_str(), opts_.mountpoint.c_str(), "fuse.ephemera", flags, data.c_str());
+  if (r != 0 && errno == ENODEV) r = mount(opts_.fsname.c_str(), opts_.mountpoint.c_str(), "fuse", flags, data.c_str());
+  if (r != 0) {
+    int e = errno;
+    *err = "mount(" + opts_.mountpoint + "): " + strerror(e);
+    close(master_fd_);
+    master_fd_ = -1;
+    return e;
+  }
+  std::string dev = MountDevice(opts_.mountpoint);
+  if (auto colon = dev.find(':'); colon != std::string::npos) {
+    unsigned major = std::stoul(dev.substr(0, colon)), minor = std::stoul(dev.substr(colon + 1));
+    connection_ = std::to_string((major << 20) | minor);
+  }
+  running_ = 1;
+  threads_.emplace_back([this] { Serve(master_fd_, true); });
+  return 0;
+}
+
+void Transport::StartClones() {
+  std::lock_guard lock(mu_);
+  for (int i = 1; i < opts_.queues && !stopping_; ++i) {
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) break;
+    uint32_t master = static_cast<uint32_t>(master_fd_);
+    if (ioctl(fd, abi::kDevIocClone, &master) != 0) {
+      close(fd);
+      break;  // one queue still serves everything
+    }
+    clone_fds_.push_back(fd);
+    running_++;
+    threads_.emplace_back([this, fd] { Serve(fd, false); });
+  }
+}
+
+void Transport::Serve(int fd, bool first) {
+  // Room for the largest WRITE (max_write) plus its headers. mmap'd, so an idle queue costs
+  // address space, not resident memory.
+  const size_t size = (1 << 20) + 64 * 1024;
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    ThreadExited();
+    return;
+  }
+  auto* buf = static_cast<uint8_t*>(mem);
+  DeviceSink sink(fd);
+  bool announced = false;
+  while (!stopping_) {
+    ssize_t n = read(fd, buf, size);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
+      break;  // ENODEV: unmounted; ECONNABORTED: aborted
+    }
+    fs_->Dispatch(buf, static_cast<size_t>(n), &sink);
+    if (first && !announced && fs_->initialized()) {
+      announced = true;
+      StartClones();
+      if (on_ready_) on_ready_();
+    }
+  }
+  munmap(mem, size);
+  ThreadExited();
+}
+
+void Transport::ThreadExited() {
+  if (--running_ == 0 && on_stopped_) on_stopped_();
+}
+
+int Transport::Open(int fd) {
+  abi::BackingMap map{};
+  map.fd = fd;
+  int id = ioctl(master_fd_, abi::kDevIocBackingOpen, &map);
+  return id < 0 ? -errno : id;
+}
+
+void Transport::Close(int id) {
+  uint32_t bid = static_cast<uint32_t>(id);
+  ioctl(master_fd_, abi::kDevIocBackingClose, &bid);
+}
+
+void Transport::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_ = true;
+  }
+  if (master_fd_ >= 0) {
+    umount2(opts_.mountpoint.c_str(), MNT_DETACH);
+    // Aborting wakes every thread blocked in read() and fails whatever a lazily detached mount
+    // still had open (ENOTCONN), so Stop always returns.
+    AbortConnection(connection_);
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  for (int fd : clone_fds_) close(fd);
+  clone_fds_.clear();
+  if (master_fd_ >= 0) close(master_fd_);
+  master_fd_ = -1;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,66 @@
+// The /dev/fuse side of a mount: mount(2) with fd=, one serving thread per queue (each on its own
+// cloned device fd, so requests spread over threads without a shared lock), passthrough backing
+// registration, and teardown that never leaves a thread blocked in read().
+#pragma once
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+#include "fs.h"
+
+namespace ephemera {
+
+struct TransportOptions {
+  std::string mountpoint;
+  int queues = 2;
+  bool allow_other = false;
+  std::string fsname = "ephemera";
+};
+
+class Transport : public BackingRegistry {
+ public:
+  Transport(Filesystem* fs, TransportOptions opts) : fs_(fs), opts_(std::move(opts)) {}
+  ~Transport() override;
+
+  // Opens /dev/fuse and mounts; on success starts the first serving thread, which answers INIT.
+  // Returns 0 or an errno, with a message in *err.
+  int Mount(std::string* err);
+  // Called (from a serving thread) once INIT is answered, and once when the last thread exits.
+  void set_on_ready(std::function<void()> f) { on_ready_ = std::move(f); }
+  void set_on_stopped(std::function<void()> f) { on_stopped_ = std::move(f); }
+  // Detaches the mount, aborts the connection and joins the threads. Idempotent.
+  void Stop();
+  std::string connection() const { return connection_; }
+
+  int Open(int fd) override;
+  void Close(int id) override;
+
+ private:
+  void Serve(int fd, bool first);
+  void StartClones();
+  void ThreadExited();
+
+  Filesystem* fs_;
+  TransportOptions opts_;
+  int master_fd_ = -1;
+  std::vector<int> clone_fds_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> running_{0};
+  std::string connection_;  // the fusectl connection name (the mount's device number)
+  std::function<void()> on_ready_, on_stopped_;
+  bool stopped_ = false;
+};
+
+// Lazily detaches `path` if it is a mount; used to clean a dead daemon's mount. 0 or errno.
+int DetachMount(const std::string& path);
+// Aborts a FUSE connection through fusectl (mounting fusectl when needed). 0 or errno.
+int AbortConnection(const std::string& connection);
+// True when this process may register passthrough backing files (CAP_SYS_ADMIN in the initial
+// user namespace); the kernel refuses BACKING_OPEN otherwise.
+bool MayPassthrough();
+
+}  // namespace ephemera
