@@ -1,0 +1,138 @@
+// Permission checks as an unprivileged user: a child process running as uid/gid 1000 (libuv's
+// setuid also drops supplementary groups) tries operations on files root prepared. On a FUSE
+// mount this needs `allow_other` (else the kernel refuses every other user, which the positive
+// cases catch) and `default_permissions` (else the kernel leaves the checks to the daemon).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { SuiteContext } from './common';
+
+const USER = 1000;
+const CHILD_TIMEOUT_MS = 20_000;
+
+type ChildOp =
+  | ['read', string]
+  | ['write', string]
+  | ['create', string]
+  | ['unlink', string]
+  | ['rename', string, string]
+  | ['mkdir', string]
+  | ['chmod', string, number]
+  | ['chown', string, number, number]
+  | ['utimes', string, number, number]
+  | ['truncate', string, number]
+  | ['access', string, number]
+  | ['readdir', string]
+  | ['stat', string];
+
+// Runs in the child: each op's result is 'OK' or the errno code.
+const CHILD_SOURCE = `
+const fs = require('node:fs');
+const ops = JSON.parse(process.argv[1]);
+const results = ops.map(([op, ...a]) => {
+  try {
+    switch (op) {
+      case 'read': fs.readFileSync(a[0]); break;
+      case 'write': { const fd = fs.openSync(a[0], 'r+'); fs.writeSync(fd, 'w'); fs.closeSync(fd); break; }
+      case 'create': fs.writeFileSync(a[0], 'mine', { flag: 'wx', mode: 0o600 }); break;
+      case 'unlink': fs.unlinkSync(a[0]); break;
+      case 'rename': fs.renameSync(a[0], a[1]); break;
+      case 'mkdir': fs.mkdirSync(a[0]); break;
+      case 'chmod': fs.chmodSync(a[0], a[1]); break;
+      case 'chown': fs.chownSync(a[0], a[1], a[2]); break;
+      case 'utimes': fs.utimesSync(a[0], a[1], a[2]); break;
+      case 'truncate': fs.truncateSync(a[0], a[1]); break;
+      case 'access': fs.accessSync(a[0], a[1]); break;
+      case 'readdir': fs.readdirSync(a[0]); break;
+      case 'stat': fs.statSync(a[0]); break;
+      default: return 'UNKNOWN_OP';
+    }
+    return 'OK';
+  } catch (e) { return e.code || String(e); }
+});
+process.stdout.write(JSON.stringify(results));
+`;
+
+function runAsUser(ops: ChildOp[]): string[] {
+  const child = spawnSync(process.execPath, ['-e', CHILD_SOURCE, JSON.stringify(ops)], {
+    uid: USER,
+    gid: USER,
+    cwd: '/',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    timeout: CHILD_TIMEOUT_MS,
+    encoding: 'utf8',
+  });
+  if (child.error) throw child.error;
+  if (child.status !== 0) throw new Error(`uid ${USER} child exited ${child.status}: ${child.stderr}`);
+  return JSON.parse(child.stdout) as string[];
+}
+
+export function definePermissionTests(ctx: SuiteContext): void {
+  const { p } = ctx;
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot) {
+    console.warn(`[conformance ${ctx.label}] SKIPPING permission tests: they need root to spawn a uid ${USER} child`);
+  }
+
+  describe.skipIf(!isRoot)(`permissions as uid ${USER}`, () => {
+    it('mode bits, ownership, the sticky bit and setattr rules hold for an unprivileged user', () => {
+      const { R_OK, W_OK } = fs.constants;
+      // The per-test dir must be reachable by the child.
+      fs.chmodSync(ctx.dir(), 0o755);
+      fs.writeFileSync(p('secret'), 'root only');
+      fs.chmodSync(p('secret'), 0o600);
+      fs.writeFileSync(p('public'), 'everyone reads');
+      fs.chmodSync(p('public'), 0o644);
+      fs.writeFileSync(p('shared'), 'everyone writes');
+      fs.chmodSync(p('shared'), 0o666);
+      fs.mkdirSync(p('rootdir'));
+      fs.chmodSync(p('rootdir'), 0o755);
+      fs.mkdirSync(p('private'));
+      fs.chmodSync(p('private'), 0o700);
+      fs.writeFileSync(p('private', 'inside'), '');
+      fs.mkdirSync(p('open'));
+      fs.chmodSync(p('open'), 0o777);
+      fs.mkdirSync(p('sticky'));
+      fs.chmodSync(p('sticky'), 0o1777);
+      fs.writeFileSync(p('sticky', 'roots'), '');
+      fs.chmodSync(p('sticky', 'roots'), 0o666);
+      fs.writeFileSync(p('open', 'roots'), '');
+
+      const cases: Array<[string, ChildOp, string]> = [
+        ['read 0600 root file', ['read', p('secret')], 'EACCES'],
+        ['access R_OK 0600 root file', ['access', p('secret'), R_OK], 'EACCES'],
+        ['read 0644 root file', ['read', p('public')], 'OK'],
+        ['write 0644 root file', ['write', p('public')], 'EACCES'],
+        ['access W_OK 0644 root file', ['access', p('public'), W_OK], 'EACCES'],
+        ['truncate 0644 root file', ['truncate', p('public'), 0], 'EACCES'],
+        ['write 0666 root file', ['write', p('shared')], 'OK'],
+        ['create in 0755 root dir', ['create', p('rootdir', 'mine')], 'EACCES'],
+        ['mkdir in 0755 root dir', ['mkdir', p('rootdir', 'sub')], 'EACCES'],
+        ['readdir 0700 root dir', ['readdir', p('private')], 'EACCES'],
+        ['stat inside 0700 root dir', ['stat', p('private', 'inside')], 'EACCES'],
+        ['create in 0777 dir', ['create', p('open', 'mine')], 'OK'],
+        ['read own 0600 file', ['read', p('open', 'mine')], 'OK'],
+        ['chmod own file', ['chmod', p('open', 'mine'), 0o640], 'OK'],
+        ['chown own file to root', ['chown', p('open', 'mine'), 0, 0], 'EPERM'],
+        ['chmod root file', ['chmod', p('public'), 0o777], 'EPERM'],
+        ['chown root file to self', ['chown', p('public'), USER, USER], 'EPERM'],
+        ['explicit utimes on root file', ['utimes', p('shared'), 1, 1], 'EPERM'],
+        // Node's utimes always passes explicit times (never UTIME_NOW), which only the owner may set.
+        ['explicit utimes on own file', ['utimes', p('open', 'mine'), 1, 1], 'OK'],
+        ['unlink root file in 0777 dir', ['unlink', p('open', 'roots')], 'OK'],
+        ['unlink root file in sticky dir', ['unlink', p('sticky', 'roots')], 'EPERM'],
+        ['rename root file in sticky dir', ['rename', p('sticky', 'roots'), p('sticky', 'moved')], 'EPERM'],
+      ];
+      const results = runAsUser(cases.map(([, op]) => op));
+      const got = Object.fromEntries(cases.map(([name], i) => [name, results[i]]));
+      const want = Object.fromEntries(cases.map(([name, , expected]) => [name, expected]));
+      expect(got).toEqual(want);
+
+      const mine = fs.statSync(p('open', 'mine'));
+      expect([mine.uid, mine.gid, mine.mode & 0o777]).toEqual([USER, USER, 0o640]);
+      expect(fs.readFileSync(p('shared'), 'utf8')).toBe('wveryone writes');
+      expect(fs.existsSync(p('sticky', 'roots'))).toBe(true);
+      expect(fs.existsSync(p('open', 'roots'))).toBe(false);
+    });
+  });
+}
