@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
+import { readFile } from 'node:fs/promises';
 import Docker from 'dockerode';
 import { EngineError, dockerStatus, errorMessage, isEngineError } from './errors';
 import { containerLabels, MANAGED_LABEL, parseFunctionSpec, type FunctionSpec, type FunctionSpecInput } from './spec';
@@ -119,7 +120,8 @@ export class Engine {
       const cgroupPath = await memoryCgroupOfPid(info.State.Pid);
       if (useProvider) await this.tmpProvider!.attach(name, cgroupPath);
       const startMs = performance.now() - t0 - createMs;
-      const fc = new FunctionContainer(this, container, name, spec, cgroupPath, hostTmpPath, useProvider);
+      const init = await readProcStart(info.State.Pid);
+      const fc = new FunctionContainer(this, container, name, spec, cgroupPath, hostTmpPath, useProvider, { pid: info.State.Pid, startTime: init?.startTime ?? '' });
       await fc.probe();
       fc.timings = { createMs: round(createMs), startMs: round(startMs), readyMs: round(performance.now() - t0) };
       engineLog.debug({ name, timings: fc.timings }, 'container ready');
@@ -211,6 +213,8 @@ export class FunctionContainer {
   readonly hostTmpPath: string | undefined;
   timings: StartTimings = { createMs: 0, startMs: 0, readyMs: 0 };
   private readonly ownsProviderTmp: boolean;
+  /** The container's PID 1 on the host, with its start time so a reused pid is not mistaken for it. */
+  private readonly init: { pid: number; startTime: string };
   private removed = false;
 
   constructor(
@@ -221,7 +225,9 @@ export class FunctionContainer {
     cgroupPath: string,
     hostTmpPath: string | undefined,
     ownsProviderTmp: boolean,
+    init: { pid: number; startTime: string },
   ) {
+    this.init = init;
     this.engine = engine;
     this.container = container;
     this.name = name;
@@ -296,7 +302,9 @@ export class FunctionContainer {
     if (timedOut) {
       throw new EngineError('E_TIMEOUT', `${argv.join(' ')} ran past ${options.timeoutMs} ms and was killed`, { result });
     }
-    if (exitCode === undefined || !(await this.isRunning())) {
+    // dockerd marks the container stopped a moment after its init dies, and an exec killed along
+    // with it reports a plain 137; the init process itself is the prompt witness.
+    if (exitCode === undefined || !(await this.initAlive()) || !(await this.isRunning())) {
       throw new EngineError('E_CONTAINER_DIED', `container ${this.name} died during ${argv[0]}`, { result });
     }
     // runc reports a failed exec of the binary itself as 126/127 with its message on the stream.
@@ -315,6 +323,12 @@ export class FunctionContainer {
   async probe(): Promise<void> {
     const res = await this.exec(['/bin/sh', '-c', ':'], { timeoutMs: 10_000, user: '0' });
     if (res.exitCode !== 0) throw new EngineError('E_DOCKER', `readiness probe failed in ${this.name}: ${res.stderr}`);
+  }
+
+  /** Whether the container's PID 1 still lives (not exited, not a zombie, not a reused pid). */
+  async initAlive(): Promise<boolean> {
+    const now = await readProcStart(this.init.pid);
+    return now !== undefined && now.startTime === this.init.startTime && now.state !== 'Z' && now.state !== 'X';
   }
 
   async isRunning(): Promise<boolean> {
@@ -382,6 +396,17 @@ export class FunctionContainer {
     if (isEngineError(err)) return err;
     if (!(await this.isRunning())) return new EngineError('E_CONTAINER_DIED', `container ${this.name} is not running (${what})`, undefined, err);
     return new EngineError('E_DOCKER', `${what} in ${this.name}: ${errorMessage(err)}`, undefined, err);
+  }
+}
+
+async function readProcStart(pid: number): Promise<{ state: string; startTime: string } | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields after comm: state is the 3rd field of stat, starttime the 22nd.
+    return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
+  } catch {
+    return undefined;
   }
 }
 
