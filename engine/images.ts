@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type Docker from 'dockerode';
@@ -128,10 +128,50 @@ export function ensureImage(docker: Docker, recipe: ImageRecipe, options: ImageB
   if (pending) return pending;
   const build = (async () => {
     if (!options.force && (await imageExists(docker, tag))) return { tag, built: false, buildMs: 0 };
-    return buildImage(docker, recipe, options);
+    const release = await acquireBuildLock(path.join(options.stateDir ?? defaultStateDir(), 'build', `${recipe.name}.lock`));
+    try {
+      // Another process may have built it while we waited for the lock.
+      if (!options.force && (await imageExists(docker, tag))) return { tag, built: false, buildMs: 0 };
+      return await buildImage(docker, recipe, options);
+    } finally {
+      await release();
+    }
   })().finally(() => inflightBuilds.delete(tag));
   inflightBuilds.set(tag, build);
   return build;
+}
+
+/**
+ * A cross-process lock (test files run in separate processes): a file created with O_EXCL holding
+ * the owner's pid; a lock whose owner is dead is taken over.
+ */
+async function acquireBuildLock(lockFile: string, waitMs = 15 * 60_000): Promise<() => Promise<void>> {
+  await mkdir(path.dirname(lockFile), { recursive: true });
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await writeFile(lockFile, `${process.pid}\n`, { flag: 'wx' });
+      return () => rm(lockFile, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = Number((await readFile(lockFile, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(owner) || owner <= 0 || !processAlive(owner)) {
+      await rm(lockFile, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new EngineError('E_IMAGE_BUILD', `waited too long for ${lockFile} (held by pid ${owner})`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function buildImage(docker: Docker, recipe: ImageRecipe, options: ImageBuildOptions): Promise<ImageBuildResult> {
