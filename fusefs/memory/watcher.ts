@@ -76,7 +76,7 @@ export interface CgroupWatcherEvents {
   under_oom: [UnderOomEvent];
   /** v2 only: `memory.events` `high` went up (tasks throttled at memory.high). */
   throttled: [ThrottleEvent];
-  /** The cgroup disappeared; it is no longer watched. */
+  /** The cgroup disappeared (or its handle was closed); it is no longer watched. */
   gone: [WatchFailure];
   /** A read failed; the cgroup stays watched and is retried on the next tick. */
   'watch-error': [WatchFailure];
@@ -237,7 +237,7 @@ export class CgroupWatcher extends EventEmitter<CgroupWatcherEvents> {
         const error = isMemoryAdapterError(err)
           ? err
           : new MemoryAdapterError('E_CGROUP_IO', `watching ${state.cgroup.dir} failed`, {}, err);
-        if (error.code === 'E_NO_CGROUP') {
+        if (error.code === 'E_NO_CGROUP' || error.code === 'E_CLOSED') {
           this.watched.delete(state.cgroup);
           this.emit('gone', { cgroup: state.cgroup, error });
         } else {

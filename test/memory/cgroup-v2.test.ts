@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { withTimeout } from './fixtures/wait';
 import { CgroupWatcher, MemoryCgroup, OomGuard, findCgroupMounts, isMemoryAdapterError } from '../../fusefs/memory';
 
 const MiB = 1024 * 1024;
@@ -91,12 +92,12 @@ describe('MemoryCgroup on cgroup v2 (fixtures)', () => {
     fs.writeFileSync(path.join(fnDir, 'memory.max'), String(64 * MiB));
     // 64 MiB limit → mark 56 MiB; usage 64 MiB is now over it.
     const over = new Promise((resolve) => watcher.once('over-mark', resolve));
-    await expect(limit).resolves.toMatchObject({ previousBytes: 128 * MiB, limitBytes: 64 * MiB, markBytes: 56 * MiB });
-    await expect(over).resolves.toMatchObject({ usage: { bytes: 64 * MiB }, markBytes: 56 * MiB });
+    await expect(withTimeout(limit, 1_000, 'limit')).resolves.toMatchObject({ previousBytes: 128 * MiB, limitBytes: 64 * MiB, markBytes: 56 * MiB });
+    await expect(withTimeout(over, 1_000, 'over-mark')).resolves.toMatchObject({ usage: { bytes: 64 * MiB }, markBytes: 56 * MiB });
 
     const kill = new Promise((resolve) => watcher.once('oom-kill', resolve));
     setEvents({ max: 5, oom: 1, oom_kill: 1 });
-    await expect(kill).resolves.toMatchObject({ oomKills: 1, newKills: 1 });
+    await expect(withTimeout(kill, 1_000, 'oom-kill')).resolves.toMatchObject({ oomKills: 1, newKills: 1 });
   });
 
   it('OomGuard holds with memory.high at the mark, alarms on throttling, and the watchdog releases', async () => {
@@ -110,8 +111,8 @@ describe('MemoryCgroup on cgroup v2 (fixtures)', () => {
     const alarm = new Promise<number>((resolve) => guard.once('alarm', () => resolve(performance.now())));
     const released = new Promise<number>((resolve) => guard.once('watchdog', ({ releasedAfterMs }) => resolve(releasedAfterMs)));
     setEvents({ high: 1, max: 3 });
-    await alarm;
-    expect(await released).toBeLessThan(400);
+    await withTimeout(alarm, 1_000, 'alarm');
+    expect(await withTimeout(released, 1_000, 'watchdog')).toBeLessThan(400);
     expect(cgroup.high()).toBe(Infinity);
     guard.disarm();
     expect(cgroup.high()).toBe(Infinity);
@@ -133,7 +134,7 @@ describe('MemoryCgroup on cgroup v2 (fixtures)', () => {
       alarm.resolve();
     });
     setEvents({ high: 1 });
-    await moved;
+    await withTimeout(moved, 1_000, 'limit');
     await new Promise((resolve) => setTimeout(resolve, 250));
     expect(watchdog).toBe(false);
     // 256 MiB − max(8 MiB, 12.8 MiB) = 243.2 MiB, rounded to whole bytes.

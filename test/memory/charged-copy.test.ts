@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ChargedCopier, MemoryCgroup, isMemoryAdapterError } from '../../fusefs/memory';
 import { cgroupV1Unavailable, createTestCgroup, removeAllTestCgroups } from '../support/cgroups';
 import { buildChargedCopyHelper } from './fixtures/build';
+import { waitFor } from './fixtures/wait';
 
 const MiB = 1024 * 1024;
 const COPY_BYTES = 64 * MiB;
@@ -164,13 +165,5 @@ function isAlive(pid: number): boolean {
     return !fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
   } catch {
     return false;
-  }
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

@@ -11,6 +11,7 @@ import {
   spawnInCgroup,
 } from '../support/cgroups';
 import { buildAllocator } from './fixtures/build';
+import { waitFor, withTimeout } from './fixtures/wait';
 
 const MiB = 1024 * 1024;
 const unavailable = cgroupV1Unavailable();
@@ -118,25 +119,3 @@ describe.skipIf(unavailable !== undefined)('OomGuard on cgroup v1: hold at the l
     );
   });
 });
-
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
