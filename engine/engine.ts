@@ -115,7 +115,7 @@ export class Engine {
       }
       container = await this.createContainer(name, image, spec, hostTmpPath);
       const createMs = performance.now() - t0;
-      await container.start();
+      await startContainer(container, hostTmpPath);
       const info = await container.inspect();
       const cgroupPath = await memoryCgroupOfPid(info.State.Pid);
       if (useProvider) await this.tmpProvider!.attach(name, cgroupPath);
@@ -396,6 +396,24 @@ export class FunctionContainer {
     if (isEngineError(err)) return err;
     if (!(await this.isRunning())) return new EngineError('E_CONTAINER_DIED', `container ${this.name} is not running (${what})`, undefined, err);
     return new EngineError('E_DOCKER', `${what} in ${this.name}: ${errorMessage(err)}`, undefined, err);
+  }
+}
+
+async function startContainer(container: Docker.Container, hostTmpPath: string | undefined): Promise<void> {
+  try {
+    await container.start();
+  } catch (err) {
+    const message = errorMessage(err);
+    if (/not a shared or slave mount/.test(message)) {
+      // rslave is what lets a daemon's remount reach a running container; we do not quietly drop it.
+      throw new EngineError(
+        'E_BAD_SPEC',
+        `the /tmp bind source ${hostTmpPath} must sit on a shared mount (e.g. \`mount --bind D D && mount --make-shared D\` on a parent D)`,
+        { hostTmpPath },
+        err,
+      );
+    }
+    throw new EngineError('E_DOCKER', `starting container: ${message}`, undefined, err);
   }
 }
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_RECIPE, Engine, EngineError, PlainDirTmpProvider, type FunctionContainer } from '../../engine/index';
@@ -55,6 +56,23 @@ describe.skipIf(docker.skipReason !== undefined)('engine bad input: clear errors
     expect(await codeOf(engine.start({ ...spec(), image: 'ephemera/no-such-image:0' }))).toBe('E_NO_IMAGE');
     expect(await engine.listManaged(labels)).toEqual([]);
     expect(await readdir(parentDir)).toEqual([]);
+  });
+
+  it('a bind /tmp on a private mount → E_BAD_SPEC (rslave needs a shared parent), nothing left', async () => {
+    const privateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-engine-private-'));
+    let mounted = false;
+    try {
+      expect(spawnSync('mount', ['--bind', privateDir, privateDir]).status).toBe(0);
+      mounted = true;
+      expect(spawnSync('mount', ['--make-private', privateDir]).status).toBe(0);
+      const source = path.join(privateDir, 'tmp');
+      await mkdir(source);
+      expect(await codeOf(engine.start({ ...spec(), tmp: { kind: 'bind', hostPath: source } }))).toBe('E_BAD_SPEC');
+      expect(await engine.listManaged(labels)).toEqual([]);
+    } finally {
+      if (mounted) spawnSync('umount', [privateDir]);
+      await rm(privateDir, { recursive: true, force: true });
+    }
   });
 
   it('a command that does not exist → E_NO_COMMAND; the container still serves', async () => {
