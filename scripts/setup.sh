@@ -40,8 +40,11 @@ step "npm dependencies"
 # npm ci wipes node_modules; only do it when the lockfile changed since the last install.
 if [ -d node_modules ] && [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "    node_modules is up to date with package-lock.json, npm ci skipped"
-else
-  npm ci --no-audit --no-fund
+elif ! npm ci --no-audit --no-fund; then
+  # npm ci refuses a lockfile that is out of sync with package.json (e.g. optional platform
+  # packages missing from it); install from package.json without rewriting the lockfile.
+  echo "    npm ci refused the lockfile; falling back to npm install --no-save"
+  npm install --no-audit --no-fund --no-save
 fi
 done_step
 
