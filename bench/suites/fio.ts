@@ -18,6 +18,8 @@ export interface FioSuiteConfig {
   /** The file written before the second daemon RSS probe. */
   rssFileMiB: number;
   defaultTargets: string[];
+  /** Names of the FIO_WORKLOADS rows to run (default: all). */
+  workloads?: string[];
   /** Where run directories go (default: EPHEMERA_BENCH_ROOT or /var/lib/ephemera-bench). */
   benchRoot?: string;
   /** argv that starts the ephemera CLI (default: this node on the checkout's bin/ephemera.js). */
@@ -128,9 +130,12 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
   }
   if (!Number.isInteger(opts.passes) || opts.passes < 1) throw new BenchError('E_BAD_OPTION', `passes must be a positive integer, got ${opts.passes}`);
   const runtimeS = opts.quick ? config.quickRuntimeS : config.runtimeS;
+  const workloads = config.workloads ? FIO_WORKLOADS.filter((w) => config.workloads!.includes(w.name)) : FIO_WORKLOADS;
+  const unknownWorkload = config.workloads?.find((name) => !FIO_WORKLOADS.some((w) => w.name === name));
+  if (unknownWorkload) throw new BenchError('E_BAD_OPTION', `unknown fio workload ${unknownWorkload} (${FIO_WORKLOADS.map((w) => w.name).join(', ')})`);
   const { signal, dispose } = suiteSignal(opts, 'fio');
   const results: BenchResult[] = [];
-  const stepsPerTarget = FIO_WORKLOADS.length + 1;
+  const stepsPerTarget = workloads.length + 1;
   const total = opts.passes * targets.length * stepsPerTarget;
   let done = 0;
   const tick = (label: string): void => opts.progress?.({ done, total, label });
@@ -160,7 +165,7 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
           if (target.daemon) results.push(...(await probeDaemon(target, config, benchIo, pass, signal)));
           done++;
           const ctx: WorkloadContext = { target, config, runtimeS, benchIo, signal };
-          for (const workload of FIO_WORKLOADS) {
+          for (const workload of workloads) {
             throwIfAborted(signal);
             tick(`pass ${pass} · ${name} · ${workload.name}`);
             try {
