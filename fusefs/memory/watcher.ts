@@ -28,7 +28,10 @@ import { type HeadroomConfig, parseHeadroomConfig, usageMark } from './headroom'
  * usage is within the near band of the mark (or just after the limit moved); far from the mark it is
  * read every `slowEveryTicks` ticks (default 5 → 100 ms), since far from the mark a late reading
  * changes nothing. The OOM counters are read every tick only for cgroups watched with
- * `fastOom: true` (an armed OomGuard), else on the slow cadence.
+ * `fastOom: true` (an armed OomGuard), else on the slow cadence. This watcher, all cgroups far from
+ * the mark, same box: 1 → 2.4 %, 10 → 4.0 %, 100 → 11.6 % (near the mark it approaches the right
+ * column). Limit change → `limit` event in the real-cgroup test: median 11–15 ms, max 24–38 ms
+ * (timer lateness on a loaded 2-core box).
  */
 export interface LimitChange {
   readonly cgroup: MemoryCgroup;
