@@ -195,6 +195,12 @@ Inode* Filesystem::NewInode(uint32_t mode, uint32_t uid, uint32_t gid) {
 
 void Filesystem::MaybeFree(Inode* in) {
   if (in->ino == FUSE_ROOT_ID) return;
+  if (in->nlink == 0 && in->open_count == 0 && in->data) {
+    // No name and no open handle: nothing can reach the data any more, but the kernel's FORGET
+    // comes later and asynchronously. Free the memory now, as tmpfs does on unlink.
+    if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id), in->backing_id = -1;
+    in->data.reset();
+  }
   if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
   if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
   uint64_t ino = in->ino;
@@ -725,7 +731,7 @@ void Filesystem::OpOPEN(const Request& req, Reply& reply) {
   Inode* node = Get(req.nodeid());
   if (!node) return reply.Error(ENOENT);
   if (node->is_dir()) return reply.Error(EISDIR);
-  if (!node->data) return reply.Error(ENXIO);  // fifos and devices are opened by the kernel itself
+  if (!node->data) return reply.Error(node->is_reg() ? ENOENT : ENXIO);  // unlinked meanwhile; or a fifo/device
   abi::OpenOut out;
   if (int e = OpenRegular(node, in.flags, &out)) return reply.Error(e);
   reply.Ok(out);
@@ -975,7 +981,9 @@ void Filesystem::OpSETXATTR(const Request& req, Reply& reply) {
   if (!req.String(0, &name) || !req.After(1, &value, &vlen) || vlen < in.size) return reply.Error(EINVAL);
   if (name.empty() || name.size() > XATTR_NAME_MAX) return reply.Error(ERANGE);
   if (in.size > kMaxXattrValue) return reply.Error(E2BIG);
-  if (name.rfind("system.", 0) == 0) return reply.Error(EOPNOTSUPP);  // no POSIX ACLs
+  // Namespaces as tmpfs: user., trusted. and security.; no POSIX ACLs (system.), nothing bare.
+  if (name.rfind("user.", 0) != 0 && name.rfind("trusted.", 0) != 0 && name.rfind("security.", 0) != 0)
+    return reply.Error(EOPNOTSUPP);
   std::lock_guard lock(mu_);
   Inode* node = Get(req.nodeid());
   if (!node) return reply.Error(ENOENT);

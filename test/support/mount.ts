@@ -1,0 +1,132 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+export const REPO = path.resolve(__dirname, '..', '..');
+const CLI = path.join(REPO, 'bin', 'ephemera.js');
+
+/** Why mount tests cannot run here, or null. Printed loudly by the suites that skip. */
+export function mountUnavailableReason(): string | null {
+  if (process.getuid?.() !== 0) return 'not root: FUSE mount tests need root (CI runs as root)';
+  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing';
+  if (!fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'Release', 'ephemera_core.node'))) return 'native core not built (npm run build)';
+  if (!fs.existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return 'CLI not built (npm run build)';
+  return null;
+}
+
+export function skipLoudly(suite: string): boolean {
+  const why = mountUnavailableReason();
+  if (why) process.stderr.write(`\n*** SKIPPING ${suite}: ${why} ***\n\n`);
+  return why !== null;
+}
+
+export interface TestMount {
+  dir: string;
+  mode: string;
+  pid: number;
+  process: ChildProcess;
+  /** Unmounts through SIGTERM and returns the daemon's per-opcode counts. */
+  stop(): Promise<Record<string, number>>;
+  /** Cleans up whatever state the daemon is in (killed, hung, stopped). Idempotent. */
+  teardown(): Promise<void>;
+}
+
+export interface StartMountOptions {
+  args?: string[];
+  /**
+   * The daemon runs under `timeout -s KILL`: if a test hangs on a FUSE request (a sync syscall
+   * blocks the test worker, so no JS timer can fire), the daemon dies, the kernel aborts the
+   * connection and the blocked call returns ENOTCONN. So a hung request never hangs the suite.
+   */
+  maxLifetimeS?: number;
+  dir?: string;
+}
+
+/** Starts `ephemera mount` on a fresh directory in a child process; resolves on its ready line. */
+export async function startMount(opts: StartMountOptions = {}): Promise<TestMount> {
+  const base = opts.dir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-test-'));
+  if (base) fs.chmodSync(base, 0o755); // other users (uid 1000 in the permission tests) must reach the mount
+  const dir = opts.dir ?? path.join(base!, 'mnt');
+  fs.mkdirSync(dir, { recursive: true });
+  const child = spawn(
+    'timeout',
+    ['-s', 'KILL', String(opts.maxLifetimeS ?? 600), process.execPath, CLI, 'mount', dir, '--json', '--allow-other', ...(opts.args ?? [])],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const lines = readline.createInterface({ input: child.stdout! });
+  const events: Record<string, unknown>[] = [];
+  let wake: (() => void) | undefined;
+  lines.on('line', (l) => {
+    try {
+      events.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      events.push({ event: 'text', line: l });
+    }
+    wake?.();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const next = async (event: string, timeoutMs: number): Promise<Record<string, unknown>> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = events.find((e) => e.event === event);
+      if (found) return found;
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`ephemera mount exited (${child.exitCode ?? child.signalCode}) before "${event}": ${stderr.trim()}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for "${event}" from ephemera mount: ${stderr.trim()}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 100);
+      });
+    }
+  };
+  let ready: Record<string, unknown>;
+  try {
+    ready = await next('ready', 15_000);
+  } catch (e) {
+    child.kill('SIGKILL');
+    cleanupDir(dir);
+    throw e;
+  }
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+    cleanupDir(dir);
+    if (base) fs.rmSync(base, { recursive: true, force: true });
+  };
+  return {
+    dir,
+    mode: String(ready.mode),
+    pid: Number(ready.pid),
+    process: child,
+    async stop() {
+      child.kill('SIGTERM');
+      const stopped = await next('stopped', 10_000);
+      await exited;
+      return (stopped.counters ?? {}) as Record<string, number>;
+    },
+    teardown,
+  };
+}
+
+/** Detaches a (possibly dead) mount at dir; never throws. */
+export function cleanupDir(dir: string): void {
+  for (let i = 0; i < 4; i++) {
+    const mounted = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+    if (!mounted) return;
+    try {
+      execFileSync('umount', ['-l', dir], { stdio: 'pipe' });
+    } catch {
+      return;
+    }
+  }
+}
