@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatFigure, renderDaemonLines, DAEMON_WORKLOAD_PREFIX, type BenchJsonDocument, type SummaryRow } from './summary';
+import { formatFigure, renderDaemonLines, rowLabel, DAEMON_WORKLOAD_PREFIX, type BenchJsonDocument, type SummaryRow } from './summary';
 
 const FIGURE_UNITS: Record<string, string> = {
   iops: 'IOPS',
@@ -48,9 +48,10 @@ export function barChartSvg(title: string, unit: string, bars: readonly Bar[]): 
 }
 
 function chartsFor(summary: readonly SummaryRow[]): string[] {
-  const workloads = [...new Set(summary.filter((r) => !r.workload.startsWith(DAEMON_WORKLOAD_PREFIX)).map((r) => `${r.suite}/${r.workload}`))];
+  const chartKey = (r: SummaryRow): string => `${r.suite}/${rowLabel(r)}`;
+  const workloads = [...new Set(summary.filter((r) => !r.workload.startsWith(DAEMON_WORKLOAD_PREFIX)).map(chartKey))];
   return workloads.map((key) => {
-    const rows = summary.filter((r) => `${r.suite}/${r.workload}` === key && r.primary !== undefined);
+    const rows = summary.filter((r) => chartKey(r) === key && r.primary !== undefined);
     const figure = rows[0]?.primary ?? '';
     const bars = rows.map((r) => ({
       label: r.target,
@@ -70,7 +71,7 @@ function summaryTableHtml(summary: readonly SummaryRow[]): string {
     .map((r) => {
       const cells = [
         r.target,
-        r.workload,
+        rowLabel(r),
         ...figures.map((f) => (r.medians[f] === undefined ? '—' : formatFigure(r.medians[f]))),
         String(r.passes),
         r.vsTmpfs === null ? '—' : `${r.vsTmpfs.toFixed(2)}×`,

@@ -34,6 +34,8 @@ export interface SummaryRow {
   suite: string;
   target: string;
   workload: string;
+  /** The varying parameters that name this row, e.g. "nodes=100"; empty for most rows. */
+  variant: string;
   phase: BenchResult['phase'];
   /** How many passes produced this row (a failed pass is missing, not zero). */
   passes: number;
@@ -45,12 +47,44 @@ export interface SummaryRow {
   vsOverlay: number | null;
 }
 
-/** Groups results by (suite, workload, target) in first-seen order and takes medians and ratios. */
+/**
+ * The parameters that tell rows of one (suite, workload, target) apart, e.g. `nodes` in the policy
+ * suite: they vary within a target, so they name a variant, and medians are taken per variant.
+ * Parameters that vary only between targets (the ephemera mount mode) do not split rows.
+ */
+function variantKeys(results: readonly BenchResult[]): Map<string, string[]> {
+  const seen = new Map<string, Map<string, Set<string>>>();
+  for (const r of results) {
+    const key = `${r.suite}\u0000${r.workload}`;
+    for (const [name, value] of Object.entries(r.parameters)) {
+      const perKey = seen.get(key) ?? new Map<string, Set<string>>();
+      seen.set(key, perKey);
+      const values = perKey.get(`${r.target}\u0000${name}`) ?? new Set<string>();
+      perKey.set(`${r.target}\u0000${name}`, values);
+      values.add(JSON.stringify(value));
+    }
+  }
+  const keys = new Map<string, string[]>();
+  for (const [workloadKey, perKey] of seen) {
+    const varying = new Set<string>();
+    for (const [targetAndName, values] of perKey) if (values.size > 1) varying.add(targetAndName.split('\u0000')[1]!);
+    keys.set(workloadKey, [...varying].sort());
+  }
+  return keys;
+}
+
+/** Groups results by (suite, workload, variant, target) in first-seen order and takes medians and ratios. */
 export function summarize(results: readonly BenchResult[]): SummaryRow[] {
+  const variants = variantKeys(results);
+  const variantOf = (r: BenchResult): string =>
+    (variants.get(`${r.suite}\u0000${r.workload}`) ?? [])
+      .filter((name) => name in r.parameters)
+      .map((name) => `${name}=${String(r.parameters[name])}`)
+      .join(' ');
   const groups = new Map<string, BenchResult[]>();
   const workloadOrder: string[] = [];
   for (const r of results) {
-    const workloadKey = `${r.suite}\u0000${r.workload}`;
+    const workloadKey = `${r.suite}\u0000${r.workload}\u0000${variantOf(r)}`;
     if (!workloadOrder.includes(workloadKey)) workloadOrder.push(workloadKey);
     const key = `${workloadKey}\u0000${r.target}`;
     const list = groups.get(key) ?? [];
@@ -70,6 +104,7 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
       suite: first.suite,
       target: first.target,
       workload: first.workload,
+      variant: variantOf(first),
       phase: first.phase,
       passes: list.length,
       medians,
@@ -81,18 +116,25 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
   for (const row of rows) {
     if (!row.primary) continue;
     const baseline = (target: string): number | undefined =>
-      rows.find((b) => b.suite === row.suite && b.workload === row.workload && b.target === target)?.medians[row.primary!];
+      rows.find((b) => b.suite === row.suite && b.workload === row.workload && b.variant === row.variant && b.target === target)
+        ?.medians[row.primary!];
     const tmpfs = baseline('tmpfs');
     const overlay = baseline('overlay');
     const own = row.medians[row.primary]!;
     row.vsTmpfs = tmpfs === undefined ? null : ratio(row.primary, own, tmpfs);
     row.vsOverlay = overlay === undefined ? null : ratio(row.primary, own, overlay);
   }
-  const workloadIndex = (r: SummaryRow): number => workloadOrder.indexOf(`${r.suite}\u0000${r.workload}`);
+  const workloadIndex = (r: SummaryRow): number => workloadOrder.indexOf(`${r.suite}\u0000${r.workload}\u0000${r.variant}`);
   return rows
     .map((row, i) => ({ row, i }))
     .sort((a, b) => workloadIndex(a.row) - workloadIndex(b.row) || a.i - b.i)
     .map(({ row }) => row);
+}
+
+/** How a row is named in tables and charts: the workload, its variant, and its cache phase if the name lacks it. */
+export function rowLabel(r: Pick<SummaryRow, 'workload' | 'variant' | 'phase'>): string {
+  const phase = r.phase === 'n/a' || r.workload.endsWith(r.phase) ? '' : ` (${r.phase})`;
+  return `${r.workload}${r.variant ? ` ${r.variant}` : ''}${phase}`;
 }
 
 /** Compact figure: 415.2k, 1.23M, 9.87, so a table of IOPS and latencies stays narrow. */
@@ -128,7 +170,7 @@ export function renderTable(rows: readonly SummaryRow[]): string {
   const header = ['target', 'workload', ...figureNames.map((f) => FIGURE_HEADINGS[f] ?? f), 'passes', 'vs tmpfs', 'vs overlay'];
   const body = tableRows.map((r) => [
     r.target,
-    r.phase === 'n/a' || r.workload.endsWith(r.phase) ? r.workload : `${r.workload} (${r.phase})`,
+    rowLabel(r),
     ...figureNames.map((f) => (r.medians[f] === undefined ? '—' : formatFigure(r.medians[f]))),
     String(r.passes),
     r.vsTmpfs === null ? '—' : `${r.vsTmpfs.toFixed(2)}×`,

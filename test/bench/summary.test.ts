@@ -157,3 +157,33 @@ describe('toJsonDocument', () => {
     expect(parsed.failures).toEqual([failure]);
   });
 });
+
+describe('variants', () => {
+  it('splits rows by parameters that vary within a target, not by ones that differ between targets', () => {
+    const p = (target: string, pass: number, parameters: BenchResult['parameters'], value: number): BenchResult => ({
+      suite: 's',
+      target,
+      workload: 'w',
+      parameters,
+      pass,
+      phase: 'n/a',
+      figures: { ops_per_s: value },
+      oomKills: null,
+    });
+    const rows = summarize([
+      p('tmpfs', 1, { size: 1 }, 10),
+      p('ephemera', 1, { size: 1, mode: 'passthrough' }, 20),
+      p('tmpfs', 1, { size: 2 }, 40),
+      p('ephemera', 1, { size: 2, mode: 'passthrough' }, 20),
+      p('tmpfs', 2, { size: 1 }, 30),
+      p('ephemera', 2, { size: 1, mode: 'passthrough' }, 30),
+    ]);
+    expect(rows.map((r) => [r.target, r.variant, r.passes, r.medians.ops_per_s, r.vsTmpfs])).toEqual([
+      ['tmpfs', 'size=1', 2, 20, 1],
+      ['ephemera', 'size=1', 2, 25, 1.25],
+      ['tmpfs', 'size=2', 1, 40, 1],
+      ['ephemera', 'size=2', 1, 20, 0.5],
+    ]);
+    expect(renderTable(rows).split('\n')[2]).toMatch(/^ephemera\s+w size=1\s+25\.0\s+2\s+1\.25×\s+—$/);
+  });
+});
