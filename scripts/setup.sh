@@ -40,7 +40,8 @@ step "npm dependencies"
 # npm ci wipes node_modules; only do it when the lockfile changed since the last install.
 if [ -d node_modules ] && [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "    node_modules is up to date with package-lock.json, npm ci skipped"
-elif ! npm ci --no-audit --no-fund; then
+elif ! npm ci --no-audit --no-fund >/tmp/ephemera-npm-ci.log 2>&1; then
+  grep -m 3 'npm error [^ ]' /tmp/ephemera-npm-ci.log | sed 's/^/    /' || true
   # npm ci refuses a lockfile that is out of sync with package.json (e.g. optional platform
   # packages missing from it); install from package.json without rewriting the lockfile.
   echo "    npm ci refused the lockfile; falling back to npm install --no-save"
