@@ -23,8 +23,8 @@ export interface Bar {
 /** A horizontal bar chart as inline SVG: one bar per target, longest bar = largest value. */
 export function barChartSvg(title: string, unit: string, bars: readonly Bar[]): string {
   const labelWidth = 130;
-  const chartWidth = 420;
-  const noteWidth = 190;
+  const chartWidth = 380;
+  const noteWidth = 330;
   const barHeight = 22;
   const gap = 6;
   const top = 28;

@@ -20,7 +20,13 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-export function primaryFigure(figures: Record<string, number>): string | undefined {
+/**
+ * A suite may name the figure its ratios mean with `parameters.primary` (fio: MiB/s for 1 MiB
+ * rows, IOPS for 4 KiB ones); otherwise the first of PRIMARY_FIGURES the row has.
+ */
+export function primaryFigure(figures: Record<string, number>, parameters: BenchResult['parameters'] = {}): string | undefined {
+  const named = parameters.primary;
+  if (typeof named === 'string' && named in figures) return named;
   return PRIMARY_FIGURES.find((name) => name in figures) ?? Object.keys(figures)[0];
 }
 
@@ -108,7 +114,7 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
       phase: first.phase,
       passes: list.length,
       medians,
-      primary: primaryFigure(medians),
+      primary: primaryFigure(medians, first.parameters),
       vsTmpfs: null,
       vsOverlay: null,
     });

@@ -66,7 +66,7 @@ function fioWorkload(name: string, rw: FioJob['rw'], blockSize: string, invalida
   return {
     name,
     phase,
-    parameters: (ctx) => ({ tool: 'fio', ioengine: 'psync', numjobs: 1, rw, bs: blockSize, size_mib: ctx.config.fileMiB, runtime_s: ctx.runtimeS, invalidate }),
+    parameters: (ctx) => ({ primary: blockSize === '4k' ? 'iops' : 'bw_mibs', tool: 'fio', ioengine: 'psync', numjobs: 1, rw, bs: blockSize, size_mib: ctx.config.fileMiB, runtime_s: ctx.runtimeS, invalidate }),
     measure: async (ctx) => ({ ...(await runFio(job(ctx), ctx.signal)) }),
   };
 }
@@ -80,7 +80,7 @@ export const FIO_WORKLOADS: readonly Workload[] = [
   {
     name: 'fresh-file',
     phase: 'n/a',
-    parameters: (ctx) => ({ tool: 'bench_io', size_mib: ctx.config.freshFileMiB, write_bs: '1m', runtime_s: ctx.runtimeS }),
+    parameters: (ctx) => ({ primary: 'bw_mibs', tool: 'bench_io', size_mib: ctx.config.freshFileMiB, write_bs: '1m', runtime_s: ctx.runtimeS }),
     measure: async (ctx) => {
       const run = await runFreshFile(ctx.benchIo, ctx.target.dir, ctx.config.freshFileMiB, ctx.runtimeS, ctx.signal);
       return {
@@ -93,7 +93,7 @@ export const FIO_WORKLOADS: readonly Workload[] = [
   {
     name: 'small-files',
     phase: 'n/a',
-    parameters: (ctx) => ({ tool: 'bench_io', files: ctx.config.smallFiles, file_bytes: 4096 }),
+    parameters: (ctx) => ({ primary: 'files_per_s', tool: 'bench_io', files: ctx.config.smallFiles, file_bytes: 4096 }),
     measure: async (ctx) => {
       const run = await runSmallFiles(ctx.benchIo, ctx.target.dir, ctx.config.smallFiles, ctx.signal);
       return {

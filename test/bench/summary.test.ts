@@ -187,3 +187,13 @@ describe('variants', () => {
     expect(renderTable(rows).split('\n')[2]).toMatch(/^ephemera\s+w size=1\s+25\.0\s+2\s+1\.25×\s+—$/);
   });
 });
+
+describe('primary figure', () => {
+  it('follows parameters.primary when the row has that figure', () => {
+    const rows = summarize([
+      { suite: 'fio', target: 'tmpfs', workload: 'seq', parameters: { primary: 'bw_mibs' }, pass: 1, phase: 'n/a', figures: { iops: 10, bw_mibs: 10, lat_us: 4 }, oomKills: null },
+      { suite: 'fio', target: 'x', workload: 'seq', parameters: { primary: 'nope' }, pass: 1, phase: 'n/a', figures: { lat_us: 2 }, oomKills: null },
+    ]);
+    expect(rows.map((r) => r.primary)).toEqual(['bw_mibs', 'lat_us']);
+  });
+});
