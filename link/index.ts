@@ -1,0 +1,24 @@
+/**
+ * The WebSocket link: mounts ⇄ tenant manager, managers ⇄ controller. Generic over the message
+ * families each side may receive; authenticated by a per-tenant token; heartbeats both ways;
+ * client reconnection with a full resync.
+ */
+export { LinkError, isLinkError, errorCode, errorMessage, type LinkErrorCode } from './errors';
+export { ensureTenantToken, readTenantToken, tokenPath, tokensEqual, assertTenantName } from './token';
+export {
+  messageSet,
+  decodeMessage,
+  encodeMessage,
+  asErrorReply,
+  MAX_FRAME_BYTES,
+  HelloSchema,
+  LinkErrorReplySchema,
+  type MessageSet,
+  type Decoded,
+  type Hello,
+  type LinkErrorReply,
+} from './messages';
+export { EndpointSchema, parseEndpoint, endpointUrl, type Endpoint, type EndpointInput } from './endpoint';
+export { DEFAULT_HEARTBEAT, startHeartbeat, type HeartbeatOptions } from './heartbeat';
+export { LinkServer, LinkSession, type LinkServerOptions } from './server';
+export { LinkClient, DEFAULT_RECONNECT, type LinkClientOptions, type ReconnectOptions } from './client';
