@@ -10,6 +10,10 @@ import {
   type NativeSession,
   type NativeSessionOptions,
   type NativeUsage,
+  type MoveResult,
+  type MoveTicket,
+  type PlacementRule,
+  type TierName,
 } from './native';
 
 export interface MountOptions {
@@ -94,6 +98,29 @@ export class EphemeraMount {
   }
   setQuotas(sizeBytes: number, inodes: number): void {
     this.session.setQuotas(sizeBytes, inodes);
+  }
+  setPlacement(rule: PlacementRule): void {
+    this.session.setPlacement(rule);
+  }
+  /** Moves a closed inode to `to` (copy in the daemon: use for spills). */
+  moveNow(ino: number, to: TierName): Promise<MoveResult> {
+    return this.session.moveNow(ino, to);
+  }
+  /** Two-phase move for copies done elsewhere (a promotion charged to the container's cgroup). */
+  beginMove(ino: number, to: TierName): MoveTicket {
+    return this.session.beginMove(ino, to);
+  }
+  commitMove(token: number): number {
+    return this.session.commitMove(token);
+  }
+  abortMove(token: number): void {
+    this.session.abortMove(token);
+  }
+  onClose(cb: ((ino: number, bytes: number, tier: TierName) => void) | null): void {
+    this.session.setOnClose(cb);
+  }
+  tierBytes(): { memory: number; disk: number } {
+    return this.session.tierBytes();
   }
 
   /** Unmounts (lazily, aborting the connection so no thread or caller can hang) and frees the tiers. */

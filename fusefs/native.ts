@@ -62,6 +62,25 @@ export interface NativeInodeStat {
   lastMoveMs: number;
 }
 
+export type TierName = 'memory' | 'disk';
+export interface MoveTicket {
+  token: number;
+  srcFd: number;
+  dstFd: number;
+  size: number;
+}
+export interface MoveResult {
+  errno: number;
+  code: 'OK' | 'EBUSY' | 'EALREADY' | 'ENOENT' | 'ENOSPC' | 'EIO';
+  bytes: number;
+}
+export interface PlacementRule {
+  /** Bytes the memory tier may hold before new files go to disk; omitted: unlimited. */
+  memoryBudget?: number;
+  /** Write new files on the disk tier and promote them when closed (files that may outgrow memory while open). */
+  newFilesOnDisk?: boolean;
+}
+
 export interface NativeSession {
   mount(onStopped?: () => void): Promise<NativeMountInfo>;
   unmount(): void;
@@ -71,6 +90,15 @@ export interface NativeSession {
   inodeStats(): NativeInodeStat[];
   setQuotas(sizeBytes: number, inodes: number): void;
   info(): NativeMountInfo;
+  setPlacement(rule: PlacementRule): void;
+  /** Throws (code EBUSY/EALREADY/ENOENT) when the inode cannot move now. */
+  beginMove(ino: number, to: TierName): MoveTicket;
+  /** 0, or an errno: EBUSY when the inode was opened meanwhile (the move is abandoned). */
+  commitMove(token: number): number;
+  abortMove(token: number): void;
+  moveNow(ino: number, to: TierName): Promise<MoveResult>;
+  setOnClose(cb: ((ino: number, bytes: number, tier: TierName) => void) | null): void;
+  tierBytes(): { memory: number; disk: number };
 }
 
 export interface NativeCore {

@@ -199,10 +199,12 @@ void Filesystem::MaybeFree(Inode* in) {
     // No name and no open handle: nothing can reach the data any more, but the kernel's FORGET
     // comes later and asynchronously. Free the memory now, as tmpfs does on unlink.
     if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id), in->backing_id = -1;
+    Unaccount(in);
     in->data.reset();
   }
   if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
   if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
+  Unaccount(in);
   uint64_t ino = in->ino;
   slots_[ino].reset();  // closes the backing fd: the memory goes back at once
   free_slots_.push_back(ino);
@@ -227,7 +229,8 @@ void Filesystem::FillAttr(Inode* in, fuse_attr* a) {
       // Under passthrough the kernel writes the backing file, so its times are the truth.
       atime = st.st_atim;
       mtime = st.st_mtim;
-      if (Later(st.st_ctim, ctime)) ctime = st.st_ctim;
+      bool data_changed = st.st_ctim.tv_sec != in->data_ctime_base.tv_sec || st.st_ctim.tv_nsec != in->data_ctime_base.tv_nsec;
+      if (data_changed && Later(st.st_ctim, ctime)) ctime = st.st_ctim;
     }
   } else if (in->is_dir()) {
     a->size = 4096;
@@ -415,6 +418,7 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
     }
     if (ftruncate(node->data->fd, static_cast<off_t>(in.size)) != 0) return reply.Error(errno);
     node->ctime = now;
+    if (node->open_count == 0) Account(node);
   }
   if (in.valid & FATTR_MODE) {
     node->mode = (node->mode & S_IFMT) | (in.mode & 07777);
@@ -453,9 +457,14 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   if (int e = ReserveInode()) return e;
   std::shared_ptr<FileData> data;
   if (S_ISREG(mode)) {
-    int fd = store_.NewFile(Tier::kMemory, slots_.size());
+    Tier tier = Tier::kMemory;
+    if (store_.has_disk_tier() && (placement_.new_files_on_disk || mem_bytes_.load() >= placement_.memory_budget))
+      tier = Tier::kDisk;
+    if (opts_.size_quota && mem_bytes_.load() + disk_bytes_.load() >= opts_.size_quota) return ENOSPC;
+    int fd = store_.NewFile(tier, slots_.size());
+    if (fd < 0 && tier == Tier::kMemory && store_.has_disk_tier()) tier = Tier::kDisk, fd = store_.NewFile(tier, slots_.size());
     if (fd < 0) return -fd;
-    data = std::make_shared<FileData>(fd, Tier::kMemory);
+    data = std::make_shared<FileData>(fd, tier);
   }
   uint32_t gid = req.h().gid;
   if (dir->mode & S_ISGID) {  // BSD group semantics for setgid directories, as tmpfs does
@@ -693,6 +702,7 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
     out->open_flags |= FOPEN_KEEP_CACHE;  // only the kernel writes our files: its cache stays valid
   }
   in->open_count++;
+  in->open_epoch++;
   in->last_open_ms = NowMs();
   return 0;
 }
@@ -738,22 +748,31 @@ void Filesystem::OpOPEN(const Request& req, Reply& reply) {
 }
 
 void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
+  bool notify = false;
+  uint64_t ino = 0, bytes = 0;
+  Tier tier = Tier::kMemory;
   {
     std::lock_guard lock(mu_);
     Inode* in = Get(req.nodeid());
     if (in && in->open_count > 0) {
       in->open_count--;
       in->last_close_ms = NowMs();
-      if (in->open_count == 0 && in->backing_id >= 0 && backing_) {
-        // Released on last close, so a closed inode holds no kernel reference to its backing
-        // file and may move between tiers.
-        backing_->Close(in->backing_id);
-        in->backing_id = -1;
+      if (in->open_count == 0) {
+        if (in->backing_id >= 0 && backing_) {
+          // Released on last close, so a closed inode holds no kernel reference to its backing
+          // file and may move between tiers.
+          backing_->Close(in->backing_id);
+          in->backing_id = -1;
+        }
+        // Under passthrough we never see writes: the backing file says what the file holds now.
+        Account(in);
+        if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
       }
       MaybeFree(in);
     }
   }
   reply.Ok();
+  if (notify && on_close_) on_close_(ino, bytes, tier);
 }
 
 void Filesystem::OpFLUSH(const Request&, Reply& reply) {
@@ -1078,6 +1097,144 @@ void Filesystem::SetQuotas(uint64_t size_quota, uint64_t inode_quota) {
   std::lock_guard lock(mu_);
   opts_.size_quota = size_quota;
   opts_.inode_quota = inode_quota;
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Tiers: accounting, placement and moves
+
+void Filesystem::Unaccount(Inode* in) {
+  if (!in->data || !in->accounted_bytes) return;
+  (in->data->tier == Tier::kMemory ? mem_bytes_ : disk_bytes_) -= in->accounted_bytes;
+  in->accounted_bytes = 0;
+}
+
+void Filesystem::Account(Inode* in) {
+  Unaccount(in);
+  if (!in->data) return;
+  struct stat st;
+  if (fstat(in->data->fd, &st) != 0) return;
+  in->accounted_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+  (in->data->tier == Tier::kMemory ? mem_bytes_ : disk_bytes_) += in->accounted_bytes;
+}
+
+void Filesystem::SetPlacement(PlacementRule r) {
+  std::lock_guard lock(mu_);
+  placement_ = r;
+}
+
+int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
+  std::lock_guard lock(mu_);
+  Inode* in = Get(ino);
+  if (!in || !in->data) return ENOENT;
+  if (in->data->tier == to) return EALREADY;
+  if (in->open_count > 0) return EBUSY;
+  for (auto& [tok, mv] : moves_)
+    if (mv.ino == ino) return EINPROGRESS;
+  int fd = store_.NewFile(to, ino);
+  if (fd < 0) return -fd;
+  struct stat st;
+  if (fstat(in->data->fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  auto target = std::make_shared<FileData>(fd, to);
+  uint64_t token = next_move_token_++;
+  moves_[token] = PendingMove{ino, in->open_epoch, target};
+  t->token = token;
+  t->ino = ino;
+  t->src_fd = in->data->fd;
+  t->dst_fd = fd;
+  t->size = static_cast<uint64_t>(st.st_size);
+  t->to = to;
+  return 0;
+}
+
+int Filesystem::CommitMove(uint64_t token) {
+  std::lock_guard lock(mu_);
+  auto it = moves_.find(token);
+  if (it == moves_.end()) return ENOENT;
+  PendingMove mv = std::move(it->second);
+  moves_.erase(it);
+  Inode* in = Get(mv.ino);
+  if (!in || !in->data) return ENOENT;  // unlinked meanwhile: the copy is simply dropped
+  if (in->open_count > 0 || in->open_epoch != mv.epoch) return EBUSY;  // opened meanwhile
+  struct stat old_st, new_st;
+  if (fstat(in->data->fd, &old_st) != 0 || fstat(mv.target->fd, &new_st) != 0) return EIO;
+  if (old_st.st_size != new_st.st_size) return EIO;  // a torn copy is never published
+  // The attributes come from the backing file: carry the times over, and remember the new
+  // file's ctime so FillAttr keeps showing the inode's own ctime until data changes again.
+  timespec times[2] = {old_st.st_atim, old_st.st_mtim};
+  futimens(mv.target->fd, times);
+  if (Later(old_st.st_ctim, in->ctime)) in->ctime = old_st.st_ctim;
+  fstat(mv.target->fd, &new_st);
+  in->data_ctime_base = new_st.st_ctim;
+  Unaccount(in);
+  in->data = std::move(mv.target);
+  in->last_move_ms = NowMs();
+  Account(in);
+  return 0;
+}
+
+void Filesystem::AbortMove(uint64_t token) {
+  std::lock_guard lock(mu_);
+  moves_.erase(token);
+}
+
+namespace {
+// Copies src → dst segment by segment (SEEK_DATA/SEEK_HOLE), so sparse files stay sparse.
+int CopyData(int src, int dst, uint64_t size) {
+  if (ftruncate(dst, static_cast<off_t>(size)) != 0) return errno;
+  std::vector<uint8_t> buf(1 << 20);
+  off_t pos = 0;
+  while (pos < static_cast<off_t>(size)) {
+    off_t data = lseek(src, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      return errno;
+    }
+    off_t hole = lseek(src, data, SEEK_HOLE);
+    if (hole < 0) return errno;
+    for (off_t off = data; off < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(hole - off, static_cast<off_t>(buf.size())));
+      ssize_t n = pread(src, buf.data(), want, off);
+      if (n < 0) return errno;
+      if (n == 0) break;
+      for (ssize_t w = 0; w < n;) {
+        ssize_t m = pwrite(dst, buf.data() + w, static_cast<size_t>(n - w), off + w);
+        if (m < 0) return errno;
+        w += m;
+      }
+      off += n;
+    }
+    pos = hole;
+  }
+  return 0;
+}
+}  // namespace
+
+int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
+  MoveTicket t;
+  if (int e = BeginMove(ino, to, &t)) return e;
+  // The source stays open (we hold its FileData through the inode) while we copy without the lock.
+  std::shared_ptr<FileData> keep_src;
+  {
+    std::lock_guard lock(mu_);
+    Inode* in = Get(ino);
+    if (in) keep_src = in->data;
+  }
+  if (!keep_src) {
+    AbortMove(t.token);
+    return ENOENT;
+  }
+  if (int e = CopyData(t.src_fd, t.dst_fd, t.size)) {
+    AbortMove(t.token);
+    return e;
+  }
+  int e = CommitMove(t.token);
+  if (e == 0 && bytes) *bytes = t.size;
+  return e;
 }
 
 }  // namespace ephemera

@@ -58,7 +58,9 @@ struct Inode {
   std::string link;                // symlinks
   std::map<std::string, std::string> xattrs;
   int64_t last_open_ms = 0, last_close_ms = 0, last_move_ms = 0;
-  bool moving = false;  // a tier move is copying this inode's data; opens wait
+  uint64_t open_epoch = 0;        // bumped by every open: a tier move commits only if unchanged
+  uint64_t accounted_bytes = 0;   // allocated bytes as of the last close/move (tier totals)
+  timespec data_ctime_base{};     // the backing file's ctime right after a move (see FillAttr)
 
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
@@ -85,6 +87,22 @@ struct OpCounters {
   OpCounters() {
     for (int i = 0; i < kOpCount; ++i) count[i] = 0, errors[i] = 0;
   }
+};
+
+// Where new files go. Decided natively at CREATE (no JavaScript per operation); the rule itself
+// is set from policy/ through the control plane.
+struct PlacementRule {
+  uint64_t memory_budget = UINT64_MAX;  // bytes the memory tier may hold
+  bool new_files_on_disk = false;       // write new files on the disk tier, promote on close
+};
+
+struct MoveTicket {
+  uint64_t token = 0;
+  uint64_t ino = 0;
+  int src_fd = -1;
+  int dst_fd = -1;
+  uint64_t size = 0;
+  Tier to = Tier::kMemory;
 };
 
 struct InodeStat {
@@ -117,6 +135,20 @@ class Filesystem {
   };
   Usage GetUsage();
   void SetQuotas(uint64_t size_quota, uint64_t inode_quota);
+  void SetPlacement(PlacementRule r);
+  // Tier moves, for inodes with no open handle. Begin creates the target file and hands out both
+  // fds (a promotion's copy runs in a helper inside the container's cgroup, so the pages are
+  // charged there); Commit swaps the data only if nobody opened the inode meanwhile (an open in
+  // between sees the old tier, and the move is abandoned: never a half copy).
+  int BeginMove(uint64_t ino, Tier to, MoveTicket* ticket);
+  int CommitMove(uint64_t token);
+  void AbortMove(uint64_t token);
+  // Begin + an in-process copy (holes preserved) + Commit. For spills: the daemon's page cache of
+  // a disk file is reclaimable, so charging it to the daemon holds no memory hostage.
+  int MoveNow(uint64_t ino, Tier to, uint64_t* bytes);
+  // Called after the last close of a regular file (ino, allocated bytes, tier).
+  void set_on_close(std::function<void(uint64_t, uint64_t, Tier)> f) { on_close_ = std::move(f); }
+  uint64_t tier_bytes(Tier t) const { return t == Tier::kMemory ? mem_bytes_.load() : disk_bytes_.load(); }
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
 
@@ -155,6 +187,18 @@ class Filesystem {
   std::atomic<bool> writeback_{false};
   uint32_t proto_minor_ = 0;
   std::function<void()> on_init_;
+  std::function<void(uint64_t, uint64_t, Tier)> on_close_;
+  PlacementRule placement_;
+  std::atomic<uint64_t> mem_bytes_{0}, disk_bytes_{0};
+  void Account(Inode* in);  // refresh in->accounted_bytes and the tier totals (requires mu_)
+  void Unaccount(Inode* in);
+  struct PendingMove {
+    uint64_t ino;
+    uint64_t epoch;
+    std::shared_ptr<FileData> target;
+  };
+  std::unordered_map<uint64_t, PendingMove> moves_;
+  uint64_t next_move_token_ = 1;
 };
 
 int64_t NowMs();

@@ -1,6 +1,7 @@
 // The N-API surface: a Session is one file system, mounted (a Transport) or not (unit tests feed
 // it request bytes through dispatch()). Only control crosses into JavaScript; no request does.
 #include <sys/stat.h>
+#include <cstring>
 #include <memory>
 #include "addon.h"
 #include "fs.h"
@@ -56,6 +57,13 @@ class Session : public Napi::ObjectWrap<Session> {
                            InstanceMethod("inodeStats", &Session::InodeStats),
                            InstanceMethod("setQuotas", &Session::SetQuotas),
                            InstanceMethod("info", &Session::Info),
+                           InstanceMethod("setPlacement", &Session::SetPlacement),
+                           InstanceMethod("beginMove", &Session::BeginMove),
+                           InstanceMethod("commitMove", &Session::CommitMove),
+                           InstanceMethod("abortMove", &Session::AbortMove),
+                           InstanceMethod("moveNow", &Session::MoveNow),
+                           InstanceMethod("setOnClose", &Session::SetOnClose),
+                           InstanceMethod("tierBytes", &Session::TierBytes),
                        });
   }
 
@@ -86,6 +94,7 @@ class Session : public Napi::ObjectWrap<Session> {
 
   ~Session() override {
     if (transport_) transport_->Stop();
+    if (close_tsfn_active_) close_tsfn_.Release();
   }
 
  private:
@@ -138,7 +147,114 @@ class Session : public Napi::ObjectWrap<Session> {
 
   Napi::Value Unmount(const Napi::CallbackInfo& info) {
     if (transport_) transport_->Stop();
+    fs_->set_on_close(nullptr);
+    if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
     return info.Env().Undefined();
+  }
+
+  static Tier ParseTier(Napi::Env env, const Napi::Value& v) {
+    std::string t = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    if (t == "memory") return Tier::kMemory;
+    if (t == "disk") return Tier::kDisk;
+    throw Napi::TypeError::New(env, "tier must be 'memory' or 'disk'");
+  }
+
+  Napi::Value SetPlacement(const Napi::CallbackInfo& info) {
+    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    PlacementRule r;
+    double budget = GetNumber(o, "memoryBudget", -1);
+    r.memory_budget = budget < 0 ? UINT64_MAX : static_cast<uint64_t>(budget);
+    r.new_files_on_disk = GetBool(o, "newFilesOnDisk", false);
+    fs_->SetPlacement(r);
+    return info.Env().Undefined();
+  }
+
+  // beginMove(ino, tier) → {token, srcFd, dstFd, size}; throws with .errno/.code on refusal.
+  Napi::Value BeginMove(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t ino = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    MoveTicket t;
+    if (int e = fs_->BeginMove(ino, ParseTier(env, info[1]), &t)) {
+      Napi::Error err = Napi::Error::New(env, std::string("cannot move inode ") + std::to_string(ino) + ": " + strerror(e));
+      err.Set("errno", Napi::Number::New(env, e));
+      err.Set("code", Napi::String::New(env, e == EBUSY ? "EBUSY" : e == EALREADY ? "EALREADY" : e == ENOENT ? "ENOENT" : "EMOVE"));
+      throw err;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("token", static_cast<double>(t.token));
+    o.Set("srcFd", t.src_fd);
+    o.Set("dstFd", t.dst_fd);
+    o.Set("size", static_cast<double>(t.size));
+    return o;
+  }
+  Napi::Value CommitMove(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), fs_->CommitMove(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue())));
+  }
+  Napi::Value AbortMove(const Napi::CallbackInfo& info) {
+    fs_->AbortMove(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    return info.Env().Undefined();
+  }
+
+  class MoveWorker : public Napi::AsyncWorker {
+   public:
+    MoveWorker(Napi::Env env, Session* s, uint64_t ino, Tier to)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s), ino_(ino), to_(to) {
+      keep_ = Napi::Persistent(s->Value());
+    }
+    void Execute() override { err_ = s_->fs_->MoveNow(ino_, to_, &bytes_); }
+    void OnOK() override {
+      Napi::Env env = Env();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("errno", err_);
+      o.Set("code", err_ == 0 ? "OK" : err_ == EBUSY ? "EBUSY" : err_ == EALREADY ? "EALREADY" : err_ == ENOENT ? "ENOENT" : err_ == ENOSPC ? "ENOSPC" : "EIO");
+      o.Set("bytes", static_cast<double>(bytes_));
+      deferred_.Resolve(o);
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    Session* s_;
+    Napi::ObjectReference keep_;
+    uint64_t ino_;
+    Tier to_;
+    int err_ = 0;
+    uint64_t bytes_ = 0;
+  };
+
+  // moveNow(ino, tier) → Promise<{errno, code, bytes}>: the copy runs on the libuv pool.
+  Napi::Value MoveNow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t ino = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    auto* w = new MoveWorker(env, this, ino, ParseTier(env, info[1]));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // setOnClose(fn(ino, bytes, tier)): last close of a regular file (promotion-on-close, stats).
+  Napi::Value SetOnClose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (close_tsfn_active_) fs_->set_on_close(nullptr), close_tsfn_.Release(), close_tsfn_active_ = false;
+    if (info.Length() < 1 || !info[0].IsFunction()) return env.Undefined();
+    close_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "ephemera-close", 256, 1);
+    close_tsfn_.Unref(env);  // close events alone never keep the process alive
+    close_tsfn_active_ = true;
+    Napi::ThreadSafeFunction tsfn = close_tsfn_;
+    fs_->set_on_close([tsfn](uint64_t ino, uint64_t bytes, Tier tier) mutable {
+      tsfn.NonBlockingCall([ino, bytes, tier](Napi::Env env, Napi::Function cb) {
+        cb.Call({Napi::Number::New(env, static_cast<double>(ino)), Napi::Number::New(env, static_cast<double>(bytes)),
+                 Napi::String::New(env, TierName(tier))});
+      });
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value TierBytes(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("memory", static_cast<double>(fs_->tier_bytes(Tier::kMemory)));
+    o.Set("disk", static_cast<double>(fs_->tier_bytes(Tier::kDisk)));
+    return o;
   }
 
   Napi::Value InfoObject(Napi::Env env) {
@@ -233,7 +349,8 @@ class Session : public Napi::ObjectWrap<Session> {
   std::unique_ptr<Transport> transport_;
   TransportOptions topts_;
   std::string mode_;
-  Napi::ThreadSafeFunction ready_tsfn_, stopped_tsfn_;
+  Napi::ThreadSafeFunction ready_tsfn_, stopped_tsfn_, close_tsfn_;
+  bool close_tsfn_active_ = false;
 };
 
 Napi::Value DetachMountJs(const Napi::CallbackInfo& info) {
