@@ -1,0 +1,120 @@
+import { Engine, getRecipe, isEngineError, profileFunction, type FunctionContainer } from '../engine/index';
+import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
+
+/**
+ * How a node agent runs what the controller places on it. The Docker one runs every invocation in its
+ * own container whose memory limit is the task's T_lim (one task = one container, as the thesis'
+ * placement assumes); the tenant manager will later take this role and add lending.
+ */
+export interface TaskExecutor {
+  run(task: RunningTask, fn: FunctionRef, args: string[], options: { timeoutMs: number }): Promise<InvocationOutcome>;
+  profile(fn: FunctionRef, inputs: string[][], options: { timeoutMs: number }): Promise<ProfileFigures>;
+  /** Removes what an earlier process of this node left running (its tasks died with it). */
+  recover(): Promise<number>;
+  /** Stops every running task and releases what it holds. */
+  close(): Promise<void>;
+}
+
+export class ExecutionError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'ExecutionError';
+    this.code = code;
+  }
+}
+
+/** Label on every container an agent starts: `ephemera.node=<name>`, so a restarted agent finds its orphans. */
+export const NODE_LABEL = 'ephemera.node';
+
+export class DockerTaskExecutor implements TaskExecutor {
+  private readonly engine: Engine;
+  private readonly node: string;
+  private readonly labels: Record<string, string>;
+  private readonly images = new Map<string, Promise<string>>();
+  private readonly running = new Set<FunctionContainer>();
+  private closed = false;
+
+  /** `labels` are added to every container (tests use them to find what they made). */
+  constructor(engine: Engine, node: string, labels: Record<string, string> = {}) {
+    this.engine = engine;
+    this.node = node;
+    this.labels = { ...labels, [NODE_LABEL]: node };
+  }
+
+  /** A recipe name (`busybox`, `function`) is built or reused once per agent; other references pass through. */
+  private image(ref: string): Promise<string> {
+    let p = this.images.get(ref);
+    if (!p) {
+      const recipe = getRecipe(ref);
+      p = recipe ? this.engine.ensureImage(recipe).then((r) => r.tag) : Promise.resolve(ref);
+      p.catch(() => this.images.delete(ref));
+      this.images.set(ref, p);
+    }
+    return p;
+  }
+
+  private spec(fn: FunctionRef, image: string, extra: Record<string, string>) {
+    return {
+      image,
+      command: fn.command,
+      memoryMiB: Math.max(6, Math.ceil(fn.limitBytes / (1024 * 1024))),
+      tenant: fn.tenant,
+      function: fn.function,
+      labels: { ...this.labels, ...extra },
+    };
+  }
+
+  async run(task: RunningTask, fn: FunctionRef, args: string[], options: { timeoutMs: number }): Promise<InvocationOutcome> {
+    if (this.closed) throw new ExecutionError('E_CLOSED', 'the agent is shutting down');
+    const image = await this.image(fn.image);
+    let fc: FunctionContainer;
+    try {
+      fc = await this.engine.start(this.spec(fn, image, { 'ephemera.task': task.taskId }));
+    } catch (err) {
+      throw asExecutionError(err);
+    }
+    this.running.add(fc);
+    try {
+      const result = await fc.invoke(args, { timeoutMs: options.timeoutMs });
+      return {
+        exitCode: result.exitCode,
+        stdout: result.stdout,
+        stderr: result.stderr,
+        execMs: result.wallMs,
+        startMs: fc.timings.readyMs,
+        oomKills: result.oomKills,
+      };
+    } catch (err) {
+      throw asExecutionError(err);
+    } finally {
+      this.running.delete(fc);
+      await fc.remove().catch(() => undefined);
+    }
+  }
+
+  async profile(fn: FunctionRef, inputs: string[][], options: { timeoutMs: number }): Promise<ProfileFigures> {
+    const image = await this.image(fn.image);
+    try {
+      const { profile } = await profileFunction(this.engine, this.spec(fn, image, { 'ephemera.profiling': '1' }), inputs, { timeoutMs: options.timeoutMs });
+      return { peakMemoryBytes: profile.peakRssBytes, largestFileBytes: profile.largestFileBytes };
+    } catch (err) {
+      throw asExecutionError(err);
+    }
+  }
+
+  recover(): Promise<number> {
+    return this.engine.removeManaged({ [NODE_LABEL]: this.node });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.running].map((fc) => fc.remove().catch(() => undefined)));
+  }
+}
+
+function asExecutionError(err: unknown): ExecutionError {
+  if (err instanceof ExecutionError) return err;
+  if (isEngineError(err)) return new ExecutionError(err.code, err.message);
+  return new ExecutionError('E_EXECUTION', err instanceof Error ? err.message : String(err));
+}
