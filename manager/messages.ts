@@ -1,0 +1,110 @@
+import { z } from 'zod';
+import { messageSet } from '../link/index';
+
+/**
+ * The store link: the node daemon's mounts ⇄ their tenant's manager. Container ids are Docker ids;
+ * sizes are bytes. A mount reports; the manager alone decides limits and tells the mount its budget.
+ */
+const containerId = z.string().min(1).max(128);
+const bytes = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const requestId = z.string().min(1).max(128);
+
+// --- mount → manager -------------------------------------------------------------------------
+
+/** The container's memory as the mount's adapter reads it, and the store's share of it. */
+export const UsageMessage = z.object({
+  type: z.literal('usage'),
+  containerId,
+  /** Bytes on the memory tier (evictable). */
+  memoryBytes: bytes,
+  /** Bytes on the disk tier. */
+  diskBytes: bytes,
+  /** The container's usage (rss + shmem, the adapter's reading). */
+  usageBytes: bytes,
+  /** The limit the mount believes in (the manager corrects it with a budget if it differs). */
+  limitBytes: bytes,
+});
+
+/** Eviction cannot keep the container under its mark; `oomPaused` = its OOM killer waits for us. */
+export const AlarmMessage = z.object({
+  type: z.literal('alarm'),
+  containerId,
+  shortfallBytes: bytes,
+  oomPaused: z.boolean(),
+});
+
+/** The answer to evict/shrink: done evicting; usage now. */
+export const ShrinkReadyMessage = z.object({
+  type: z.literal('shrink-ready'),
+  containerId,
+  requestId,
+  usageBytes: bytes,
+});
+
+/** Store statistics of one mount, for status and metrics. */
+export const StatsMessage = z.object({
+  type: z.literal('stats'),
+  containerId,
+  inodes: z.number().int().nonnegative(),
+  memoryBytes: bytes,
+  diskBytes: bytes,
+  spills: z.number().int().nonnegative(),
+  promotions: z.number().int().nonnegative(),
+});
+
+/** From a control peer (`ephemera manager status`), not from mounts. */
+export const StatusRequestMessage = z.object({ type: z.literal('status'), requestId });
+
+// --- manager → mount -------------------------------------------------------------------------
+
+/** The container's limit is now `limitBytes`: the mount's memory budget follows it. */
+export const BudgetMessage = z.object({ type: z.literal('budget'), containerId, limitBytes: bytes });
+
+/** Move at least `bytes` of the memory tier to disk, then answer shrink-ready. */
+export const EvictMessage = z.object({ type: z.literal('evict'), containerId, bytes, requestId });
+
+/** The limit is about to go down to `targetLimitBytes`: evict until usage fits under it with headroom, then answer shrink-ready. */
+export const ShrinkMessage = z.object({ type: z.literal('shrink'), containerId, targetLimitBytes: bytes, requestId });
+
+export const ContainerStatusSchema = z.object({
+  id: z.string(),
+  function: z.string(),
+  workflow: z.string(),
+  pool: z.enum(['harvest', 'allocation', 'self-sufficient']),
+  running: z.boolean(),
+  queued: z.number().int(),
+  initialLimitBytes: z.number(),
+  limitBytes: z.number(),
+  usageBytes: z.number(),
+  storeMemoryBytes: z.number(),
+  storeDiskBytes: z.number(),
+  mountConnected: z.boolean(),
+  nonHarvestableUntilMs: z.number().nullable(),
+  profile: z.object({ peakMemoryBytes: z.number(), largestFileBytes: z.number() }).nullable(),
+});
+export type ContainerStatus = z.infer<typeof ContainerStatusSchema>;
+
+export const ManagerStatusSchema = z.object({
+  tenant: z.string(),
+  pid: z.number().int(),
+  uptimeMs: z.number(),
+  sharing: z.boolean(),
+  containers: z.array(ContainerStatusSchema),
+  loans: z.array(z.object({ lender: z.string(), borrower: z.string(), bytes: z.number(), returnAttempts: z.number().optional() })),
+  plans: z.object({ executed: z.number().int(), rolledBack: z.number().int(), inconsistent: z.number().int() }),
+  mounts: z.number().int(),
+});
+export type ManagerStatus = z.infer<typeof ManagerStatusSchema>;
+
+export const StatusReplyMessage = z.object({ type: z.literal('status-reply'), requestId, status: ManagerStatusSchema });
+
+export const ToManager = messageSet(UsageMessage, AlarmMessage, ShrinkReadyMessage, StatsMessage, StatusRequestMessage);
+export const ToMount = messageSet(BudgetMessage, EvictMessage, ShrinkMessage, StatusReplyMessage);
+export type ToManagerMessage = z.infer<typeof ToManager.schema>;
+export type ToMountMessage = z.infer<typeof ToMount.schema>;
+
+/**
+ * The store link's messages as one named family, for the node daemon. `fromMount` is what a mount
+ * may send, `toMount` what the manager sends it.
+ */
+export const StoreLinkMessages = { fromMount: ToManager, toMount: ToMount } as const;
