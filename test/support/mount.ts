@@ -49,7 +49,12 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
   const base = opts.dir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-test-'));
   if (base) fs.chmodSync(base, 0o755); // other users (uid 1000 in the permission tests) must reach the mount
   const dir = opts.dir ?? path.join(base!, 'mnt');
-  fs.mkdirSync(dir, { recursive: true });
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    // A dead daemon's mount answers ENOTCONN: `ephemera mount` itself must recover from that.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e;
+  }
   const child = spawn(
     'timeout',
     ['-s', 'KILL', String(opts.maxLifetimeS ?? 600), process.execPath, CLI, 'mount', dir, '--json', '--allow-other', ...(opts.args ?? [])],

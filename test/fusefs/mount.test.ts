@@ -1,0 +1,122 @@
+// `ephemera mount` as a user meets it: refusals, readiness, a killed daemon, and the claim that
+// under passthrough no data byte goes through the daemon.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanupDir, REPO, skipLoudly, startMount, type TestMount } from '../support/mount';
+
+const CLI = path.join(REPO, 'bin', 'ephemera.js');
+const skip = skipLoudly('ephemera mount lifecycle');
+
+function runCli(args: string[]) {
+  return spawnSync('timeout', ['-s', 'KILL', '20', process.execPath, CLI, ...args], { encoding: 'utf8' });
+}
+
+describe.skipIf(skip)('ephemera mount', () => {
+  const mounts: TestMount[] = [];
+  const dirs: string[] = [];
+  afterEach(async () => {
+    for (const m of mounts.splice(0)) await m.teardown();
+    for (const d of dirs.splice(0)) {
+      cleanupDir(d);
+      fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+  const tmp = () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-mt-'));
+    dirs.push(d);
+    return d;
+  };
+
+  it('refuses clearly: missing mount point, a file, a busy mount point (exit != 0, one line, stable code)', () => {
+    const base = tmp();
+    const missing = runCli(['mount', path.join(base, 'nope')]);
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+    expect(missing.stderr).toContain('E_NO_MOUNTPOINT');
+    fs.writeFileSync(path.join(base, 'file'), '');
+    expect(runCli(['mount', path.join(base, 'file')]).stderr).toContain('E_NOT_DIRECTORY');
+    const busy = path.join(base, 'busy');
+    fs.mkdirSync(busy);
+    execFileSync('mount', ['-t', 'tmpfs', 'x', busy]);
+    try {
+      const r = runCli(['mount', busy]);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('E_MOUNTPOINT_BUSY');
+    } finally {
+      execFileSync('umount', [busy]);
+    }
+    expect(runCli(['mount', base, '--queues', 'x']).stderr).toContain('E_BAD_OPTION');
+  });
+
+  it('under passthrough the daemon serves no READ or WRITE during a data workload', async () => {
+    const m = await startMount();
+    mounts.push(m);
+    expect(m.mode).toBe('passthrough');
+    const data = crypto.randomBytes(16 << 20);
+    const file = path.join(m.dir, 'data.bin');
+    fs.writeFileSync(file, data);
+    for (let i = 0; i < 4; i++) expect(fs.readFileSync(file).equals(data)).toBe(true);
+    const fd = fs.openSync(file, 'r+');
+    for (let i = 0; i < 2000; i++) fs.writeSync(fd, data.subarray(i * 4096, i * 4096 + 4096), 0, 4096, (i * 7919 * 4096) % (16 << 20));
+    fs.closeSync(fd);
+    const counters = await m.stop();
+    expect(counters.READ ?? 0).toBe(0);
+    expect(counters.WRITE ?? 0).toBe(0);
+    expect(counters.CREATE).toBeGreaterThan(0);
+  });
+
+  it('writeback mode (no passthrough) serves the data itself and keeps it intact', async () => {
+    const m = await startMount({ args: ['--mode', 'writeback'] });
+    mounts.push(m);
+    expect(m.mode).toBe('writeback');
+    const data = crypto.randomBytes(8 << 20);
+    fs.writeFileSync(path.join(m.dir, 'w.bin'), data);
+    execFileSync('sh', ['-c', `echo 3 > /proc/sys/vm/drop_caches`]);
+    expect(fs.readFileSync(path.join(m.dir, 'w.bin')).equals(data)).toBe(true);
+    const counters = await m.stop();
+    expect(counters.WRITE).toBeGreaterThan(0);
+  });
+
+  it('a daemon killed mid-work: new opens fail with ENOTCONN, nothing hangs, a restart recovers the mount point', async () => {
+    const m = await startMount();
+    mounts.push(m);
+    const writer = spawn('sh', ['-c', `i=0; while :; do echo $i > ${m.dir}/f$((i % 50)) || exit 3; i=$((i+1)); done`], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(m.pid, 'SIGKILL');
+    const code = await new Promise<number | null>((resolve) => writer.on('exit', (c) => resolve(c)));
+    expect(code).toBe(3); // the writer saw an error instead of hanging
+    let err: NodeJS.ErrnoException | undefined;
+    try {
+      fs.openSync(path.join(m.dir, 'new'), 'w');
+    } catch (e) {
+      err = e as NodeJS.ErrnoException;
+    }
+    expect(err?.code).toBe('ENOTCONN');
+    // A new daemon on the same path detaches the dead mount and serves again.
+    const again = await startMount({ dir: m.dir });
+    mounts.push(again);
+    fs.writeFileSync(path.join(again.dir, 'back'), 'ok');
+    expect(fs.readFileSync(path.join(again.dir, 'back'), 'utf8')).toBe('ok');
+    expect(fs.readdirSync(again.dir)).toEqual(['back']); // a fresh, empty store
+  });
+
+  it('many concurrent readers and writers over several queues stay consistent', async () => {
+    const m = await startMount({ args: ['--queues', '4'] });
+    mounts.push(m);
+    const jobs = Array.from({ length: 8 }, (_, j) =>
+      new Promise<number | null>((resolve) => {
+        const p = spawn('sh', ['-c', `mkdir -p ${m.dir}/d${j} && for i in $(seq 1 150); do echo "$i" > ${m.dir}/d${j}/f$i; cat ${m.dir}/d${j}/f$i > /dev/null; done; ls ${m.dir}/d${j} | wc -l`], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        p.stdout!.on('data', (d: Buffer) => (out += d));
+        p.on('exit', () => resolve(Number(out.trim())));
+      }),
+    );
+    expect(await Promise.all(jobs)).toEqual(Array(8).fill(150));
+    const counters = await m.stop();
+    expect(counters.CREATE).toBe(1200);
+  });
+});
