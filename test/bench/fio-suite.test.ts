@@ -114,8 +114,9 @@ describe.skipIf(missing.length > 0)('fio suite, real runs', () => {
   }, 30_000);
 
   it('stops at the time cap with partial results and tears down', async () => {
-    const suite = createFioSuite({ ...tiny, quickRuntimeS: 0.5 });
-    const error = (await suite.run(options({ targets: ['tmpfs', 'overlay'], timeCapS: 1.2 })).catch((e: unknown) => e)) as BenchError;
+    // A row costs its 0.3 s plus ~0.7 s of fio start-up: the first rows fit in 4 s, all 14 do not.
+    const suite = createFioSuite({ ...tiny, quickRuntimeS: 0.3 });
+    const error = (await suite.run(options({ targets: ['tmpfs', 'overlay'], timeCapS: 4 })).catch((e: unknown) => e)) as BenchError;
     expect(error).toBeInstanceOf(BenchError);
     expect(error.code).toBe('E_TIME_CAP');
     expect(error.partial.length).toBeGreaterThan(0);
