@@ -1,9 +1,22 @@
 import type { Command } from 'commander';
+import { DEFAULT_POLICY_CONFIG, loadPolicyConfig } from '../policy/index';
+import { cleanupNodeDaemon } from './daemon/cleanup';
+import { DaemonClient } from './daemon/client';
+import { NodeDaemon } from './daemon/daemon';
+import { TierBalancer } from './daemon/balancer';
+import { SizedMemoryTier } from './daemon/memory-tier';
+import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
 import { EphemeraMount } from './mount';
 import { parseSize } from './units';
 
-/** Registers `ephemera mount` (and, from the node-daemon work on, its siblings). */
+function parseCount(text: string | undefined, option: string): number {
+  const n = Number(text);
+  if (text === undefined || !Number.isSafeInteger(n) || n < 0) throw new EphemeraError('E_BAD_OPTION', `${option}: "${text}" is not a non-negative integer`);
+  return n;
+}
+
+/** Registers `ephemera mount`, `ephemera node-daemon`, `ephemera node-ctl` and `ephemera cleanup`. */
 export function registerFusefsCommands(program: Command): void {
   program
     .command('mount')
@@ -15,6 +28,8 @@ export function registerFusefsCommands(program: Command): void {
     .option('--size <size>', 'size quota over both tiers (statfs shows it; ENOSPC beyond), e.g. 1G')
     .option('--inodes <n>', 'inode quota (ENOSPC beyond)')
     .option('--spill-dir <dir>', 'disk tier directory (a plain local file system)')
+    .option('--budget <size>', 'memory-tier budget: new files beyond it go to disk, closed files are spilled down to it (needs --spill-dir)')
+    .option('--policy <file>', 'policy config (eviction order, anti-thrash window) for --budget')
     .option('--json', 'print JSON lines (ready, stopped) instead of text', false)
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const queues = Number(o.queues);
@@ -25,15 +40,34 @@ export function registerFusefsCommands(program: Command): void {
       if (!['auto', 'passthrough', 'writeback'].includes(mode)) {
         throw new EphemeraError('E_BAD_OPTION', `--mode: "${mode}" is not auto, passthrough or writeback`);
       }
-      const m = await EphemeraMount.open({
-        mountpoint: dir,
-        allowOther: Boolean(o.allowOther),
-        queues,
-        mode: mode as 'auto',
-        sizeQuota: o.size ? parseSize(String(o.size), '--size') : 0,
-        inodeQuota: o.inodes ? Number(o.inodes) : 0,
-        spillDir: o.spillDir ? String(o.spillDir) : undefined,
-      });
+      const budget = o.budget === undefined ? undefined : parseSize(String(o.budget), '--budget');
+      if (budget !== undefined && !o.spillDir) throw new EphemeraError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
+      const sizeQuota = o.size ? parseSize(String(o.size), '--size') : 0;
+      const spillDir = o.spillDir ? String(o.spillDir) : undefined;
+      if (spillDir) prepareSpillDir(spillDir);
+      // With a size quota, the memory tier is a tmpfs of that size: under passthrough the kernel
+      // writes without asking us, so only the tmpfs can answer ENOSPC to a file growing while open.
+      const memoryTier = sizeQuota > 0 ? SizedMemoryTier.create(`/run/ephemera/mem-${process.pid}`, sizeQuota) : undefined;
+      let m: EphemeraMount;
+      try {
+        m = await EphemeraMount.open({
+          mountpoint: dir,
+          allowOther: Boolean(o.allowOther),
+          queues,
+          mode: mode as 'auto',
+          sizeQuota,
+          inodeQuota: o.inodes ? parseCount(String(o.inodes), '--inodes') : 0,
+          spillDir,
+          ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
+        });
+      } catch (e) {
+        memoryTier?.close();
+        throw e;
+      }
+      const balancer =
+        budget === undefined
+          ? undefined
+          : new TierBalancer(m, { budget, policy: o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG });
       const json = Boolean(o.json);
       const say = (event: Record<string, unknown>, text: string) =>
         process.stdout.write(json ? JSON.stringify(event) + '\n' : text + '\n');
@@ -45,8 +79,10 @@ export function registerFusefsCommands(program: Command): void {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
+        await balancer?.close();
         const counters = m.counters();
         await m.close();
+        memoryTier?.close();
         const ops = Object.fromEntries(Object.entries(counters.ops).map(([k, v]) => [k, v.count]));
         say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions },
           `ephemera: stopped (${signal}) ${Object.entries(ops).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -55,5 +91,79 @@ export function registerFusefsCommands(program: Command): void {
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
       void m.stopped.then(() => stop('connection-lost'));
+    });
+
+  program
+    .command('node-daemon')
+    .description('serve many Ephemera mounts in one process, driven through a control socket (JSON lines)')
+    .option('--state-dir <dir>', 'records, spill dirs, memory tiers, socket', DEFAULT_STATE_DIR)
+    .option('--socket <path>', 'control socket (default <state-dir>/control.sock)')
+    .option('--mounts-dir <dir>', 'shared parent of mount points (default <state-dir>/mounts)')
+    .option('--metrics-port <port>', 'also serve Prometheus /metrics on 127.0.0.1:PORT')
+    .option('--policy <file>', 'policy config (eviction order, anti-thrash window)')
+    .option('--json', 'print a JSON ready line on stdout', false)
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const metricsPort = o.metricsPort === undefined ? undefined : parseCount(String(o.metricsPort), '--metrics-port');
+      const { daemon, recovery } = await NodeDaemon.start({
+        stateDir: String(o.stateDir),
+        ...(o.socket ? { socket: String(o.socket) } : {}),
+        ...(o.mountsDir ? { mountsDir: String(o.mountsDir) } : {}),
+        ...(metricsPort !== undefined ? { metricsPort } : {}),
+        ...(o.policy ? { policyFile: String(o.policy) } : {}),
+      });
+      const ready = {
+        event: 'ready',
+        pid: process.pid,
+        socket: daemon.paths.socket,
+        stateDir: daemon.paths.stateDir,
+        mountsDir: daemon.paths.mountsDir,
+        metricsPort: daemon.metricsPort,
+        remounted: recovery.remounted,
+        failed: recovery.failed,
+      };
+      process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ephemera node-daemon: ready socket=${ready.socket} pid=${process.pid} remounted=${recovery.remounted.length}\n`);
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        await daemon.stop();
+        process.stdout.write(o.json ? JSON.stringify({ event: 'stopped', signal }) + '\n' : `ephemera node-daemon: stopped (${signal})\n`);
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop('SIGINT'));
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+    });
+
+  program
+    .command('node-ctl')
+    .description('send one control message (JSON) to the node daemon and print its reply; exit 1 on an error reply')
+    .argument('<message>', 'e.g. \'{"type":"stats"}\'')
+    .option('--state-dir <dir>', 'the daemon\'s state dir', DEFAULT_STATE_DIR)
+    .option('--socket <path>', 'control socket (default <state-dir>/control.sock)')
+    .action(async (message: string, o: Record<string, string | undefined>) => {
+      const socket = o.socket ?? daemonPaths(o.stateDir).socket;
+      const client = await DaemonClient.connect(socket, { timeoutMs: 120_000 });
+      try {
+        const reply = await client.send(message);
+        process.stdout.write(JSON.stringify(reply) + '\n');
+        if (!reply.ok) process.exitCode = 1;
+      } finally {
+        client.close();
+      }
+    });
+
+  program
+    .command('cleanup')
+    .description('remove what a dead node daemon left: stale mounts, memory-tier tmpfs, spill dirs, state')
+    .option('--state-dir <dir>', 'the daemon\'s state dir', DEFAULT_STATE_DIR)
+    .option('--mounts-dir <dir>', 'shared parent of mount points, if the daemon was given one')
+    .option('--json', 'print a JSON report', false)
+    .action((o: Record<string, string | boolean | undefined>) => {
+      const report = cleanupNodeDaemon(String(o.stateDir), o.mountsDir ? { mountsDir: String(o.mountsDir) } : {});
+      process.stdout.write(
+        o.json
+          ? JSON.stringify(report) + '\n'
+          : `ephemera cleanup: ${report.stateDir}: unmounted ${report.unmounted.length}, removed ${report.removed.length}${report.remaining.length ? `, left ${report.remaining.join(' ')}` : ''}\n`,
+      );
     });
 }

@@ -4,3 +4,24 @@ export { EphemeraError, isEphemeraError, type EphemeraErrorCode } from './errors
 export { loadCore, repoRoot, type NativeCounters, type NativeUsage, type NativeInodeStat, type MountMode, type TierName, type MoveResult, type MoveTicket, type PlacementRule } from './native';
 export { parseSize, formatBytes } from './units';
 export { MemoryTierMount, isMountPoint, listMountPoints, unmountQuietly } from './memtier';
+export { DaemonMetrics, type MountMetricsSource } from './metrics';
+export {
+  NodeDaemon,
+  DaemonClient,
+  DaemonError,
+  cleanupNodeDaemon,
+  TierBalancer,
+  SizedMemoryTier,
+  ControlRequest,
+  parseControlLine,
+  DEFAULT_STATE_DIR,
+  daemonPaths,
+  type NodeDaemonOptions,
+  type RecoveryReport,
+  type CleanupReport,
+  type ControlReply,
+  type ControlErrorCode,
+  type MountStats,
+  type EvictionReport,
+} from './daemon/index';
+export { MemoryAdapter, type MemoryAdapterOptions, type AdapterUsage, type AdapterAlarm, type ShrinkResult } from './adapter';

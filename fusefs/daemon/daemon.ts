@@ -1,0 +1,355 @@
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import pino, { type Logger } from 'pino';
+import { DEFAULT_POLICY_CONFIG, loadPolicyConfig, type PolicyConfig } from '../../policy/index';
+import { DaemonMetrics } from '../metrics';
+import { isMountPoint, unmountQuietly } from '../memtier';
+import { DaemonError, errorReply } from './errors';
+import { ManagedMount } from './managed-mount';
+import { parseControlLine, type AddMountRequest, type ControlReply, type ControlRequest } from './messages';
+import { daemonPaths, ensureSharedParent, type DaemonPaths } from './paths';
+import { isDaemonAlive, MountRecords, readDaemonRecord, writeJsonAtomic, type DaemonRecord, type MountRecord } from './state';
+
+export interface NodeDaemonOptions {
+  stateDir?: string;
+  socket?: string;
+  /** The shared parent of default mount points; default `<stateDir>/mounts`. */
+  mountsDir?: string;
+  /** Serve /metrics over HTTP on 127.0.0.1:port as well as on the socket. */
+  metricsPort?: number;
+  /** A policy file (policy/ schema); default DEFAULT_POLICY_CONFIG. */
+  policyFile?: string;
+  logger?: Logger;
+}
+
+/** What a restart found and did with each stale mount. */
+export interface RecoveryReport {
+  remounted: string[];
+  failed: Array<{ id: string; error: string }>;
+  brokenRecords: string[];
+}
+
+/**
+ * One process serving every Ephemera mount of a node (a Node process idles at ~39 MiB: one per
+ * container would eat the memory we mean to harvest). Mounts come and go through the control API;
+ * each has a record in the state dir, so after a crash the next daemon detaches the dead FUSE
+ * mounts and mounts empty ones at the same paths: contents of a crashed daemon's memory tier are
+ * gone (the kernel drops its pages with the process), spilled files too.
+ */
+export class NodeDaemon {
+  private readonly mounts = new Map<string, ManagedMount>();
+  /** Ids with an add or remove in flight: a second request for one of them is refused, not interleaved. */
+  private readonly busy = new Set<string>();
+  private server: net.Server | undefined;
+  private httpServer: http.Server | undefined;
+  private readonly connections = new Set<net.Socket>();
+  readonly metrics: DaemonMetrics;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly paths: DaemonPaths,
+    private readonly records: MountRecords,
+    private readonly policy: PolicyConfig,
+    readonly log: Logger,
+    private daemonRecord: DaemonRecord,
+  ) {
+    this.metrics = new DaemonMetrics(() => this.mounts.values());
+  }
+
+  static async start(options: NodeDaemonOptions = {}): Promise<{ daemon: NodeDaemon; recovery: RecoveryReport }> {
+    const paths = daemonPaths(options.stateDir, options);
+    const log = options.logger ?? pino({ name: 'ephemera-node-daemon' }, pino.destination(2));
+    const policy = options.policyFile ? loadPolicyConfig(options.policyFile) : DEFAULT_POLICY_CONFIG;
+    fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
+    const previous = readDaemonRecord(paths.daemonRecord);
+    if (previous && isDaemonAlive(previous.pid)) {
+      throw new DaemonError('E_DAEMON', `a node daemon (pid ${previous.pid}) already serves ${paths.stateDir}`);
+    }
+    for (const dir of [paths.spillRoot, paths.memoryRoot]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const madeParentMount = ensureSharedParent(paths.mountsDir) || (previous?.madeParentMount ?? false);
+    const record: DaemonRecord = {
+      pid: process.pid,
+      socket: paths.socket,
+      mountsDir: paths.mountsDir,
+      madeParentMount,
+      startedAt: new Date().toISOString(),
+      metricsPort: options.metricsPort ?? null,
+    };
+    writeJsonAtomic(paths.daemonRecord, record);
+    const daemon = new NodeDaemon(paths, new MountRecords(paths.recordsDir), policy, log, record);
+    const recovery = await daemon.recover();
+    await daemon.listen();
+    if (options.metricsPort !== undefined) await daemon.serveMetricsHttp(options.metricsPort);
+    return { daemon, recovery };
+  }
+
+  /** Stale records from a crashed (or stopped) daemon: detach what is dead, mount empty at the same paths. */
+  private async recover(): Promise<RecoveryReport> {
+    const { records, broken } = this.records.list();
+    const report: RecoveryReport = { remounted: [], failed: [], brokenRecords: broken.map((b) => b.file) };
+    for (const b of broken) this.log.error({ file: b.file, error: b.error }, 'unreadable mount record left in place (ephemera cleanup removes it)');
+    for (const record of records) {
+      // A dead FUSE mount answers ENOTCONN to everything; umount -l detaches it (and, through the
+      // shared parent, from every container's rslave bind of it).
+      if (isMountPoint(record.path)) unmountQuietly(record.path);
+      if (isMountPoint(record.memoryDir)) unmountQuietly(record.memoryDir);
+      try {
+        const m = await ManagedMount.open(record, this.policy, this.onMountError(record.id));
+        this.mounts.set(record.id, m);
+        this.watchStopped(m);
+        report.remounted.push(record.id);
+        this.log.warn({ id: record.id, path: record.path }, 'remounted EMPTY after a daemon restart (the old contents are lost)');
+      } catch (e) {
+        report.failed.push({ id: record.id, error: (e as Error).message });
+        this.log.error({ id: record.id, err: e }, 'cannot remount a recorded mount (its record stays for ephemera cleanup)');
+      }
+    }
+    return report;
+  }
+
+  private onMountError(id: string) {
+    return (what: string, e: unknown) => this.log.error({ id, err: e }, what);
+  }
+
+  private watchStopped(m: ManagedMount): void {
+    void m.mount.stopped.then(() => {
+      if (this.mounts.get(m.id) === m && !this.stopping) this.log.error({ id: m.id }, 'the FUSE connection of a mount ended from outside');
+    });
+  }
+
+  private async listen(): Promise<void> {
+    fs.mkdirSync(path.dirname(this.paths.socket), { recursive: true, mode: 0o700 });
+    fs.rmSync(this.paths.socket, { force: true }); // a dead daemon's socket (a live one was refused above)
+    const server = net.createServer((socket) => this.serve(socket));
+    // The socket is created 0600 from the start (umask), not chmod-ed after a window.
+    const oldMask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.paths.socket, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    fs.chmodSync(this.paths.socket, 0o600);
+    this.server = server;
+  }
+
+  private async serveMetricsHttp(port: number): Promise<void> {
+    this.httpServer = http.createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      this.metrics.text().then(
+        (text) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(text),
+        (e) => res.writeHead(500).end(String(e)),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.httpServer!.once('error', reject);
+      this.httpServer!.listen(port, '127.0.0.1', () => resolve());
+    });
+  }
+
+  get metricsPort(): number | null {
+    const a = this.httpServer?.address();
+    return a && typeof a === 'object' ? a.port : null;
+  }
+
+  /** One connection: a line in, one reply line out, in order (requests on a connection run one at a time). */
+  private serve(socket: net.Socket): void {
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const lines = readline.createInterface({ input: socket, crlfDelay: Infinity });
+    let chain = Promise.resolve();
+    lines.on('line', (line) => {
+      if (line.trim() === '') return;
+      chain = chain.then(async () => {
+        const reply = await this.handleLine(line);
+        if (!socket.destroyed) socket.write(JSON.stringify(reply) + '\n');
+      });
+    });
+  }
+
+  /** The whole control API as a function of one line (also what the WebSocket link will call). */
+  async handleLine(line: string): Promise<ControlReply> {
+    const parsed = parseControlLine(line);
+    if (!parsed.ok) return parsed.reply;
+    return this.handle(parsed.request);
+  }
+
+  async handle(request: ControlRequest): Promise<ControlReply> {
+    const seq = request.seq === undefined ? {} : { seq: request.seq };
+    try {
+      if (this.stopping) throw new DaemonError('E_DAEMON', 'the daemon is stopping');
+      const body = await this.dispatch(request);
+      return { ok: true, ...seq, ...body };
+    } catch (e) {
+      if (!(e instanceof DaemonError)) this.log.warn({ err: e, type: request.type }, 'control request failed');
+      return errorReply(e, request.seq);
+    }
+  }
+
+  private async dispatch(r: ControlRequest): Promise<Record<string, unknown>> {
+    switch (r.type) {
+      case 'ping':
+        return { pid: process.pid, mounts: this.mounts.size };
+      case 'add-mount':
+        return { mount: await this.addMount(r) };
+      case 'remove-mount':
+        await this.removeMount(r.id);
+        return { id: r.id };
+      case 'set-budget': {
+        const m = this.get(r.id);
+        const report = await m.setBudget(r.budget);
+        this.records.save(m.current);
+        return { id: r.id, budget: r.budget, eviction: report, openBytesOverBudget: m.balancer.overBudgetOpenBytes };
+      }
+      case 'set-quotas': {
+        const m = this.get(r.id);
+        m.setQuotas(r.sizeQuota ?? m.sizeQuota(), r.inodeQuota ?? m.inodeQuota());
+        this.records.save(m.current);
+        return { id: r.id, sizeQuota: m.sizeQuota(), inodeQuota: m.inodeQuota() };
+      }
+      case 'evict': {
+        const m = this.get(r.id);
+        return { id: r.id, eviction: await m.balancer.evict(r.bytes, r.urgent ?? false) };
+      }
+      case 'promote': {
+        const m = this.get(r.id);
+        return { id: r.id, ...(await m.balancer.promoteNow()) };
+      }
+      case 'stats':
+        if (r.id !== undefined) return { mounts: [this.get(r.id).stats(r.inodes ?? false)] };
+        return { mounts: [...this.mounts.values()].map((m) => m.stats(r.inodes ?? false)) };
+      case 'list':
+        return { mounts: [...this.mounts.values()].map((m) => ({ id: m.id, path: m.path, owner: m.owner })) };
+      case 'metrics':
+        return { contentType: this.metrics.contentType, text: await this.metrics.text() };
+    }
+  }
+
+  private get(id: string): ManagedMount {
+    const m = this.mounts.get(id);
+    if (!m || this.busy.has(id)) throw new DaemonError('E_UNKNOWN_MOUNT', `no mount "${id}"`);
+    return m;
+  }
+
+  private async addMount(r: AddMountRequest) {
+    if (this.mounts.has(r.id) || this.busy.has(r.id)) throw new DaemonError('E_EXISTS', `mount "${r.id}" already exists`);
+    const mountPath = path.resolve(r.path ?? path.join(this.paths.mountsDir, r.id));
+    for (const other of this.mounts.values()) {
+      if (other.path === mountPath) throw new DaemonError('E_EXISTS', `${mountPath} is already mount "${other.id}"`);
+    }
+    if (r.path !== undefined && !fs.existsSync(mountPath)) {
+      throw new DaemonError('E_NO_MOUNTPOINT', `mount point ${mountPath} does not exist (omit path for one under ${this.paths.mountsDir})`);
+    }
+    const spillDir = path.resolve(r.spillDir ?? path.join(this.paths.spillRoot, r.id));
+    const record: MountRecord = {
+      id: r.id,
+      path: mountPath,
+      createdPath: !fs.existsSync(mountPath),
+      budget: r.budget,
+      sizeQuota: r.sizeQuota,
+      inodeQuota: r.inodeQuota,
+      spillDir,
+      createdSpillDir: !fs.existsSync(spillDir),
+      memoryDir: path.join(this.paths.memoryRoot, r.id),
+      owner: r.owner,
+      cgroup: r.cgroup ?? null,
+      newFilesOnDisk: r.newFilesOnDisk ?? false,
+      createdAt: new Date().toISOString(),
+    };
+    this.busy.add(r.id);
+    try {
+      const m = await ManagedMount.open(record, this.policy, this.onMountError(r.id));
+      try {
+        this.records.save(record);
+      } catch (e) {
+        await m.close();
+        throw e;
+      }
+      this.mounts.set(r.id, m);
+      this.watchStopped(m);
+      this.log.info({ id: r.id, path: mountPath, mode: m.mount.mode }, 'mount added');
+      return m.stats();
+    } finally {
+      this.busy.delete(r.id);
+    }
+  }
+
+  private async removeMount(id: string): Promise<void> {
+    const m = this.get(id);
+    this.busy.add(id);
+    try {
+      await m.close();
+      removeMountLeftovers(m.current);
+      this.records.remove(id);
+      this.mounts.delete(id);
+      this.log.info({ id }, 'mount removed');
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  /**
+   * Stops serving: unmounts every mount but keeps their records, so the next daemon puts them back
+   * (empty) at the same paths, where containers still bind them. `ephemera cleanup` forgets them.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.server?.close();
+      for (const c of this.connections) c.destroy();
+      this.httpServer?.close();
+      for (const m of this.mounts.values()) {
+        try {
+          await m.close();
+        } catch (e) {
+          this.log.error({ id: m.id, err: e }, 'unmount at stop failed');
+        }
+      }
+      this.mounts.clear();
+      fs.rmSync(this.paths.socket, { force: true });
+    })();
+    return this.stopping;
+  }
+
+  get mountCount(): number {
+    return this.mounts.size;
+  }
+  get record(): DaemonRecord {
+    return this.daemonRecord;
+  }
+}
+
+/** What a removed mount leaves: its spill dir and mount point, when the daemon made them. */
+export function removeMountLeftovers(record: MountRecord): void {
+  if (record.createdSpillDir) fs.rmSync(record.spillDir, { recursive: true, force: true });
+  else {
+    for (const name of safeReaddir(record.spillDir)) if (name.endsWith('.spill')) fs.rmSync(path.join(record.spillDir, name), { force: true });
+  }
+  if (record.createdPath && !isMountPoint(record.path)) {
+    try {
+      fs.rmdirSync(record.path);
+    } catch {
+      /* not empty (someone wrote under the unmounted path) or already gone: left as found */
+    }
+  }
+  if (!isMountPoint(record.memoryDir)) fs.rmSync(record.memoryDir, { recursive: true, force: true });
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}

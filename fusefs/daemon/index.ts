@@ -1,0 +1,23 @@
+/** The node daemon: one process serving many mounts, its control API, recovery and cleanup. */
+export { NodeDaemon, type NodeDaemonOptions, type RecoveryReport } from './daemon';
+export { DaemonClient, type DaemonClientOptions } from './client';
+export { cleanupNodeDaemon, type CleanupReport } from './cleanup';
+export { DaemonError, errorReply } from './errors';
+export { TierBalancer, monotonicMs, toPolicyInode, type TierBalancerOptions } from './balancer';
+export { SizedMemoryTier } from './memory-tier';
+export { ManagedMount } from './managed-mount';
+export { DEFAULT_STATE_DIR, daemonPaths, ensureSharedParent, checkSpillFilesystem, type DaemonPaths } from './paths';
+export { MountRecord, DaemonRecord, MountRecords, readRecords, readDaemonRecord, isDaemonAlive, writeJsonAtomic } from './state';
+export {
+  ControlRequest,
+  AddMountRequest,
+  MountId,
+  parseControlLine,
+  type ControlReply,
+  type ControlRequestType,
+  type ControlErrorCode,
+  type ErrorReply,
+  type OkReply,
+  type MountStats,
+  type EvictionReport,
+} from './messages';
