@@ -2,7 +2,8 @@ import { lstat, mkdir, open, readFile, readdir, rename } from 'node:fs/promises'
 import path from 'node:path';
 import type { Engine, FunctionContainer, InvocationResult, InvokeOptions } from './engine';
 import { parseFunctionSpec, type FunctionSpecInput } from './spec';
-import { readRssBytes } from './cgroup';
+import { readMemoryStat } from './cgroup';
+import { Worker } from 'node:worker_threads';
 import { defaultStateDir } from './config';
 import { EngineError, errorMessage } from './errors';
 
@@ -56,15 +57,17 @@ export async function profileFunction(
   for (const args of inputs) {
     const fc = await engine.start(spec, { profiling: true });
     try {
-      const sampler = startRssSampler(fc.cgroupPath, interval);
+      const sampler = await startRssSampler(fc.cgroupPath, interval);
       let result: InvocationResult;
+      let sampled: { peak: number; samples: number };
       try {
         result = await fc.invoke(args, options);
       } finally {
-        samples += await sampler.stop();
+        sampled = await sampler.stop();
       }
+      samples += sampled.samples;
       const largestFileBytes = await largestTmpFile(fc);
-      runs.push({ args, result, peakRssBytes: sampler.peak(), largestFileBytes });
+      runs.push({ args, result, peakRssBytes: sampled.peak, largestFileBytes });
     } finally {
       await fc.remove();
     }
@@ -90,37 +93,59 @@ export function profileKey(tenant: string, fn: string): string {
 }
 
 interface RssSampler {
-  peak(): number;
-  /** Stops sampling (one last sample first) and returns how many samples were taken. */
-  stop(): Promise<number>;
+  /** Stops sampling (one last sample first); the peak rss and how many samples were taken. */
+  stop(): Promise<{ peak: number; samples: number }>;
 }
 
-function startRssSampler(cgroupPath: string, intervalMs: number): RssSampler {
-  let peak = 0;
-  let count = 0;
-  let running = true;
-  const sampleOnce = async () => {
-    try {
-      const rss = await readRssBytes(cgroupPath);
-      count++;
-      if (rss > peak) peak = rss;
-    } catch {
-      // The cgroup disappears if the container dies; the invocation reports that.
-    }
-  };
-  const loop = (async () => {
-    while (running) {
-      await sampleOnce();
-      await new Promise((r) => setTimeout(r, intervalMs));
-    }
-  })();
+/**
+ * The sampler runs in its own thread with a synchronous read loop, so its cadence does not depend
+ * on how busy the main event loop is (demuxing output, other containers): under load a timer-driven
+ * sampler on the main thread missed short peaks.
+ */
+const SAMPLER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readFileSync } = require('node:fs');
+const { file, field, intervalMs, stopFlag } = workerData;
+const stop = new Int32Array(stopFlag);
+const pattern = new RegExp('^' + field + ' (\\\\d+)$', 'm');
+let peak = 0;
+let samples = 0;
+const sample = () => {
+  try {
+    const m = pattern.exec(readFileSync(file, 'utf8'));
+    if (m) { samples++; const v = Number(m[1]); if (v > peak) peak = v; }
+  } catch {}
+};
+while (Atomics.load(stop, 0) === 0) { sample(); Atomics.wait(stop, 0, 0, intervalMs); }
+sample();
+parentPort.postMessage({ peak, samples });
+`;
+
+async function startRssSampler(cgroupPath: string, intervalMs: number): Promise<RssSampler> {
+  const stat = await readMemoryStat(cgroupPath);
+  // v1: total_rss (anon incl. descendants, no page cache, no shmem); v2: anon.
+  const field = ['total_rss', 'rss', 'anon'].find((f) => stat.has(f));
+  if (!field) throw new EngineError('E_CGROUP', `no rss field in ${cgroupPath}/memory.stat`);
+  const stopFlag = new SharedArrayBuffer(4);
+  const worker = new Worker(SAMPLER_SOURCE, {
+    eval: true,
+    workerData: { file: path.join(cgroupPath, 'memory.stat'), field, intervalMs, stopFlag },
+  });
+  const result = new Promise<{ peak: number; samples: number }>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new EngineError('E_CGROUP', `rss sampler exited (${code}) before reporting`)));
+  });
   return {
-    peak: () => peak,
     stop: async () => {
-      running = false;
-      await loop;
-      await sampleOnce();
-      return count;
+      const flag = new Int32Array(stopFlag);
+      Atomics.store(flag, 0, 1);
+      Atomics.notify(flag, 0);
+      try {
+        return await result;
+      } finally {
+        await worker.terminate();
+      }
     },
   };
 }

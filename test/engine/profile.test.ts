@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
  * function really used, to compare the cgroup sampler against.
  */
 const FUNCTION = `
-import sys, re
+import sys, re, time
 buf_mib, file_mib = int(sys.argv[1]), int(sys.argv[2])
 buf = bytearray(buf_mib << 20)
 for i in range(0, len(buf), 4096):
@@ -28,6 +28,8 @@ with open("/tmp/big", "wb") as f:
 with open("/tmp/small", "wb") as f:
     f.write(b"\\x02" * (1 << 20))
 status = open("/proc/self/status").read()
+# Hold the peak for 50 ms: ten sampling periods, the resolution this test claims, no more.
+time.sleep(0.05)
 print(int(re.search(r"RssAnon:\\s+(\\d+) kB", status).group(1)) * 1024)
 `;
 
