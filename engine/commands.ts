@@ -3,6 +3,7 @@ import { Engine } from './engine';
 import { EngineError, isEngineError } from './errors';
 import { getRecipe, listEngineImages, listRecipes, recipeTag } from './images';
 import type { TmpMode } from './spec';
+import { ProfileStore, profileFunction } from './profile';
 
 function parseTmp(value: string): TmpMode {
   if (value === 'overlay') return { kind: 'overlay' };
@@ -76,6 +77,55 @@ export function registerEngineCommands(program: Command): void {
         );
         process.exitCode = result.exitCode;
       }),
+    );
+
+  program
+    .command('profile')
+    .description('the profiling run (thesis 4.4.1): run the function once per input, store (limit, U, F) in the state dir')
+    .argument('<image>', 'image reference or recipe name')
+    .argument('<cmd...>', 'command (after --); each --input is appended to it')
+    .requiredOption('--function <name>', 'function name (profile key is tenant/function)')
+    .option('--tenant <name>', 'tenant', 'default')
+    .option('--memory <MiB>', 'memory limit in MiB', parsePositiveInt, 128)
+    .option('--tmp <mode>', 'overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'overlay' } as TmpMode)
+    .option('--input <args>', 'one representative input, space-separated (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--timeout <s>', 'per-input timeout in seconds', parseSeconds)
+    .option('--user <user>', 'user the command runs as')
+    .action(
+      async (
+        image: string,
+        cmd: string[],
+        opts: { function: string; tenant: string; memory: number; tmp: TmpMode; input: string[]; timeout?: number; user?: string },
+      ) =>
+        reportErrors(async () => {
+          const engine = await Engine.connect();
+          const recipe = getRecipe(image);
+          if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
+          const inputs = opts.input.length > 0 ? opts.input.map((i) => i.split(/\s+/).filter(Boolean)) : [[]];
+          const store = new ProfileStore();
+          const { profile, runs } = await profileFunction(
+            engine,
+            {
+              image,
+              command: cmd,
+              memoryMiB: opts.memory,
+              tmp: opts.tmp,
+              tenant: opts.tenant,
+              function: opts.function,
+              ...(opts.user ? { user: opts.user } : {}),
+            },
+            inputs,
+            { store, ...(opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 }) },
+          );
+          for (const run of runs) {
+            process.stderr.write(
+              `input [${run.args.join(' ')}]: exit ${run.result.exitCode}, ${run.result.wallMs} ms, ` +
+                `U ${(run.peakRssBytes / 1048576).toFixed(1)} MiB, F ${(run.largestFileBytes / 1048576).toFixed(1)} MiB\n`,
+            );
+          }
+          process.stdout.write(`${JSON.stringify(profile)}\n`);
+          process.stderr.write(`stored in ${store.file}\n`);
+        }),
     );
 
   const images = program.command('images').description('function images built from Debian packages (no registry)');
