@@ -1,4 +1,4 @@
-import { Engine, getRecipe, isEngineError, profileFunction, type FunctionContainer } from '../engine/index';
+import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer } from '../engine/index';
 import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
 
 /**
@@ -101,6 +101,24 @@ export class DockerTaskExecutor implements TaskExecutor {
     } catch (err) {
       throw asExecutionError(err);
     }
+  }
+
+  /**
+   * Memory the node's function containers use now (rss + page cache incl. /tmp files, from each
+   * container's memory cgroup): the "used" column next to N_alloc and N_req.
+   */
+  async usedBytes(): Promise<number> {
+    const each = await Promise.all(
+      [...this.running].map(async (fc) => {
+        try {
+          const stat = await readMemoryStat(fc.cgroupPath);
+          return (stat.get('total_rss') ?? stat.get('rss') ?? 0) + (stat.get('total_cache') ?? stat.get('cache') ?? 0);
+        } catch {
+          return 0; // the container finished between listing and reading
+        }
+      }),
+    );
+    return each.reduce((a, b) => a + b, 0);
   }
 
   recover(): Promise<number> {
