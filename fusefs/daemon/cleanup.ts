@@ -36,6 +36,7 @@ export function cleanupNodeDaemon(stateDir?: string, overrides: { mountsDir?: st
   const { records, broken } = readRecords(paths.recordsDir);
   for (const record of records) {
     unmount(record.path);
+    unmount(record.fusePath);
     unmount(record.memoryDir);
     removeMountLeftovers(record);
     fs.rmSync(path.join(paths.recordsDir, `${record.id}.json`), { force: true });
@@ -46,11 +47,11 @@ export function cleanupNodeDaemon(stateDir?: string, overrides: { mountsDir?: st
     report.removed.push(b.file);
   }
   // Whatever is still mounted below our dirs without a record (a crash between mount and record).
-  for (const root of [paths.mountsDir, paths.memoryRoot]) {
+  for (const root of [paths.mountsDir, paths.memoryRoot, paths.fuseRoot]) {
     for (const mp of listMountPoints().filter((p) => p.startsWith(root + '/'))) unmount(mp);
   }
   if (daemon?.madeParentMount) unmount(paths.mountsDir);
-  for (const dir of [paths.memoryRoot, paths.spillRoot, paths.recordsDir]) {
+  for (const dir of [paths.memoryRoot, paths.fuseRoot, paths.spillRoot, paths.recordsDir]) {
     if (fs.existsSync(dir) && !listMountPoints().some((p) => p.startsWith(dir + '/'))) {
       fs.rmSync(dir, { recursive: true, force: true });
       report.removed.push(dir);

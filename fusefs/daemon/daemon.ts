@@ -68,7 +68,7 @@ export class NodeDaemon {
     if (previous && isDaemonAlive(previous.pid)) {
       throw new DaemonError('E_DAEMON', `a node daemon (pid ${previous.pid}) already serves ${paths.stateDir}`);
     }
-    for (const dir of [paths.spillRoot, paths.memoryRoot]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const dir of [paths.spillRoot, paths.memoryRoot, paths.fuseRoot]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const madeParentMount = ensureSharedParent(paths.mountsDir) || (previous?.madeParentMount ?? false);
     const record: DaemonRecord = {
       pid: process.pid,
@@ -92,9 +92,9 @@ export class NodeDaemon {
     const report: RecoveryReport = { remounted: [], failed: [], brokenRecords: broken.map((b) => b.file) };
     for (const b of broken) this.log.error({ file: b.file, error: b.error }, 'unreadable mount record left in place (ephemera cleanup removes it)');
     for (const record of records) {
-      // A dead FUSE mount answers ENOTCONN to everything; umount -l detaches it (and, through the
-      // shared parent, from every container's rslave bind of it).
-      if (isMountPoint(record.path)) unmountQuietly(record.path);
+      // The dead public mount stays: the new one is bound over it, which is what reaches the
+      // containers' rslave binds of it (managed-mount.ts). The private ones are detached.
+      if (isMountPoint(record.fusePath)) unmountQuietly(record.fusePath);
       if (isMountPoint(record.memoryDir)) unmountQuietly(record.memoryDir);
       try {
         const m = await ManagedMount.open(record, this.policy, this.onMountError(record.id));
@@ -263,6 +263,7 @@ export class NodeDaemon {
       spillDir,
       createdSpillDir: !fs.existsSync(spillDir),
       memoryDir: path.join(this.paths.memoryRoot, r.id),
+      fusePath: path.join(this.paths.fuseRoot, r.id),
       owner: r.owner,
       cgroup: r.cgroup ?? null,
       newFilesOnDisk: r.newFilesOnDisk ?? false,
@@ -344,6 +345,7 @@ export function removeMountLeftovers(record: MountRecord): void {
     }
   }
   if (!isMountPoint(record.memoryDir)) fs.rmSync(record.memoryDir, { recursive: true, force: true });
+  if (!isMountPoint(record.fusePath)) fs.rmSync(record.fusePath, { recursive: true, force: true });
 }
 
 function safeReaddir(dir: string): string[] {

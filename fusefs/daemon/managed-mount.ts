@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { PolicyConfig } from '../../policy/index';
 import type { MountMetricsSource } from '../metrics';
@@ -5,7 +6,9 @@ import { EphemeraMount } from '../mount';
 import type { NativeCounters, NativeUsage } from '../native';
 import { attachMemoryAdapter, type AttachedAdapter } from './adapter-hook';
 import { TierBalancer } from './balancer';
-import { SizedMemoryTier } from './memory-tier';
+import { isMountPoint, unmountQuietly } from '../memtier';
+import { SizedMemoryTier, stderrOf } from './memory-tier';
+import { EphemeraError } from '../errors';
 import type { EvictionReport, MountStats } from './messages';
 import { prepareSpillDir } from './paths';
 import type { MountRecord } from './state';
@@ -27,7 +30,7 @@ export class ManagedMount implements MountMetricsSource {
   static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void): Promise<ManagedMount> {
     const undo: Array<() => void | Promise<void>> = [];
     try {
-      if (!fs.existsSync(record.path)) {
+      if (!pathExists(record.path)) {
         fs.mkdirSync(record.path, { recursive: true, mode: 0o755 });
         undo.push(() => fs.rmdirSync(record.path));
       }
@@ -35,8 +38,9 @@ export class ManagedMount implements MountMetricsSource {
       if (record.createdSpillDir) undo.push(() => fs.rmSync(record.spillDir, { recursive: true, force: true }));
       const memoryTier = SizedMemoryTier.create(record.memoryDir, record.sizeQuota);
       undo.push(() => memoryTier.close());
+      fs.mkdirSync(record.fusePath, { recursive: true, mode: 0o700 });
       const mount = await EphemeraMount.open({
-        mountpoint: record.path,
+        mountpoint: record.fusePath,
         allowOther: true, // the function runs as some container user
         sharedMemoryDir: memoryTier.dir,
         spillDir: record.spillDir,
@@ -44,6 +48,8 @@ export class ManagedMount implements MountMetricsSource {
         inodeQuota: record.inodeQuota,
       });
       undo.push(() => mount.close());
+      publish(record.fusePath, record.path);
+      undo.push(() => unmountQuietly(record.path));
       const balancer = new TierBalancer(mount, {
         budget: record.budget,
         policy,
@@ -146,14 +152,51 @@ export class ManagedMount implements MountMetricsSource {
     };
   }
 
-  /** Unmounts and frees the memory tier; the spill dir and mount point stay (the caller decides). */
+  /** Unmounts (every layer at the public path) and frees the memory tier; the spill dir and mount point stay. */
   async close(): Promise<void> {
     await this.balancer.close();
     try {
       await this.adapter?.close();
     } finally {
+      unmountQuietly(this.record.path);
       await this.mount.close();
       this.memoryTier.close();
+      try {
+        fs.rmdirSync(this.record.fusePath);
+      } catch {
+        /* cleanup retries */
+      }
     }
+  }
+}
+
+/**
+ * The FUSE session is mounted at a private path and bind-mounted at the public one. Why: a
+ * container's /tmp is a bind (rslave) of the public path taken while our FUSE mount is there, so
+ * it is a slave of that mount, not of the shared parent; after a crash, a fresh mount at the same
+ * path reaches the container only if it is mounted ON the dead one (a mount on a mount propagates
+ * to that mount's slaves). Mounting over a dead FUSE root works (the kernel does not ask the dead
+ * server), but the native preflight refuses to mount a session over anything, so the session gets
+ * a private path and only a bind (plain mount(2)) is stacked over the dead public mount. Each crash
+ * leaves one dead layer underneath until the mount is removed (unmountQuietly peels every layer).
+ */
+function publish(fusePath: string, publicPath: string): void {
+  try {
+    execFileSync('mount', ['--bind', fusePath, publicPath], { stdio: 'pipe', timeout: 10_000 });
+    execFileSync('mount', ['--make-shared', publicPath], { stdio: 'pipe', timeout: 10_000 });
+  } catch (e) {
+    throw new EphemeraError('E_MOUNT', `cannot bind ${fusePath} at ${publicPath}: ${stderrOf(e)}`);
+  }
+  if (!isMountPoint(publicPath)) throw new EphemeraError('E_MOUNT', `bind of ${fusePath} at ${publicPath} did not appear`);
+}
+
+/** A dead FUSE mount answers ENOTCONN: it exists (and is what the new mount is stacked on). */
+function pathExists(p: string): boolean {
+  try {
+    return fs.statSync(p, { throwIfNoEntry: false }) !== undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') return true;
+    throw e;
   }
 }

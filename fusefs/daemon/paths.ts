@@ -17,6 +17,8 @@ export interface DaemonPaths {
   recordsDir: string;
   spillRoot: string;
   memoryRoot: string;
+  /** Private mount points of the FUSE sessions (published by bind mounts). */
+  fuseRoot: string;
   daemonRecord: string;
 }
 
@@ -29,6 +31,7 @@ export function daemonPaths(stateDir = DEFAULT_STATE_DIR, overrides: { socket?: 
     recordsDir: path.join(root, 'records'),
     spillRoot: path.join(root, 'spill'),
     memoryRoot: path.join(root, 'mem'),
+    fuseRoot: path.join(root, 'fuse'),
     daemonRecord: path.join(root, 'daemon.json'),
   };
 }

@@ -8,6 +8,8 @@ import { MountId } from './messages';
 export const MountRecord = z.object({
   id: MountId,
   path: z.string(),
+  /** Where the FUSE session itself is mounted (private); `path` is a bind of it (see managed-mount.ts). */
+  fusePath: z.string(),
   /** The daemon made the mount point directory: remove-mount and cleanup remove it too. */
   createdPath: z.boolean(),
   budget: z.number().int().nonnegative(),
