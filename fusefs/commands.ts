@@ -30,6 +30,10 @@ export function registerFusefsCommands(program: Command): void {
     .option('--spill-dir <dir>', 'disk tier directory (a plain local file system)')
     .option('--budget <size>', 'memory-tier budget: new files beyond it go to disk, closed files are spilled down to it (needs --spill-dir)')
     .option('--policy <file>', 'policy config (eviction order, anti-thrash window) for --budget')
+    .option('--xattrs', 'support extended attributes (costs a GETXATTR round trip per write(); default: ENOTSUP)', false)
+    .option('--cgroup <dir>', "tie the store to this memory cgroup (the container's): keep its rss+shmem under limit - headroom")
+    .option('--oom-pause', 'with --cgroup on v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog)', false)
+    .option('--size-hint <size>', "the function's profiled largest file: new files go straight to memory when 1.1x it fits")
     .option('--json', 'print JSON lines (ready, stopped) instead of text', false)
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const queues = Number(o.queues);
@@ -58,6 +62,7 @@ export function registerFusefsCommands(program: Command): void {
           sizeQuota,
           inodeQuota: o.inodes ? parseCount(String(o.inodes), '--inodes') : 0,
           spillDir,
+          xattrs: Boolean(o.xattrs),
           ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
         });
       } catch (e) {
@@ -68,6 +73,18 @@ export function registerFusefsCommands(program: Command): void {
         budget === undefined
           ? undefined
           : new TierBalancer(m, { budget, policy: o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG });
+      if (o.cgroup) {
+        if (budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
+        // The memory adapter (fusefs/adapter.ts) keeps the cgroup's rss+shmem under limit - headroom.
+        const adapter = await m.attachAdapter({
+          cgroupPath: String(o.cgroup),
+          oomPause: Boolean(o.oomPause),
+          sizeHintBytes: o.sizeHint ? parseSize(String(o.sizeHint), '--size-hint') : null,
+        });
+        adapter.on('alarm', (a) =>
+          process.stderr.write(`ephemera: memory alarm: ${a.oomPaused ? 'OOM-paused, ' : ''}short ${a.shortfallBytes} B (no manager attached)\n`),
+        );
+      }
       const json = Boolean(o.json);
       const say = (event: Record<string, unknown>, text: string) =>
         process.stdout.write(json ? JSON.stringify(event) + '\n' : text + '\n');

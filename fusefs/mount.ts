@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
 import { isMountPoint, MemoryTierMount } from './memtier';
 import {
@@ -31,6 +32,8 @@ export interface MountOptions {
   rootMode?: number;
   rootUid?: number;
   rootGid?: number;
+  /** Support xattrs (a GETXATTR round trip on every write(); default off → ENOTSUP). */
+  xattrs?: boolean;
 }
 
 /**
@@ -41,6 +44,7 @@ export interface MountOptions {
 export class EphemeraMount {
   readonly stopped: Promise<void>;
   private closed = false;
+  private memoryAdapter: MemoryAdapter | undefined;
 
   private constructor(
     readonly mountpoint: string,
@@ -71,6 +75,7 @@ export class EphemeraMount {
       rootMode: opts.rootMode ?? 0o1777,
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,
+      xattrs: opts.xattrs ?? false,
     });
     let onStopped!: () => void;
     const stopped = new Promise<void>((resolve) => (onStopped = resolve));
@@ -123,10 +128,25 @@ export class EphemeraMount {
     return this.session.tierBytes();
   }
 
+  /**
+   * Ties the mount to a memory cgroup: from now on the store keeps that cgroup's rss + shmem under
+   * limit − headroom (see fusefs/adapter.ts). One adapter per mount; attaching again replaces it.
+   */
+  async attachAdapter(opts: MemoryAdapterOptions): Promise<MemoryAdapter> {
+    await this.memoryAdapter?.close();
+    this.memoryAdapter = new MemoryAdapter(this, opts);
+    this.memoryAdapter.start();
+    return this.memoryAdapter;
+  }
+  get adapter(): MemoryAdapter | undefined {
+    return this.memoryAdapter;
+  }
+
   /** Unmounts (lazily, aborting the connection so no thread or caller can hang) and frees the tiers. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.memoryAdapter?.close();
     this.session.unmount();
     await this.stopped;
     this.memoryTier?.close();

@@ -19,6 +19,8 @@ export interface NativeSessionOptions {
   entryTimeout?: number;
   attrTimeout?: number;
   flushEnosys?: boolean;
+  /** Extended attributes (costs one GETXATTR round trip per write(): see fs.h). Default off. */
+  xattrs?: boolean;
   sizeQuota?: number;
   inodeQuota?: number;
 }

@@ -993,6 +993,7 @@ void Filesystem::OpACCESS(const Request& req, Reply& reply) {
 // Extended attributes: kept per inode in the daemon, like tmpfs' user.* and trusted.* xattrs.
 
 void Filesystem::OpSETXATTR(const Request& req, Reply& reply) {
+  if (!opts_.xattrs) return reply.Error(ENOSYS);
   const auto& in = req.In<SetxattrInCompat>();
   std::string_view name;
   const uint8_t* value;
@@ -1016,6 +1017,7 @@ void Filesystem::OpSETXATTR(const Request& req, Reply& reply) {
 }
 
 void Filesystem::OpGETXATTR(const Request& req, Reply& reply) {
+  if (!opts_.xattrs) return reply.Error(ENOSYS);
   const auto& in = req.In<fuse_getxattr_in>();
   std::string_view name;
   if (!req.String(0, &name)) return reply.Error(EINVAL);
@@ -1034,6 +1036,7 @@ void Filesystem::OpGETXATTR(const Request& req, Reply& reply) {
 }
 
 void Filesystem::OpLISTXATTR(const Request& req, Reply& reply) {
+  if (!opts_.xattrs) return reply.Error(ENOSYS);
   const auto& in = req.In<fuse_getxattr_in>();
   std::lock_guard lock(mu_);
   Inode* node = Get(req.nodeid());
@@ -1050,6 +1053,7 @@ void Filesystem::OpLISTXATTR(const Request& req, Reply& reply) {
 }
 
 void Filesystem::OpREMOVEXATTR(const Request& req, Reply& reply) {
+  if (!opts_.xattrs) return reply.Error(ENOSYS);
   std::string_view name;
   if (!req.String(0, &name)) return reply.Error(EINVAL);
   std::lock_guard lock(mu_);

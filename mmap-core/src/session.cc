@@ -79,6 +79,7 @@ class Session : public Napi::ObjectWrap<Session> {
     fo.entry_timeout_s = GetNumber(o, "entryTimeout", fo.entry_timeout_s);
     fo.attr_timeout_s = GetNumber(o, "attrTimeout", fo.attr_timeout_s);
     fo.answer_flush_enosys = GetBool(o, "flushEnosys", true);
+    fo.xattrs = GetBool(o, "xattrs", false);
     fo.size_quota = static_cast<uint64_t>(GetNumber(o, "sizeQuota", 0));
     fo.inode_quota = static_cast<uint64_t>(GetNumber(o, "inodeQuota", 0));
     StoreOptions so;

@@ -2,9 +2,19 @@ import { conformanceSuite } from './suite';
 import { skipLoudly, startMount } from '../support/mount';
 
 // The same suite as tmpfs.test.ts, on an Ephemera mount: every result must match tmpfs'.
+// Default mounts answer ENOTSUP to xattrs (each would cost a round trip per write()); a mount
+// with --xattrs must match tmpfs there too.
 if (!skipLoudly('conformance on Ephemera')) {
-  conformanceSuite('ephemera', async () => {
-    const m = await startMount();
+  conformanceSuite(
+    'ephemera',
+    async () => {
+      const m = await startMount();
+      return { dir: m.dir, teardown: () => m.teardown() };
+    },
+    { xattrs: false },
+  );
+  conformanceSuite('ephemera --xattrs', async () => {
+    const m = await startMount({ args: ['--xattrs'] });
     return { dir: m.dir, teardown: () => m.teardown() };
   });
 }

@@ -1,0 +1,314 @@
+import { EventEmitter } from 'node:events';
+import {
+  DEFAULT_POLICY_CONFIG,
+  decidePlacement,
+  planEviction,
+  planPromotion,
+  type InodeStat as PolicyInodeStat,
+  type PolicyConfig,
+} from '../policy';
+import {
+  ChargedCopier,
+  CgroupWatcher,
+  MemoryCgroup,
+  OomGuard,
+  headroomBytes,
+  parseHeadroomConfig,
+  type CgroupWatch,
+  type HeadroomConfig,
+  type HeadroomConfigInput,
+  type OomAlarm,
+} from './memory';
+import type { EphemeraMount } from './mount';
+
+/**
+ * The memory adapter (thesis 3.2.3, 4.2.2): keeps a container's `rss + shmem` (its own memory plus
+ * the memory tier, whose pages are charged to it) at or below `limit − headroom` by spilling
+ * closed, cold inodes to the disk tier, and brings them back when room returns.
+ *
+ * Who pays for which page:
+ * - Passthrough writes into the memory tier are charged to the writer: the container.
+ * - A promotion's copy runs in a small helper process that first joins the container's cgroup
+ *   (ChargedCopier), so the new memory-tier pages land on the container too, never on the daemon.
+ * - A spill's copy runs in the daemon: the disk file's page cache is reclaimable, and the
+ *   container's shmem is uncharged when the memory-tier file closes.
+ * - Without passthrough (writeback mode) the daemon writes the memory tier itself, so its pages
+ *   sit in the daemon's cgroup: the adapter then adds the memory tier's bytes to the container's
+ *   usage, so the budget still bites where it belongs.
+ *
+ * Files that may outgrow memory while open must not sit on the memory tier while open (a tmpfs
+ * write past the limit fails with ENOMEM even with the OOM killer paused, design.md). So new files
+ * go to the disk tier (page cache, reclaimable) and are promoted when closed if they fit — unless
+ * the profile's largest file (× 1.1) fits in the room left, in which case they go straight to memory.
+ */
+export interface MemoryAdapterOptions {
+  /** The container's memory cgroup directory (v1 or v2). */
+  cgroupPath: string;
+  headroom?: HeadroomConfigInput;
+  policy?: PolicyConfig;
+  /** A watcher shared by every adapter of a daemon (one timer for all); default: its own. */
+  watcher?: CgroupWatcher;
+  /** The profiled largest file F, bytes (null: unknown → new files start on disk). */
+  sizeHintBytes?: number | null;
+  /** Pause the v1 OOM killer at the limit and raise an alarm (answered by a loan, or a 1 s watchdog). */
+  oomPause?: boolean;
+  answerTimeoutMs?: number;
+  /** Promotions copied by a helper in the container's cgroup (default true). */
+  chargedCopy?: boolean;
+  helperPath?: string;
+}
+
+export interface AdapterUsage {
+  /** What counts against the container: rss + shmem (+ the memory tier in writeback mode). */
+  usageBytes: number;
+  limitBytes: number;
+  markBytes: number;
+  memoryTierBytes: number;
+  diskTierBytes: number;
+  /** The function's own memory: usage less the memory tier. */
+  functionBytes: number;
+}
+
+export interface AdapterAlarm {
+  shortfallBytes: number;
+  oomPaused: boolean;
+  usage: AdapterUsage;
+  /** For an OOM-paused alarm: call once the limit was raised; otherwise a no-op. */
+  resolve: () => void;
+}
+
+export interface ShrinkResult {
+  ready: boolean;
+  targetLimitBytes: number;
+  usageBytes: number;
+  spilledBytes: number;
+  elapsedMs: number;
+}
+
+interface AdapterEvents {
+  usage: [AdapterUsage];
+  alarm: [AdapterAlarm];
+  'shrink-ready': [ShrinkResult];
+  spill: [{ ino: number; bytes: number }];
+  promote: [{ ino: number; bytes: number; charged: boolean }];
+  'adapter-error': [Error];
+}
+
+const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
+
+export class MemoryAdapter extends EventEmitter<AdapterEvents> {
+  private readonly cgroup: MemoryCgroup;
+  private readonly ownsWatcher: boolean;
+  private readonly watcher: CgroupWatcher;
+  private readonly headroom: HeadroomConfig;
+  private readonly policy: PolicyConfig;
+  private watch?: CgroupWatch;
+  private guard?: OomGuard;
+  private copier?: ChargedCopier;
+  private chain: Promise<void> = Promise.resolve();
+  private pending = false;
+  private closed = false;
+  /** A lower target requested by the manager (shrink), in force until the limit follows. */
+  private targetLimit: number | undefined;
+  private lastAlarmMs = 0;
+  readonly stats = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, alarms: 0 };
+
+  constructor(private readonly mount: EphemeraMount, private readonly opts: MemoryAdapterOptions) {
+    super();
+    this.cgroup = MemoryCgroup.fromPath(opts.cgroupPath);
+    this.ownsWatcher = !opts.watcher;
+    this.watcher = opts.watcher ?? new CgroupWatcher({ intervalMs: 20 });
+    this.headroom = parseHeadroomConfig(opts.headroom ?? {});
+    const base = opts.policy ?? DEFAULT_POLICY_CONFIG;
+    // Closed files are what the disk-first scheme promotes, so promotion of closed files is on.
+    this.policy = { ...base, eviction: { ...base.eviction, promoteClosed: true } };
+  }
+
+  get cgroupPath(): string {
+    return this.opts.cgroupPath;
+  }
+
+  start(): void {
+    this.watch = this.watcher.watch(this.cgroup, { mark: 'auto', headroom: this.headroom, usageStepBytes: 1 << 20 });
+    const mine = (e: { cgroup: MemoryCgroup }) => e.cgroup === this.cgroup;
+    this.watcher.on('usage', (e) => mine(e) && this.kick());
+    this.watcher.on('over-mark', (e) => mine(e) && this.kick());
+    this.watcher.on('under-mark', (e) => mine(e) && this.kick());
+    this.watcher.on('limit', (e) => {
+      if (!mine(e)) return;
+      if (this.targetLimit !== undefined && e.limitBytes <= this.targetLimit) this.targetLimit = undefined;
+      this.kick();
+    });
+    this.mount.onClose((_ino, _bytes, tier) => tier === 'disk' && this.kick());
+    if (this.opts.chargedCopy !== false) {
+      this.copier = ChargedCopier.forCgroup(this.opts.cgroupPath, this.opts.helperPath ? { helperPath: this.opts.helperPath } : {});
+    }
+    if (this.opts.oomPause && this.cgroup.version === 1) {
+      this.guard = new OomGuard(this.cgroup, { watcher: this.watcher, answerTimeoutMs: this.opts.answerTimeoutMs ?? 900 });
+      this.guard.on('alarm', (a: OomAlarm) => this.raiseAlarm(0, true, () => a.resolve()));
+      this.guard.arm();
+    }
+    this.kick();
+  }
+
+  /** Current figures (reads the cgroup now). */
+  usage(): AdapterUsage {
+    const limit = this.cgroup.limit();
+    const effective = Math.min(limit, this.targetLimit ?? Infinity);
+    const mark = Number.isFinite(effective) ? effective - headroomBytes(effective, this.headroom) : Infinity;
+    const { bytes } = this.cgroup.usage();
+    const tiers = this.mount.tierBytes();
+    // In passthrough the memory tier is already inside shmem; otherwise it sits with the daemon.
+    const usageBytes = this.mount.mode === 'passthrough' ? bytes : bytes + tiers.memory;
+    return {
+      usageBytes,
+      limitBytes: limit,
+      markBytes: mark,
+      memoryTierBytes: tiers.memory,
+      diskTierBytes: tiers.disk,
+      functionBytes: Math.max(0, usageBytes - tiers.memory),
+    };
+  }
+
+  /**
+   * The manager asks to lower the limit to `targetLimitBytes`: spill until usage fits under the
+   * new mark, then report whether the manager may lower it now (cgroup v1 refuses a limit below
+   * usage). The lower mark stays in force until the limit follows.
+   */
+  async requestShrink(targetLimitBytes: number): Promise<ShrinkResult> {
+    const t0 = monotonicMs();
+    this.targetLimit = targetLimitBytes;
+    const before = this.stats.spilledBytes;
+    await this.enqueue(() => this.rebalance(true));
+    const u = this.usage();
+    const result: ShrinkResult = {
+      ready: u.usageBytes <= targetLimitBytes - headroomBytes(targetLimitBytes, this.headroom) || u.usageBytes < targetLimitBytes,
+      targetLimitBytes,
+      usageBytes: u.usageBytes,
+      spilledBytes: this.stats.spilledBytes - before,
+      elapsedMs: monotonicMs() - t0,
+    };
+    this.emit('shrink-ready', result);
+    return result;
+  }
+
+  /** Cancels a shrink the manager gave up on. */
+  cancelShrink(): void {
+    this.targetLimit = undefined;
+    this.kick();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.mount.onClose(null);
+    this.guard?.close();
+    this.watch?.unwatch();
+    if (this.ownsWatcher) this.watcher.close();
+    await this.chain.catch(() => undefined);
+    await this.copier?.close();
+    this.cgroup.close();
+  }
+
+  /** Coalesces triggers: at most one rebalance queued behind the one running. */
+  private kick(): void {
+    if (this.closed || this.pending) return;
+    this.pending = true;
+    void this.enqueue(async () => {
+      this.pending = false;
+      await this.rebalance(false);
+    });
+  }
+
+  private enqueue(job: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(job).catch((e: unknown) => {
+      if (!this.closed) this.emit('adapter-error', e as Error);
+    });
+    this.chain = run;
+    return run;
+  }
+
+  private snapshotInodes(): PolicyInodeStat[] {
+    return this.mount.inodeStats().map((s) => ({
+      ino: s.ino,
+      tier: s.tier,
+      sizeBytes: s.allocated,
+      openCount: s.openCount,
+      lastOpenMs: s.lastOpenMs || null,
+      lastCloseMs: s.lastCloseMs || null,
+      lastMoveMs: s.lastMoveMs || null,
+    }));
+  }
+
+  private async rebalance(urgent: boolean): Promise<void> {
+    if (this.closed) return;
+    let u = this.usage();
+    if (u.usageBytes > u.markBytes) {
+      const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, u.usageBytes - u.markBytes, this.policy, { urgent });
+      for (const ino of plan.victims) {
+        const r = await this.mount.moveNow(ino, 'disk');
+        if (r.code === 'OK') {
+          this.stats.spills++;
+          this.stats.spilledBytes += r.bytes;
+          this.emit('spill', { ino, bytes: r.bytes });
+        }
+        if (this.usage().usageBytes <= u.markBytes) break;
+      }
+      u = this.usage();
+      if (u.usageBytes > u.markBytes && plan.shortfallBytes > 0) this.raiseAlarm(u.usageBytes - u.markBytes, false, () => undefined);
+    } else if (this.targetLimit === undefined) {
+      const room = u.markBytes - u.usageBytes;
+      if (Number.isFinite(room) && room > 0) {
+        const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
+        for (const ino of plan.promotions) await this.promote(ino);
+      }
+    }
+    this.updatePlacement(this.usage());
+    this.emit('usage', this.usage());
+  }
+
+  private async promote(ino: number): Promise<void> {
+    if (!this.copier) {
+      const r = await this.mount.moveNow(ino, 'memory');
+      if (r.code === 'OK') this.countPromotion(ino, r.bytes, false);
+      return;
+    }
+    let ticket;
+    try {
+      ticket = this.mount.beginMove(ino, 'memory');
+    } catch {
+      return; // opened, unlinked or already moving: the next rebalance looks again
+    }
+    try {
+      await this.copier.copy(ticket.srcFd, ticket.dstFd, ticket.size);
+      if (this.mount.commitMove(ticket.token) === 0) this.countPromotion(ino, ticket.size, true);
+    } catch (e) {
+      this.mount.abortMove(ticket.token);
+      throw e;
+    }
+  }
+
+  private countPromotion(ino: number, bytes: number, charged: boolean): void {
+    this.stats.promotions++;
+    this.stats.promotedBytes += bytes;
+    this.emit('promote', { ino, bytes, charged });
+  }
+
+  /** Where new files go, decided natively at CREATE from the rule set here. */
+  private updatePlacement(u: AdapterUsage): void {
+    const budget = Number.isFinite(u.markBytes) ? Math.max(0, u.markBytes - u.functionBytes) : Number.MAX_SAFE_INTEGER;
+    const decision = decidePlacement(
+      { sizeHintBytes: this.opts.sizeHintBytes ?? null, budgetBytes: budget, memoryTierBytes: u.memoryTierBytes },
+      this.policy,
+    );
+    this.mount.setPlacement({ memoryBudget: budget, newFilesOnDisk: decision.tier === 'disk' });
+  }
+
+  private raiseAlarm(shortfallBytes: number, oomPaused: boolean, resolve: () => void): void {
+    const now = monotonicMs();
+    if (!oomPaused && now - this.lastAlarmMs < 250) return; // one alarm per stall, not per tick
+    this.lastAlarmMs = now;
+    this.stats.alarms++;
+    this.emit('alarm', { shortfallBytes, oomPaused, usage: this.usage(), resolve });
+  }
+}
