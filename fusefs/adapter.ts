@@ -56,6 +56,8 @@ export interface MemoryAdapterOptions {
   /** Promotions copied by a helper in the container's cgroup (default true). */
   chargedCopy?: boolean;
   helperPath?: string;
+  /** Re-evaluate at least this often (a spilled file becomes promotable once the anti-thrash window passes). */
+  rebalanceIntervalMs?: number;
 }
 
 export interface AdapterUsage {
@@ -111,6 +113,7 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   /** A lower target requested by the manager (shrink), in force until the limit follows. */
   private targetLimit: number | undefined;
   private lastAlarmMs = 0;
+  private timer?: NodeJS.Timeout;
   readonly stats = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, alarms: 0 };
 
   constructor(private readonly mount: EphemeraMount, private readonly opts: MemoryAdapterOptions) {
@@ -148,6 +151,8 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       this.guard.on('alarm', (a: OomAlarm) => this.raiseAlarm(0, true, () => a.resolve()));
       this.guard.arm();
     }
+    this.timer = setInterval(() => this.kick(), this.opts.rebalanceIntervalMs ?? 500);
+    this.timer.unref();
     this.kick();
   }
 
@@ -201,6 +206,7 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.timer) clearInterval(this.timer);
     this.mount.onClose(null);
     this.guard?.close();
     this.watch?.unwatch();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/xattr.h>
@@ -1200,6 +1201,19 @@ int CopyData(int src, int dst, uint64_t size) {
     }
     off_t hole = lseek(src, data, SEEK_HOLE);
     if (hole < 0) return errno;
+    // sendfile keeps the copy in the kernel (page to page); pread/pwrite is the fallback.
+    if (lseek(dst, data, SEEK_SET) == data) {
+      off_t in_off = data;
+      while (in_off < hole) {
+        ssize_t n = sendfile(dst, src, &in_off, static_cast<size_t>(std::min<off_t>(hole - in_off, 1 << 30)));
+        if (n <= 0) break;
+      }
+      if (in_off >= hole) {
+        pos = hole;
+        continue;
+      }
+      data = in_off;
+    }
     for (off_t off = data; off < hole;) {
       size_t want = static_cast<size_t>(std::min<off_t>(hole - off, static_cast<off_t>(buf.size())));
       ssize_t n = pread(src, buf.data(), want, off);

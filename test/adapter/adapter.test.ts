@@ -1,0 +1,190 @@
+// The memory adapter with a real cgroup v1 and a real mount: the store lives inside the
+// container's memory, is counted there, spills before the kernel would kill, and shrinks on
+// request. The "container" is a process moved into a test cgroup before it runs.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EphemeraMount } from '../../fusefs/mount';
+import { MemoryCgroup } from '../../fusefs/memory';
+import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
+import { buildAllocator } from '../memory/fixtures/build';
+import { cleanupDir, mountUnavailableReason } from '../support/mount';
+
+const MiB = 1 << 20;
+const WRITER = path.join(__dirname, 'writer.py');
+const why = cgroupV1Unavailable() ?? mountUnavailableReason() ?? undefined;
+if (why) console.warn(`\n!!! SKIPPING memory adapter tests: ${why}\n`);
+
+function shmemAndRss(cg: MemoryCgroup, hierarchical = true) {
+  const u = cg.usage({ hierarchical });
+  return u.rssBytes + u.shmemBytes;
+}
+async function until(cond: () => boolean, timeoutMs: number, what: string) {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)', () => {
+  let base: string;
+  let mount: EphemeraMount | undefined;
+  let cg: TestCgroup | undefined;
+  let child: HeldProcess | undefined;
+
+  beforeAll(() => {
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-adapter-'));
+    fs.chmodSync(base, 0o755);
+  });
+  afterEach(async () => {
+    await killAndWait(child);
+    child = undefined;
+    await mount?.close();
+    mount = undefined;
+    await cg?.remove();
+    cg = undefined;
+    await removeAllTestCgroups();
+  });
+  afterAll(() => {
+    for (const d of fs.readdirSync(base)) cleanupDir(path.join(base, d));
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  async function open(name: string) {
+    const dir = path.join(base, name);
+    fs.mkdirSync(dir, { recursive: true });
+    const spill = path.join(base, `${name}-spill`);
+    fs.mkdirSync(spill, { recursive: true, mode: 0o700 });
+    return EphemeraMount.open({ mountpoint: dir, spillDir: spill, allowOther: true });
+  }
+
+  it('128 MiB container: 2 × 60 MiB then 160 MiB finish with 0 OOM kills, overflow on disk; tmpfs in the same cgroup is OOM-killed', async () => {
+    cg = await createTestCgroup({ limitBytes: 128 * MiB });
+    mount = await open('fill');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir });
+    child = spawnInCgroup(cg.cgroup, 'python3', [WRITER, mount.mountpoint, '60,60,160']);
+    const exit = await child.exited;
+    const out = child.stdoutText().trim();
+    expect(exit, out).toBe(0);
+    expect(JSON.parse(out).ok).toBe(true);
+    expect(cg.cgroup.oomState().oomKills).toBe(0);
+    await until(() => adapter.stats.promotions >= 1, 5000, 'a 60 MiB file promoted after close');
+    const stats = mount.inodeStats();
+    const mem = stats.filter((s) => s.tier === 'memory');
+    const disk = stats.filter((s) => s.tier === 'disk');
+    const tiers = mount.tierBytes();
+    console.log(`[adapter] 128 MiB: memory tier ${(tiers.memory / MiB).toFixed(0)} MiB in ${mem.length} file(s), disk tier ${(tiers.disk / MiB).toFixed(0)} MiB, promotions ${adapter.stats.promotions}, ${JSON.parse(out).seconds.toFixed(2)} s`);
+    expect(disk.some((s) => s.size === 160 * MiB)).toBe(true); // the overflow is on disk
+    expect(mem.every((s) => s.size === 60 * MiB)).toBe(true); //  a 60 MiB file fits, so it came back
+    expect(mem.length).toBeGreaterThanOrEqual(1);
+    expect(tiers.memory).toBeLessThanOrEqual(adapter.usage().markBytes);
+
+    // The same function on a 160 MiB tmpfs in the same cgroup dies: the tmpfs pages cannot move.
+    const tmpfs = path.join(base, 'tmpfs');
+    fs.mkdirSync(tmpfs, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'ephemera-test', tmpfs]);
+    try {
+      const killsBefore = cg.cgroup.oomState().oomKills;
+      child = spawnInCgroup(cg.cgroup, 'python3', [WRITER, tmpfs, '60,60,160']);
+      const code = await child.exited;
+      expect(code).not.toBe(0);
+      expect(cg.cgroup.oomState().oomKills).toBeGreaterThan(killsBefore);
+    } finally {
+      execFileSync('umount', ['-l', tmpfs]);
+    }
+  });
+
+  it('accounting: 64 MiB written through the mount lands on the writer cgroup, not the daemon; a promotion too', async () => {
+    cg = await createTestCgroup({ limitBytes: 512 * MiB });
+    mount = await open('acct');
+    const daemon = MemoryCgroup.fromPid('self');
+    // A size hint that fits sends new files straight to the memory tier (charged to the writer).
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
+    await until(() => adapter.usage().markBytes > 0, 2000, 'adapter started');
+    await new Promise((r) => setTimeout(r, 100));
+    const before = shmemAndRss(cg.cgroup);
+    const daemonBefore = shmemAndRss(daemon, false);
+    child = spawnInCgroup(cg.cgroup, 'sh', ['-c', `dd if=/dev/zero of=${mount.mountpoint}/a bs=1M count=64 status=none && sleep 30`]);
+    await until(() => fs.existsSync(`${mount!.mountpoint}/a`) && fs.statSync(`${mount!.mountpoint}/a`).size === 64 * MiB, 10000, 'dd wrote 64 MiB');
+    const grown = shmemAndRss(cg.cgroup) - before;
+    const daemonGrown = shmemAndRss(daemon, false) - daemonBefore;
+    console.log(`[adapter] 64 MiB write: writer cgroup +${(grown / MiB).toFixed(1)} MiB, daemon cgroup +${(daemonGrown / MiB).toFixed(1)} MiB`);
+    expect(grown).toBeGreaterThan(64 * MiB * 0.9);
+    expect(grown).toBeLessThan(64 * MiB * 1.1 + 4 * MiB);
+    expect(daemonGrown).toBeLessThan(8 * MiB);
+    expect(mount.inodeStats()[0]!.tier).toBe('memory');
+
+    // Spill it, then promote it through the charged copy: the pages return to the writer's cgroup.
+    const ino = mount.inodeStats()[0]!.ino;
+    expect((await mount.moveNow(ino, 'disk')).code).toBe('OK');
+    const afterSpill = shmemAndRss(cg.cgroup) - before;
+    // Room is plenty: once the anti-thrash window (2 s) has passed, the adapter brings it back.
+    await until(() => mount!.inodeStats()[0]!.tier === 'memory', 10000, 'promotion');
+    expect(adapter.stats.promotions).toBe(1);
+    const afterPromote = shmemAndRss(cg.cgroup) - before;
+    const daemonAfter = shmemAndRss(daemon, false) - daemonBefore;
+    console.log(`[adapter] after spill writer +${(afterSpill / MiB).toFixed(1)} MiB; after promotion writer +${(afterPromote / MiB).toFixed(1)} MiB, daemon +${(daemonAfter / MiB).toFixed(1)} MiB`);
+    expect(afterSpill).toBeLessThan(16 * MiB);
+    expect(afterPromote).toBeGreaterThan(64 * MiB * 0.9);
+    expect(daemonAfter).toBeLessThan(8 * MiB);
+    daemon.close();
+  });
+
+  it('shrink 256 → 96 MiB with closed files in memory: spilled, reported ready, and the limit lowers', async () => {
+    cg = await createTestCgroup({ limitBytes: 256 * MiB });
+    mount = await open('shrink');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
+    await new Promise((r) => setTimeout(r, 100));
+    child = spawnInCgroup(cg.cgroup, 'sh', ['-c', `for i in 1 2 3; do dd if=/dev/zero of=${mount.mountpoint}/f$i bs=1M count=50 status=none; done; sleep 30`]);
+    await until(() => mount!.tierBytes().memory >= 150 * MiB, 10000, '150 MiB in the memory tier');
+    const t0 = performance.now();
+    const result = await adapter.requestShrink(96 * MiB);
+    cg.cgroup.setLimit(96 * MiB); // the manager's step; v1 refuses it if usage is still above
+    const elapsed = performance.now() - t0;
+    console.log(`[adapter] shrink 256→96 MiB: spilled ${(result.spilledBytes / MiB).toFixed(0)} MiB, ready=${result.ready}, evict+lower ${elapsed.toFixed(0)} ms`);
+    expect(result.ready).toBe(true);
+    expect(cg.cgroup.limit()).toBe(96 * MiB);
+    expect(elapsed).toBeLessThan(200);
+    expect(cg.cgroup.oomState().oomKills).toBe(0);
+  });
+
+  it('emergency: an allocation past the limit with the OOM killer paused resumes after a loan', async () => {
+    const allocator = buildAllocator();
+    cg = await createTestCgroup({ limitBytes: 64 * MiB });
+    mount = await open('oom');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true });
+    let alarmAt = 0;
+    adapter.on('alarm', (a) => {
+      if (!a.oomPaused) return;
+      alarmAt = performance.now();
+      cg!.cgroup.setLimit(160 * MiB); // the manager's emergency loan
+      a.resolve();
+    });
+    child = spawnInCgroup(cg.cgroup, allocator.binary, [String(96)]);
+    const code = await child.exited;
+    expect(alarmAt).toBeGreaterThan(0);
+    expect(code).toBe(0);
+    expect(cg.cgroup.oomState().oomKills).toBe(0);
+  });
+
+  it('emergency with no answer: the watchdog unpauses within ~1 s and the kernel acts; nothing hangs', async () => {
+    const allocator = buildAllocator();
+    cg = await createTestCgroup({ limitBytes: 64 * MiB });
+    mount = await open('oom-unanswered');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true, answerTimeoutMs: 900 });
+    let alarms = 0;
+    adapter.on('alarm', (a) => a.oomPaused && alarms++);
+    const t0 = performance.now();
+    child = spawnInCgroup(cg.cgroup, allocator.binary, [String(96)]);
+    const code = await child.exited;
+    const elapsed = performance.now() - t0;
+    console.log(`[adapter] unanswered alarm: process ended (${code}) after ${elapsed.toFixed(0)} ms`);
+    expect(alarms).toBeGreaterThanOrEqual(1);
+    expect(code).not.toBe(0);
+    expect(cg.cgroup.oomState().oomKills).toBeGreaterThanOrEqual(1);
+    expect(elapsed).toBeLessThan(5000);
+  });
+});
