@@ -312,7 +312,7 @@ export class Controller {
     const outcome = this.state.register(node, instanceId, message.limitBytes, message.running);
     this.metrics.nodeEvents.inc({ event: outcome.restarted ? 'restarted' : 'registered' });
     for (const task of outcome.failed) {
-      this.failTask(task.taskId, node, outcome.restarted ? 'E_NODE_LOST' : 'E_NODE_LOST', `node ${node} ${outcome.restarted ? 'restarted' : 're-registered'} without task ${task.taskId}`);
+      this.failTask(task.taskId, 'E_NODE_LOST', `node ${node} ${outcome.restarted ? 'restarted' : 're-registered'} without task ${task.taskId}`);
     }
     for (const task of outcome.adopted) this.trackAdopted(node, task);
     this.log.info(
@@ -343,7 +343,7 @@ export class Controller {
     const failed = this.state.markLost(node);
     this.metrics.nodeEvents.inc({ event: 'lost' });
     this.log.warn({ node, failed: failed.map((t) => t.taskId), why }, 'node lost: its tasks failed, its capacity released');
-    for (const task of failed) this.failTask(task.taskId, node, 'E_NODE_LOST', `node ${node} was lost (${why}) while running task ${task.taskId}`);
+    for (const task of failed) this.failTask(task.taskId, 'E_NODE_LOST', `node ${node} was lost (${why}) while running task ${task.taskId}`);
     for (const [id, p] of this.profiles) {
       if (p.node !== node) continue;
       this.profiles.delete(id);
@@ -379,8 +379,7 @@ export class Controller {
     this.pending.set(task.taskId, { record, startedAt: performance.now() - Math.max(0, Date.now() - task.startedAt), settle: () => undefined });
   }
 
-  private failTask(taskId: string, node: string, code: string, message: string): void {
-    void node;
+  private failTask(taskId: string, code: string, message: string): void {
     this.completeTask(taskId, undefined, { code, message });
   }
 
@@ -578,8 +577,8 @@ export class Controller {
         if (!body.data.wait) return reply(res, 202, record);
         const finished = await done;
         if (finished.status === 'succeeded') return reply(res, 200, finished);
-        const code = (finished.error?.code ?? 'E_EXECUTION') as ControllerError['code'];
-        const status = new ControllerError(code in STATUS_OF ? code : 'E_EXECUTION', '').httpStatus;
+        // Lost node → 502, shutdown → 503; anything the node's engine reported (E_TIMEOUT, E_NO_IMAGE …) → 502.
+        const status = finished.error?.code === 'E_CLOSED' ? 503 : 502;
         return reply(res, status, { code: finished.error?.code, message: finished.error?.message, task: finished });
       }
       const taskMatch = /^\/tasks\/([^/]+)$/.exec(path);
@@ -596,8 +595,6 @@ export class Controller {
     }
   }
 }
-
-const STATUS_OF: Record<string, true> = { E_NODE_LOST: true, E_EXECUTION: true, E_CLOSED: true };
 
 function badRequest(issues: RequestIssue[]): ControllerError {
   return new ControllerError('E_BAD_REQUEST', `invalid request: ${issues.map((i) => `${i.path}: ${i.reason}`).join('; ')}`, issues);
