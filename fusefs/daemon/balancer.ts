@@ -50,6 +50,7 @@ export class TierBalancer {
   private newFilesOnDisk: boolean;
   private queue: Promise<unknown> = Promise.resolve();
   private closeTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   readonly totals = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, moveErrors: 0 };
   /** Bytes over budget held in memory by open files at the end of the last pass. */
@@ -171,6 +172,7 @@ export class TierBalancer {
     const closedOnDisk = snap.inodes.filter((i) => i.tier === 'disk' && i.openCount === 0);
     const config: PolicyConfig = { ...this.options.policy, eviction: { ...this.options.policy.eviction, promoteClosed: true } };
     const plan = planPromotion({ nowMs: snap.nowMs, inodes: closedOnDisk }, room, config);
+    this.retryAfterAntiThrash(closedOnDisk, snap.nowMs, plan.promotions);
     for (const ino of plan.promotions) {
       const result = await this.mount.moveNow(ino, 'memory');
       if (result.code === 'OK') {
@@ -186,11 +188,28 @@ export class TierBalancer {
     return done;
   }
 
+  /**
+   * Inodes the anti-thrash window held back get another chance when it ends; without this, room
+   * coming back right after a spill would promote nothing until some unrelated close.
+   */
+  private retryAfterAntiThrash(candidates: InodeStat[], nowMs: number, chosen: readonly number[]): void {
+    const window = this.options.policy.eviction.antiThrashWindowMs;
+    const heldBack = candidates.filter((i) => !chosen.includes(i.ino) && i.lastMoveMs !== null && nowMs - i.lastMoveMs < window);
+    if (heldBack.length === 0 || this.retryTimer || this.closed) return;
+    const wait = Math.min(...heldBack.map((i) => window - (nowMs - i.lastMoveMs!))) + 5;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.closed) this.enqueue(() => this.rebalanceNow()).catch((e) => this.options.onError?.('rebalance after the anti-thrash window', e));
+    }, wait);
+    this.retryTimer.unref();
+  }
+
   /** Stops reacting to closes and waits for the pass in progress. */
   async close(): Promise<void> {
     this.closed = true;
     if (this.closeTimer) clearTimeout(this.closeTimer);
-    this.closeTimer = undefined;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.closeTimer = this.retryTimer = undefined;
     this.mount.onClose(null);
     await this.queue;
   }

@@ -161,3 +161,61 @@ describe.skipIf(skip)('node daemon: crash, restart, cleanup', () => {
     expect(fs.existsSync(daemon.socket)).toBe(true);
   });
 });
+
+describe.skipIf(skip)('node daemon: budget', () => {
+  let stateDir: string | undefined;
+  let daemon: TestDaemon | undefined;
+  afterAll(async () => {
+    await daemon?.stop();
+    if (stateDir) cleanupStateDir(stateDir);
+  });
+
+  it('lowering the budget spills closed files oldest-close first and reports what open files hold; raising it promotes', async () => {
+    stateDir = makeStateDir();
+    daemon = await startDaemon(stateDir);
+    const client = await daemon.client();
+    try {
+      const { mount } = await client.addMount({ id: 'b', budget: 64 * MiB, sizeQuota: 0, inodeQuota: 0, owner: 't' });
+      for (const name of ['old', 'mid', 'new']) {
+        fs.writeFileSync(path.join(mount.path, name), Buffer.alloc(4 * MiB, 7));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const held = fs.openSync(path.join(mount.path, 'held'), 'w');
+      try {
+        fs.writeSync(held, Buffer.alloc(4 * MiB, 9));
+        const inoOf = (n: string) => fs.statSync(path.join(mount.path, n)).ino;
+        const tierOf = async () => {
+          const table = (await client.stats('b', true)).inodeTable!;
+          return Object.fromEntries(['old', 'mid', 'new', 'held'].map((n) => [n, table.find((i) => i.ino === inoOf(n))!.tier]));
+        };
+        // 16 MiB in memory, budget 10 MiB: the two oldest closed files go (8 MiB is enough).
+        let r = await client.setBudget('b', 10 * MiB);
+        expect(r.eviction.spilled).toBe(2);
+        expect(await tierOf()).toEqual({ old: 'disk', mid: 'disk', new: 'memory', held: 'memory' });
+        // Budget 0: the last closed one goes; the open one cannot, and is reported.
+        r = await client.setBudget('b', 0);
+        expect(r.eviction.shortfallBytes).toBeGreaterThanOrEqual(4 * MiB);
+        expect(r.openBytesOverBudget).toBeGreaterThanOrEqual(4 * MiB);
+        expect(await tierOf()).toEqual({ old: 'disk', mid: 'disk', new: 'disk', held: 'memory' });
+        // New files go straight to disk while over budget.
+        fs.writeFileSync(path.join(mount.path, 'fresh'), 'x');
+        const fresh = (await client.stats('b', true)).inodeTable!.find((i) => i.ino === inoOf('fresh'))!;
+        expect(fresh.tier).toBe('disk');
+        for (const n of ['old', 'mid', 'new']) expect(fs.readFileSync(path.join(mount.path, n)).equals(Buffer.alloc(4 * MiB, 7))).toBe(true);
+      } finally {
+        fs.closeSync(held);
+      }
+      // Room again: closed files come back, once the anti-thrash window (2 s by default) has passed.
+      await client.setBudget('b', 64 * MiB);
+      let s = await client.stats('b');
+      for (let i = 0; i < 40 && s.bytes.disk > 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        s = await client.stats('b');
+      }
+      expect(s.bytes.disk).toBe(0);
+      expect(s.promotions).toBeGreaterThanOrEqual(3);
+    } finally {
+      client.close();
+    }
+  });
+});
