@@ -202,6 +202,18 @@ export class NodeDaemon {
     switch (r.type) {
       case 'ping':
         return { pid: process.pid, mounts: this.mounts.size };
+      case 'attach-cgroup': {
+        const m = this.get(r.id);
+        await m.attachCgroup(r.cgroup, r.sizeHint ?? null, r.oomPause ?? false);
+        this.records.save(m.current);
+        const adapter = m.memoryAdapter!;
+        adapter.on('alarm', (a) => this.log.warn({ id: r.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
+        return { id: r.id, cgroup: r.cgroup, usage: adapter.usage() };
+      }
+      case 'shrink': {
+        const m = this.get(r.id);
+        return { id: r.id, ...(await m.shrink(r.targetLimit)) };
+      }
       case 'add-mount':
         return { mount: await this.addMount(r) };
       case 'remove-mount':
@@ -266,6 +278,8 @@ export class NodeDaemon {
       fusePath: path.join(this.paths.fuseRoot, r.id),
       owner: r.owner,
       cgroup: r.cgroup ?? null,
+      sizeHint: null,
+      oomPause: false,
       newFilesOnDisk: r.newFilesOnDisk ?? false,
       createdAt: new Date().toISOString(),
     };

@@ -4,7 +4,9 @@ import type { PolicyConfig } from '../../policy/index';
 import type { MountMetricsSource } from '../metrics';
 import { EphemeraMount } from '../mount';
 import type { NativeCounters, NativeUsage } from '../native';
-import { attachMemoryAdapter, type AttachedAdapter } from './adapter-hook';
+import { attachMemoryAdapter } from './adapter-hook';
+import type { MemoryAdapter, ShrinkResult } from '../adapter';
+import { DaemonError } from './errors';
 import { TierBalancer } from './balancer';
 import { isMountPoint, unmountQuietly } from '../memtier';
 import { SizedMemoryTier, stderrOf } from './memory-tier';
@@ -24,7 +26,8 @@ export class ManagedMount implements MountMetricsSource {
     readonly mount: EphemeraMount,
     private readonly memoryTier: SizedMemoryTier,
     readonly balancer: TierBalancer,
-    private readonly adapter: AttachedAdapter | undefined,
+    private adapter: MemoryAdapter | undefined,
+    private readonly policy: PolicyConfig,
   ) {}
 
   static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void): Promise<ManagedMount> {
@@ -58,8 +61,12 @@ export class ManagedMount implements MountMetricsSource {
         onError,
       });
       undo.push(() => balancer.close());
-      const adapter = record.cgroup === null ? undefined : await attachMemoryAdapter(mount, record.cgroup, policy);
-      return new ManagedMount(record, mount, memoryTier, balancer, adapter);
+      let adapter: MemoryAdapter | undefined;
+      if (record.cgroup !== null) {
+        await balancer.close(); // the adapter owns placement and the tiers from here on
+        adapter = await attachMemoryAdapter(mount, record.cgroup, policy, { sizeHint: record.sizeHint, oomPause: record.oomPause });
+      }
+      return new ManagedMount(record, mount, memoryTier, balancer, adapter, policy);
     } catch (e) {
       for (const step of undo.reverse()) {
         try {
@@ -106,7 +113,30 @@ export class ManagedMount implements MountMetricsSource {
     return this.balancer.totals;
   }
 
+  /** The memory adapter, once a cgroup is attached. */
+  get memoryAdapter(): MemoryAdapter | undefined {
+    return this.adapter;
+  }
+
+  /**
+   * Ties the mount to its container's memory cgroup. The budget keeper stands down: the memory
+   * adapter keeps the cgroup's rss + shmem under limit − headroom and owns placement.
+   */
+  async attachCgroup(cgroup: string, sizeHint: number | null, oomPause: boolean): Promise<void> {
+    await this.balancer.close();
+    this.adapter = await attachMemoryAdapter(this.mount, cgroup, this.policy, { sizeHint, oomPause });
+    this.record = { ...this.record, cgroup, sizeHint, oomPause };
+  }
+
+  async shrink(targetLimit: number): Promise<ShrinkResult> {
+    if (!this.adapter) throw new DaemonError('E_NO_CGROUP', `mount "${this.record.id}" has no cgroup attached: nothing to shrink`);
+    return this.adapter.requestShrink(targetLimit);
+  }
+
   async setBudget(budget: number): Promise<EvictionReport> {
+    if (this.adapter) {
+      throw new DaemonError('E_BAD_OPTION', `mount "${this.record.id}" follows its cgroup's limit (memory adapter): the budget is not set by hand`);
+    }
     const report = await this.balancer.setBudget(budget);
     this.record = { ...this.record, budget };
     return report;

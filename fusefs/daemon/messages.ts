@@ -62,7 +62,25 @@ export const ListRequest = z.object({ type: z.literal('list'), seq: Seq }).stric
 export const MetricsRequest = z.object({ type: z.literal('metrics'), seq: Seq }).strict();
 export const PingRequest = z.object({ type: z.literal('ping'), seq: Seq }).strict();
 
+/** Ties a mount to its container's memory cgroup once the container runs (its cgroup exists only then). */
+export const AttachCgroupRequest = z
+  .object({
+    type: z.literal('attach-cgroup'),
+    seq: Seq,
+    id: MountId,
+    cgroup: AbsolutePath,
+    /** The function's profiled largest file, bytes: new files go straight to memory when 1.1× it fits. */
+    sizeHint: Bytes.nullable().optional(),
+    /** cgroup v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog). */
+    oomPause: z.boolean().optional(),
+  })
+  .strict();
+/** The manager will lower the container's limit: spill until usage fits, then answer ready or not. */
+export const ShrinkRequest = z.object({ type: z.literal('shrink'), seq: Seq, id: MountId, targetLimit: Bytes }).strict();
+
 export const ControlRequest = z.discriminatedUnion('type', [
+  AttachCgroupRequest,
+  ShrinkRequest,
   AddMountRequest,
   RemoveMountRequest,
   SetBudgetRequest,
@@ -86,6 +104,7 @@ export type ControlErrorCode =
   | 'E_BAD_OPTION'
   | 'E_MOUNT'
   | 'E_NO_ADAPTER'
+  | 'E_NO_CGROUP'
   | 'E_DAEMON'
   | 'E_MOUNTPOINT_BUSY'
   | 'E_NO_MOUNTPOINT'

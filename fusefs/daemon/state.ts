@@ -20,6 +20,9 @@ export const MountRecord = z.object({
   memoryDir: z.string(),
   owner: z.string(),
   cgroup: z.string().nullable(),
+  /** The function's profiled largest file (bytes) handed to the memory adapter; null: unknown. */
+  sizeHint: z.number().int().nonnegative().nullable().default(null),
+  oomPause: z.boolean().default(false),
   newFilesOnDisk: z.boolean(),
   createdAt: z.string(),
 });

@@ -1,0 +1,121 @@
+import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
+import { EngineError, errorMessage } from './errors';
+import type { FunctionSpec } from './spec';
+import type { TmpCreateOptions, TmpProvider } from './tmp-provider';
+
+export interface EphemeraProviderOptions {
+  /** Talk to a running node daemon (`ephemera node` / `ephemera node-daemon`) on this socket… */
+  socketPath?: string;
+  /** …or start one in this process with this state dir. */
+  stateDir?: string;
+  /** The function's profiled largest file F (bytes): with it, new files go straight to memory when 1.1·F fits. */
+  sizeHintBytes?: number | null;
+  /** Pause the v1 OOM killer at the limit and raise an alarm for an emergency loan (1 s watchdog). */
+  oomPause?: boolean;
+  /** Size quota of each /tmp over both tiers, bytes; 0 = bounded by the disk only. */
+  sizeQuotaBytes?: number;
+}
+
+/**
+ * Gives each function container its own Ephemera mount as /tmp: created under the node daemon's
+ * shared parent before the container exists (the engine bind-mounts it with rslave propagation,
+ * so a daemon restart's remount reaches the container), tied to the container's memory cgroup once
+ * it runs, removed with it. The profiling run keeps every file on the disk tier, so the profile's U
+ * (rss) and F (largest file) are measured without the store in memory.
+ */
+export class EphemeraTmpProvider implements TmpProvider {
+  private readonly profiling = new Set<string>();
+  private readonly hints = new Map<string, number | null>();
+
+  private constructor(
+    private readonly client: DaemonClient,
+    private readonly ownDaemon: NodeDaemon | undefined,
+    private readonly opts: EphemeraProviderOptions,
+  ) {}
+
+  static async start(opts: EphemeraProviderOptions = {}): Promise<EphemeraTmpProvider> {
+    let daemon: NodeDaemon | undefined;
+    let socket = opts.socketPath;
+    if (!socket) {
+      daemon = (await NodeDaemon.start({ stateDir: opts.stateDir ?? '/var/lib/ephemera/provider' })).daemon;
+      socket = daemon.paths.socket;
+    }
+    try {
+      const client = await DaemonClient.connect(socket);
+      return new EphemeraTmpProvider(client, daemon, opts);
+    } catch (err) {
+      await daemon?.stop();
+      throw new EngineError('E_TMP_PROVIDER', `cannot reach the Ephemera node daemon on ${socket}: ${errorMessage(err)}`, undefined, err);
+    }
+  }
+
+  /** The per-container size hint (the function's profile), if it differs from the provider's. */
+  setSizeHint(containerName: string, bytes: number | null): void {
+    this.hints.set(mountId(containerName), bytes);
+  }
+
+  async create(containerName: string, spec: FunctionSpec, options: TmpCreateOptions): Promise<{ hostPath: string }> {
+    const id = mountId(containerName);
+    if (options.profiling) this.profiling.add(id);
+    const limit = spec.memoryMiB * 1024 * 1024;
+    try {
+      const r = await this.client.addMount({
+        id,
+        // Until the cgroup is attached the budget bounds the memory tier; afterwards the memory
+        // adapter keeps the container's rss + shmem under limit − headroom.
+        budget: options.profiling ? 0 : limit,
+        sizeQuota: this.opts.sizeQuotaBytes ?? 0,
+        inodeQuota: 0,
+        owner: spec.tenant ?? 'default',
+        newFilesOnDisk: options.profiling,
+      });
+      return { hostPath: r.mount.path };
+    } catch (err) {
+      this.profiling.delete(id);
+      throw new EngineError('E_TMP_PROVIDER', `cannot create the Ephemera /tmp of ${containerName}: ${errorMessage(err)}`, undefined, err);
+    }
+  }
+
+  async attach(containerName: string, cgroupPath: string): Promise<void> {
+    const id = mountId(containerName);
+    if (this.profiling.has(id)) return; // the profiling run measures the function alone: files stay on disk
+    try {
+      await this.client.call({
+        type: 'attach-cgroup',
+        id,
+        cgroup: cgroupPath,
+        sizeHint: this.hints.get(id) ?? this.opts.sizeHintBytes ?? null,
+        oomPause: this.opts.oomPause ?? false,
+      });
+    } catch (err) {
+      throw new EngineError('E_TMP_PROVIDER', `cannot tie the Ephemera /tmp of ${containerName} to ${cgroupPath}: ${errorMessage(err)}`, undefined, err);
+    }
+  }
+
+  async remove(containerName: string): Promise<void> {
+    const id = mountId(containerName);
+    this.profiling.delete(id);
+    this.hints.delete(id);
+    try {
+      await this.client.removeMount(id);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'E_UNKNOWN_MOUNT') return; // already gone
+      throw new EngineError('E_TMP_PROVIDER', `cannot remove the Ephemera /tmp of ${containerName}: ${errorMessage(err)}`, undefined, err);
+    }
+  }
+
+  /** Daemon figures for one container's /tmp (tiers, inodes, opcode counts). */
+  stats(containerName: string) {
+    return this.client.stats(mountId(containerName), true);
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+    await this.ownDaemon?.stop();
+  }
+}
+
+/** Mount ids are container names made safe for the daemon's id rules. */
+export function mountId(containerName: string): string {
+  return containerName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128);
+}

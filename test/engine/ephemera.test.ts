@@ -1,0 +1,103 @@
+// Function containers on a real dockerd with an Ephemera /tmp: the container gets no device, no
+// capability, no privilege; its /tmp is its own FUSE mount served by one node daemon, tied to the
+// container's memory cgroup.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine, BUSYBOX_RECIPE, FUNCTION_RECIPE, type TmpMode } from '../../engine/index';
+import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { cleanupNodeDaemon } from '../../fusefs/daemon';
+import { ensureDocker, testRunLabels } from '../support/docker';
+import { mountUnavailableReason } from '../support/mount';
+
+const docker = await ensureDocker();
+const labels = testRunLabels('ephemera-tmp');
+const why = docker.skipReason ?? mountUnavailableReason() ?? undefined;
+if (why) console.warn(`\n!!! SKIPPING Ephemera /tmp container tests: ${why}\n`);
+
+const WRITER = `
+import os, time
+chunk = b"\\x5a" * (1 << 20)
+def write(name, mib):
+    with open(os.path.join("/tmp", name), "wb") as f:
+        for _ in range(mib):
+            f.write(chunk)
+def check(name, mib):
+    with open(os.path.join("/tmp", name), "rb") as f:
+        for _ in range(mib):
+            assert f.read(1 << 20) == chunk
+t0 = time.monotonic()
+write("a", 60); write("b", 60); write("c", 160)
+check("a", 60); check("b", 60); check("c", 160)
+print(f"done {time.monotonic() - t0:.3f}")
+`;
+
+describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
+  let stateDir: string;
+  let provider: EphemeraTmpProvider;
+  let engine: Engine;
+  const images: Record<string, string> = {};
+
+  beforeAll(async () => {
+    stateDir = fs.mkdtempSync(path.join('/var/tmp', 'ephemera-node-'));
+    provider = await EphemeraTmpProvider.start({ stateDir });
+    engine = await Engine.connect({ tmpProvider: provider });
+    images.busybox = (await engine.ensureImage(BUSYBOX_RECIPE)).tag;
+    images.fn = (await engine.ensureImage(FUNCTION_RECIPE)).tag;
+  }, 240_000);
+
+  afterAll(async () => {
+    if (engine) await engine.removeManaged(labels);
+    await provider?.close();
+    if (stateDir) {
+      try {
+        cleanupNodeDaemon(stateDir);
+      } catch {
+        /* nothing left to clean */
+      }
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('/tmp is the Ephemera mount; a non-root user creates, reads and removes files; data survives between invocations; removal cleans up', async () => {
+    const fc = await engine.start({ image: images.busybox!, command: ['/bin/sh', '-c'], memoryMiB: 64, tmp: { kind: 'bind' }, user: 'fn', labels });
+    try {
+      const mounts = await fc.invoke(['cat /proc/mounts']);
+      expect(mounts.stdout).toMatch(/^\S+ \/tmp fuse(\.ephemera)? /m);
+      const w = await fc.invoke(['id -u && echo hello > /tmp/a && cat /tmp/a && mkdir /tmp/d && mv /tmp/a /tmp/d/b && ls /tmp/d']);
+      expect(w.exitCode, w.stderr).toBe(0);
+      expect(w.stdout.split('\n')).toEqual(['1000', 'hello', 'b', '']);
+      const again = await fc.invoke(['cat /tmp/d/b && rm /tmp/d/b && rmdir /tmp/d && ls -A /tmp | wc -l']);
+      expect(again.stdout.trim().split('\n')).toEqual(['hello', '0']);
+      const stats = await provider.stats(fc.name);
+      expect(stats.cgroup).toBe(fc.cgroupPath); // tied to the container's memory cgroup
+      console.log(`[ephemera /tmp] container ready in ${fc.timings.readyMs} ms (create ${fc.timings.createMs} ms, start ${fc.timings.startMs} ms)`);
+    } finally {
+      await fc.remove();
+    }
+    const left = await provider.stats(fc.name).then(() => 'still there', (e: { code?: string }) => e.code);
+    expect(left).toBe('E_UNKNOWN_MOUNT');
+    expect(await engine.listManaged(labels)).toEqual([]);
+  }, 120_000);
+
+  it('a python function in 128 MiB writing 2 × 60 MiB then 160 MiB: 0 OOM kills on Ephemera, OOM-killed on tmpfs, slower on overlay', async () => {
+    const run = async (tmp: TmpMode) => {
+      const fc = await engine.start({ image: images.fn!, command: ['python3', '-c', WRITER], memoryMiB: 128, tmp, user: 'fn', labels });
+      try {
+        return await fc.invoke([], { timeoutMs: 120_000 });
+      } finally {
+        await fc.remove();
+      }
+    };
+    const eph = await run({ kind: 'bind' });
+    const tmpfs = await run({ kind: 'tmpfs' });
+    const overlay = await run({ kind: 'overlay' });
+    const line = (n: string, r: typeof eph) => `${n}: exit ${r.exitCode}, ${r.oomKills} OOM kill(s), ${r.wallMs} ms`;
+    console.log(`[ephemera /tmp] ${line('ephemera', eph)}\n[ephemera /tmp] ${line('tmpfs', tmpfs)}\n[ephemera /tmp] ${line('overlay', overlay)}`);
+    expect(eph, eph.stderr).toMatchObject({ exitCode: 0, oomKills: 0 });
+    expect(eph.stdout).toMatch(/^done /);
+    expect(tmpfs.oomKills).toBeGreaterThanOrEqual(1);
+    expect(overlay.exitCode).toBe(0);
+  }, 300_000);
+});
