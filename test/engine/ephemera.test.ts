@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine, BUSYBOX_RECIPE, FUNCTION_RECIPE, type TmpMode } from '../../engine/index';
+import { Engine, BUSYBOX_RECIPE, FUNCTION_RECIPE, profileFunction, type TmpMode } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
 import { cleanupNodeDaemon } from '../../fusefs/daemon';
 import { ensureDocker, testRunLabels } from '../support/docker';
@@ -100,4 +100,29 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
     expect(tmpfs.oomKills).toBeGreaterThanOrEqual(1);
     expect(overlay.exitCode).toBe(0);
   }, 300_000);
+
+  it('the profiling run on an Ephemera /tmp (files kept on the disk tier) records U and F within 10 %', async () => {
+    const fn = `
+import sys, time
+buf = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(buf), 4096):
+    buf[i] = 1
+chunk = b"\\x01" * (1 << 20)
+with open("/tmp/big", "wb") as f:
+    for _ in range(int(sys.argv[2])):
+        f.write(chunk)
+time.sleep(0.05)
+`;
+    const { profile } = await profileFunction(
+      engine,
+      { image: images.fn!, command: ['python3', '-c', fn], memoryMiB: 256, tmp: { kind: 'bind' }, user: 'fn', labels },
+      [['40', '24'], ['64', '48']],
+    );
+    const MiB = 1 << 20;
+    console.log(`[ephemera /tmp] profile: U ${(profile.peakRssBytes / MiB).toFixed(1)} MiB, F ${(profile.largestFileBytes / MiB).toFixed(1)} MiB`);
+    // U: the 64 MiB buffer plus the interpreter (~8–10 MiB); the file pages are not rss.
+    expect(profile.peakRssBytes).toBeGreaterThan(64 * MiB);
+    expect(profile.peakRssBytes).toBeLessThan(64 * MiB * 1.1 + 12 * MiB);
+    expect(Math.abs(profile.largestFileBytes - 48 * MiB)).toBeLessThanOrEqual(48 * MiB * 0.1);
+  }, 180_000);
 });
