@@ -51,6 +51,10 @@ export interface SummaryRow {
   /** Median primary figure relative to the baselines' medians from the same run; null if a baseline is missing. */
   vsTmpfs: number | null;
   vsOverlay: number | null;
+  /** OOM kills summed over passes (null where no cgroup applies); never hidden from the table. */
+  oomKills: number | null;
+  /** Passes that produced no figures (the invocation was killed or failed). */
+  failedPasses: number;
 }
 
 /**
@@ -92,7 +96,8 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
   for (const r of results) {
     const workloadKey = `${r.suite}\u0000${r.workload}\u0000${variantOf(r)}`;
     if (!workloadOrder.includes(workloadKey)) workloadOrder.push(workloadKey);
-    const key = `${workloadKey}\u0000${r.target}`;
+    // Cold and warm invocations of one workload are different rows, never one median.
+    const key = `${workloadKey}\u0000${r.phase}\u0000${r.target}`;
     const list = groups.get(key) ?? [];
     list.push(r);
     groups.set(key, list);
@@ -101,6 +106,7 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
   for (const list of groups.values()) {
     const first = list[0]!;
     const figureNames = [...new Set(list.flatMap((r) => Object.keys(r.figures)))];
+    const ooms = list.map((r) => r.oomKills).filter((n): n is number => typeof n === 'number');
     const medians: Record<string, number> = {};
     for (const name of figureNames) {
       const values = list.map((r) => r.figures[name]).filter((v): v is number => typeof v === 'number');
@@ -112,17 +118,19 @@ export function summarize(results: readonly BenchResult[]): SummaryRow[] {
       workload: first.workload,
       variant: variantOf(first),
       phase: first.phase,
-      passes: list.length,
+      passes: list.length - list.filter((r) => Object.keys(r.figures).length === 0).length,
       medians,
       primary: primaryFigure(medians, first.parameters),
       vsTmpfs: null,
       vsOverlay: null,
+      oomKills: ooms.length === 0 ? null : ooms.reduce((a, b) => a + b, 0),
+      failedPasses: list.filter((r) => Object.keys(r.figures).length === 0).length,
     });
   }
   for (const row of rows) {
     if (!row.primary) continue;
     const baseline = (target: string): number | undefined =>
-      rows.find((b) => b.suite === row.suite && b.workload === row.workload && b.variant === row.variant && b.target === target)
+      rows.find((b) => b.suite === row.suite && b.workload === row.workload && b.variant === row.variant && b.phase === row.phase && b.target === target)
         ?.medians[row.primary!];
     const tmpfs = baseline('tmpfs');
     const overlay = baseline('overlay');
@@ -168,19 +176,32 @@ function alignRows(rows: string[][]): string {
     .join('\n');
 }
 
-/** The workload table: medians over passes, ratios to tmpfs and overlay (> 1 = better than the baseline). */
+/** The workload table: medians over passes, ratios to tmpfs and overlay (> 1 = better than the baseline), OOM kills. */
 export function renderTable(rows: readonly SummaryRow[]): string {
   const tableRows = rows.filter((r) => !r.workload.startsWith(DAEMON_WORKLOAD_PREFIX));
   if (tableRows.length === 0) return '(no results)';
   const figureNames = [...new Set(tableRows.flatMap((r) => Object.keys(r.medians)))];
-  const header = ['target', 'workload', ...figureNames.map((f) => FIGURE_HEADINGS[f] ?? f), 'passes', 'vs tmpfs', 'vs overlay'];
+  const showOom = tableRows.some((r) => r.oomKills !== null && r.oomKills !== undefined);
+  const showFailed = tableRows.some((r) => (r.failedPasses ?? 0) > 0);
+  const header = [
+    'target',
+    'workload',
+    ...figureNames.map((f) => FIGURE_HEADINGS[f] ?? f),
+    'passes',
+    ...(showFailed ? ['failed'] : []),
+    'vs tmpfs',
+    'vs overlay',
+    ...(showOom ? ['OOM kills'] : []),
+  ];
   const body = tableRows.map((r) => [
     r.target,
     rowLabel(r),
     ...figureNames.map((f) => (r.medians[f] === undefined ? '—' : formatFigure(r.medians[f]))),
     String(r.passes),
+    ...(showFailed ? [String(r.failedPasses ?? 0)] : []),
     r.vsTmpfs === null ? '—' : `${r.vsTmpfs.toFixed(2)}×`,
     r.vsOverlay === null ? '—' : `${r.vsOverlay.toFixed(2)}×`,
+    ...(showOom ? [r.oomKills === null || r.oomKills === undefined ? '—' : String(r.oomKills)] : []),
   ]);
   return alignRows([header, ...body]);
 }
