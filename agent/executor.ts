@@ -1,4 +1,4 @@
-import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer } from '../engine/index';
+import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer, type TmpMode } from '../engine/index';
 import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
 
 /**
@@ -36,10 +36,14 @@ export class DockerTaskExecutor implements TaskExecutor {
   private closed = false;
 
   /** `labels` are added to every container (tests use them to find what they made). */
-  constructor(engine: Engine, node: string, labels: Record<string, string> = {}) {
+  /** Each function container's /tmp: `{kind:'bind'}` with an Ephemera provider on the engine gives it an Ephemera mount. */
+  private readonly tmp: TmpMode;
+
+  constructor(engine: Engine, node: string, labels: Record<string, string> = {}, tmp: TmpMode = { kind: 'overlay' }) {
     this.engine = engine;
     this.node = node;
     this.labels = { ...labels, [NODE_LABEL]: node };
+    this.tmp = tmp;
   }
 
   /** A recipe name (`busybox`, `function`) is built or reused once per agent; other references pass through. */
@@ -61,6 +65,7 @@ export class DockerTaskExecutor implements TaskExecutor {
       memoryMiB: Math.max(6, Math.ceil(fn.limitBytes / (1024 * 1024))),
       tenant: fn.tenant,
       function: fn.function,
+      tmp: this.tmp,
       labels: { ...this.labels, ...extra },
     };
   }

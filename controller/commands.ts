@@ -5,7 +5,9 @@ import { loadPolicyConfig, MiB, type Scoring } from '../policy';
 import { ControllerError, errorMessage } from './errors';
 import type { NodeView } from './state';
 import { Controller } from './server';
-import { Engine } from '../engine/index';
+import { Engine, type TmpMode } from '../engine/index';
+import { EphemeraTmpProvider } from '../engine/ephemera-provider';
+import { NodeDaemon } from '../fusefs/daemon';
 import { DockerTaskExecutor, NodeAgent, defaultNodeLimitBytes } from '../agent/index';
 
 const SCORINGS: Scoring[] = ['complementarity', 'min-gap', 'most-free'];
@@ -105,25 +107,43 @@ export function registerControllerCommands(program: Command): void {
 
   program
     .command('node')
-    .description('run a node agent: register N_lim with the controller and run the invocations placed here')
-    .requiredOption('--controller <url>', 'controller URL, e.g. http://127.0.0.1:7070', httpUrl)
+    .description('run a node: the node daemon serving every container\'s Ephemera /tmp and, with --controller, the agent that runs the invocations placed here')
+    .option('--controller <url>', 'controller URL, e.g. http://127.0.0.1:7070 (omit: serve /tmp mounts only)', httpUrl)
+    .option('--state-dir <dir>', 'node daemon state (records, spill dirs, memory tiers, control socket)', '/var/lib/ephemera/node')
+    .option('--tmp <kind>', 'function containers\' /tmp: ephemera | overlay | tmpfs', 'ephemera')
     .option('--name <name>', 'node name (unique in the cluster)', hostname())
     .option('--node-limit <MiB>', 'N_lim in MiB (default: --memory-fraction of MemTotal)', positiveInt('--node-limit'))
     .option('--memory-fraction <f>', 'share of MemTotal set aside for functions when --node-limit is not given', fraction, 0.75)
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
-    .action(async (opts: { controller: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number }) => {
-      const engine = await Engine.connect();
-      const limitBytes = opts.nodeLimit !== undefined ? opts.nodeLimit * MiB : defaultNodeLimitBytes(opts.memoryFraction);
-      const agent = await NodeAgent.start({
-        controllerUrl: opts.controller,
-        name: opts.name,
-        limitBytes,
-        executor: new DockerTaskExecutor(engine, opts.name),
-        reconnectMaxMs: opts.reconnectMaxMs,
-      });
-      process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}\n`);
-      await waitForSignal();
-      await agent.close();
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number }) => {
+      const tmp: TmpMode | undefined =
+        opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
+      if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
+      // One daemon per node serves every container's /tmp (a Node process per container would cost
+      // more memory than many functions leave idle).
+      const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir });
+      process.stdout.write(`ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (${recovery.remounted.length} mount(s) recovered)\n`);
+      const provider = await EphemeraTmpProvider.start({ socketPath: daemon.paths.socket });
+      let agent: NodeAgent | undefined;
+      try {
+        if (opts.controller) {
+          const engine = await Engine.connect({ tmpProvider: provider });
+          const limitBytes = opts.nodeLimit !== undefined ? opts.nodeLimit * MiB : defaultNodeLimitBytes(opts.memoryFraction);
+          agent = await NodeAgent.start({
+            controllerUrl: opts.controller,
+            name: opts.name,
+            limitBytes,
+            executor: new DockerTaskExecutor(engine, opts.name, {}, tmp),
+            reconnectMaxMs: opts.reconnectMaxMs,
+          });
+          process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}, /tmp ${opts.tmp}\n`);
+        }
+        await waitForSignal();
+      } finally {
+        await agent?.close();
+        await provider.close();
+        await daemon.stop();
+      }
     });
 }
 
