@@ -1,4 +1,5 @@
 import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer, type TmpMode } from '../engine/index';
+import { SIZE_HINT_LABEL } from '../engine/ephemera-provider';
 import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
 
 /**
@@ -66,7 +67,11 @@ export class DockerTaskExecutor implements TaskExecutor {
       tenant: fn.tenant,
       function: fn.function,
       tmp: this.tmp,
-      labels: { ...this.labels, ...extra },
+      labels: {
+        ...this.labels,
+        ...(fn.largestFileBytes !== undefined ? { [SIZE_HINT_LABEL]: String(fn.largestFileBytes) } : {}),
+        ...extra,
+      },
     };
   }
 

@@ -53,6 +53,8 @@ export const FunctionRefSchema = z.object({
   image: z.string().min(1),
   command: z.array(z.string()).min(1),
   limitBytes: bytes.min(6 * 1024 * 1024),
+  /** The profile's F: the node's /tmp uses it as its placement hint (new files straight to memory when 1.1·F fits). */
+  largestFileBytes: bytes.optional(),
 });
 export type FunctionRef = z.infer<typeof FunctionRefSchema>;
 

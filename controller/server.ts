@@ -443,7 +443,14 @@ export class Controller {
     pending.timer = setTimeout(() => this.completeTask(taskId, undefined, { code: 'E_EXECUTION', message: `no result from ${node} within ${timeoutMs} ms (+ grace)` }), timeoutMs + this.nodeTimeoutMs + 60_000);
     pending.timer.unref();
     const conn = this.links.get(node);
-    const ref: FunctionRef = { tenant: fn.tenant, function: fn.name, image: fn.image, command: fn.command, limitBytes: fn.limitBytes };
+    const ref: FunctionRef = {
+      tenant: fn.tenant,
+      function: fn.name,
+      image: fn.image,
+      command: fn.command,
+      limitBytes: fn.limitBytes,
+      ...(fn.profile ? { largestFileBytes: fn.profile.largestFileBytes } : {}),
+    };
     if (!conn || !this.send(conn, { type: 'execute', task, fn: ref, args, timeoutMs })) {
       this.completeTask(taskId, undefined, { code: 'E_NODE_LOST', message: `node ${node} link is gone` });
     }

@@ -4,8 +4,14 @@ import { EngineError, isEngineError } from './errors';
 import { getRecipe, listEngineImages, listRecipes, recipeTag } from './images';
 import type { TmpMode } from './spec';
 import { ProfileStore, profileFunction } from './profile';
+import { EphemeraTmpProvider } from './ephemera-provider';
+import { cleanupNodeDaemon } from '../fusefs/daemon';
 
-function parseTmp(value: string): TmpMode {
+/** `ephemera` is a bind mount made by the Ephemera provider (a node daemon's mount per container). */
+type TmpChoice = TmpMode | { kind: 'ephemera' };
+
+function parseTmp(value: string): TmpChoice {
+  if (value === 'ephemera') return { kind: 'ephemera' };
   if (value === 'overlay') return { kind: 'overlay' };
   if (value === 'tmpfs') return { kind: 'tmpfs' };
   const tmpfsSize = /^tmpfs:(\d+)$/.exec(value);
@@ -15,7 +21,7 @@ function parseTmp(value: string): TmpMode {
     if (!dir.startsWith('/')) throw new InvalidArgumentError('bind:DIR needs an absolute DIR');
     return { kind: 'bind', hostPath: dir };
   }
-  throw new InvalidArgumentError('expected overlay, tmpfs, tmpfs:MiB or bind:/abs/dir');
+  throw new InvalidArgumentError('expected ephemera, overlay, tmpfs, tmpfs:MiB or bind:/abs/dir');
 }
 
 function parsePositiveInt(value: string): number {
@@ -56,16 +62,23 @@ export function registerEngineCommands(program: Command): void {
     .argument('<image>', 'image reference or recipe name (function, busybox)')
     .argument('<cmd...>', 'command and arguments (after --)')
     .option('--memory <MiB>', 'memory limit in MiB (no swap)', parsePositiveInt, 128)
-    .option('--tmp <mode>', 'overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'overlay' } as TmpMode)
+    .option('--tmp <mode>', 'ephemera | overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'ephemera' } as TmpChoice)
+    .option('--node-socket <path>', 'with --tmp ephemera: a running node daemon (default: start one for this run)')
     .option('--timeout <s>', 'kill the invocation after this many seconds', parseSeconds)
     .option('--user <user>', 'user the command runs as (e.g. fn)')
-    .action(async (image: string, cmd: string[], opts: { memory: number; tmp: TmpMode; timeout?: number; user?: string }) =>
+    .action(async (image: string, cmd: string[], opts: { memory: number; tmp: TmpChoice; nodeSocket?: string; timeout?: number; user?: string }) =>
       reportErrors(async () => {
-        const engine = await Engine.connect();
+        const provider =
+          opts.tmp.kind === 'ephemera'
+            ? await EphemeraTmpProvider.start(opts.nodeSocket ? { socketPath: opts.nodeSocket } : { stateDir: `/var/lib/ephemera/run-${process.pid}` })
+            : undefined;
+        try {
+        const tmp: TmpMode = opts.tmp.kind === 'ephemera' ? { kind: 'bind' } : opts.tmp;
+        const engine = await Engine.connect(provider ? { tmpProvider: provider } : {});
         const recipe = getRecipe(image);
         if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
         const result = await engine.invokeCold(
-          { image, command: cmd, memoryMiB: opts.memory, tmp: opts.tmp, ...(opts.user ? { user: opts.user } : {}) },
+          { image, command: cmd, memoryMiB: opts.memory, tmp, ...(opts.user ? { user: opts.user } : {}) },
           [],
           opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 },
         );
@@ -76,6 +89,10 @@ export function registerEngineCommands(program: Command): void {
             `container ready in ${result.timings.readyMs} ms (create ${result.timings.createMs} ms)\n`,
         );
         process.exitCode = result.exitCode;
+        } finally {
+          await provider?.close();
+          if (provider && !opts.nodeSocket) cleanupNodeDaemon(`/var/lib/ephemera/run-${process.pid}`);
+        }
       }),
     );
 

@@ -3,6 +3,9 @@ import { EngineError, errorMessage } from './errors';
 import type { FunctionSpec } from './spec';
 import type { TmpCreateOptions, TmpProvider } from './tmp-provider';
 
+/** A container label carrying the function's profiled largest file (bytes): the mount's placement hint. */
+export const SIZE_HINT_LABEL = 'ephemera.size-hint';
+
 export interface EphemeraProviderOptions {
   /** Talk to a running node daemon (`ephemera node` / `ephemera node-daemon`) on this socket… */
   socketPath?: string;
@@ -57,6 +60,8 @@ export class EphemeraTmpProvider implements TmpProvider {
   async create(containerName: string, spec: FunctionSpec, options: TmpCreateOptions): Promise<{ hostPath: string }> {
     const id = mountId(containerName);
     if (options.profiling) this.profiling.add(id);
+    const hint = Number(spec.labels?.[SIZE_HINT_LABEL]);
+    if (Number.isFinite(hint) && hint >= 0 && spec.labels?.[SIZE_HINT_LABEL] !== undefined) this.hints.set(id, hint);
     const limit = spec.memoryMiB * 1024 * 1024;
     try {
       const r = await this.client.addMount({
