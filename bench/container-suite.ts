@@ -22,6 +22,8 @@ export interface ContainerCase {
   /** cold = the first invocation in a fresh container, warm = the next one in the same container. */
   phases: ReadonlyArray<'cold' | 'warm'>;
   timeoutMs: number;
+  /** Adds the container's create → ready time (`start_ms`) to the cold row. */
+  recordStart?: boolean;
 }
 
 export interface ContainerSuiteDefinition {
@@ -71,11 +73,14 @@ export interface InvocationOutcome {
   failure?: { code: string; message: string };
 }
 
-/** Runs one invocation and turns every way it can end (OOM kill, timeout, death) into an outcome. */
-export async function measureInvocation(fc: FunctionContainer, argv: string[], timeoutMs: number): Promise<InvocationOutcome> {
+/**
+ * Runs one invocation (`run`: an exec, or a manager's invoke) and turns every way it can end (OOM
+ * kill, timeout, death, garbage output) into an outcome; `what` names it in failure messages.
+ */
+export async function measureInvocation(run: () => Promise<InvocationResult>, what: string): Promise<InvocationOutcome> {
   let result: InvocationResult;
   try {
-    result = await fc.exec(argv, { timeoutMs });
+    result = await run();
   } catch (err) {
     const partial = resultOf(err);
     const oomKills = partial?.oomKills ?? 0;
@@ -85,7 +90,7 @@ export async function measureInvocation(fc: FunctionContainer, argv: string[], t
   if (result.exitCode !== 0) {
     const code = result.oomKills > 0 ? 'E_OOM_KILLED' : 'E_WORKLOAD_FAILED';
     const why = result.oomKills > 0 ? `${result.oomKills} OOM kill(s) in the container's cgroup` : `exit ${result.exitCode}`;
-    return { figures: {}, oomKills: result.oomKills, failure: { code, message: `${argv.join(' ')}: ${why}: ${result.stderr.trim().slice(-300)}` } };
+    return { figures: {}, oomKills: result.oomKills, failure: { code, message: `${what}: ${why}: ${result.stderr.trim().slice(-300)}` } };
   }
   try {
     return { figures: { ...parseWorkloadOutput(result.stdout), invoke_s: result.wallMs / 1000 }, oomKills: result.oomKills };
@@ -212,7 +217,7 @@ async function runCase(
     signal.addEventListener('abort', onAbort, { once: true });
     await installPayload(fc, payload);
     if (c.prepare) {
-      const prep = await measureInvocation(fc, c.prepare, c.timeoutMs);
+      const prep = await measureInvocation(() => started.exec(c.prepare!, { timeoutMs: c.timeoutMs }), c.prepare.join(' '));
       if (prep.failure) {
         fail(target.name, pass, prep.failure.code, `prepare: ${prep.failure.message}`, c.workload);
         rows.push(row(suite, target, c, pass, 'cold', {}, prep.oomKills));
@@ -221,8 +226,9 @@ async function runCase(
     }
     for (const phase of c.phases) {
       throwIfAborted(signal);
-      const outcome = await measureInvocation(fc, c.argv, c.timeoutMs);
-      rows.push(row(suite, target, c, pass, phase, outcome.figures, outcome.oomKills));
+      const outcome = await measureInvocation(() => started.exec(c.argv, { timeoutMs: c.timeoutMs }), c.argv.join(' '));
+      const figures = c.recordStart && phase === 'cold' && !outcome.failure ? { ...outcome.figures, start_ms: started.timings.readyMs } : outcome.figures;
+      rows.push(row(suite, target, c, pass, phase, figures, outcome.oomKills));
       if (outcome.failure) fail(target.name, pass, outcome.failure.code, `${phase}: ${outcome.failure.message}`, c.workload);
       if (!(await fc.isRunning())) break;
     }

@@ -1,7 +1,7 @@
 import type { BenchResult, TargetFailure } from './frame';
 
 /** Figures where smaller is better; their ratios are inverted so that > 1 always means "better than the baseline". */
-export const LOWER_IS_BETTER: ReadonlySet<string> = new Set(['lat_us', 'seconds', 'rss_mib']);
+export const LOWER_IS_BETTER: ReadonlySet<string> = new Set(['lat_us', 'seconds', 'rss_mib', 'start_ms', 'invoke_s', 'read_ms', 'write_ms', 'disk_ms', 'compress_ms']);
 
 /** Which figure a row's ratios are taken on: the first of these it has (iops and MiB/s give one ratio for a fixed block size). */
 export const PRIMARY_FIGURES = ['iops', 'bw_mibs', 'files_per_s', 'decisions_per_s', 'ops_per_s', 'seconds'] as const;
