@@ -77,13 +77,19 @@ export interface InvocationOutcome {
  * Runs one invocation (`run`: an exec, or a manager's invoke) and turns every way it can end (OOM
  * kill, timeout, death, garbage output) into an outcome; `what` names it in failure messages.
  */
-export async function measureInvocation(run: () => Promise<InvocationResult>, what: string): Promise<InvocationOutcome> {
+export async function measureInvocation(run: () => Promise<InvocationResult>, what: string, fc?: FunctionContainer): Promise<InvocationOutcome> {
   let result: InvocationResult;
   try {
     result = await run();
   } catch (err) {
     const partial = resultOf(err);
-    const oomKills = partial?.oomKills ?? 0;
+    let oomKills = partial?.oomKills ?? 0;
+    // A container whose init the OOM killer took is gone with its cgroup, so the counter cannot be
+    // read after; dockerd's OOMKilled flag still tells (one kill at least).
+    if (oomKills === 0 && isEngineError(err, 'E_CONTAINER_DIED') && fc) {
+      const state = await fc.container.inspect().then((i) => i.State, () => undefined);
+      if (state?.OOMKilled) oomKills = 1;
+    }
     const code = oomKills > 0 ? 'E_OOM_KILLED' : errorCode(err);
     return { figures: {}, oomKills, failure: { code, message: errorMessage(err) } };
   }
@@ -217,7 +223,7 @@ async function runCase(
     signal.addEventListener('abort', onAbort, { once: true });
     await installPayload(fc, payload);
     if (c.prepare) {
-      const prep = await measureInvocation(() => started.exec(c.prepare!, { timeoutMs: c.timeoutMs }), c.prepare.join(' '));
+      const prep = await measureInvocation(() => started.exec(c.prepare!, { timeoutMs: c.timeoutMs }), c.prepare.join(' '), started);
       if (prep.failure) {
         fail(target.name, pass, prep.failure.code, `prepare: ${prep.failure.message}`, c.workload);
         rows.push(row(suite, target, c, pass, 'cold', {}, prep.oomKills));
@@ -226,7 +232,7 @@ async function runCase(
     }
     for (const phase of c.phases) {
       throwIfAborted(signal);
-      const outcome = await measureInvocation(() => started.exec(c.argv, { timeoutMs: c.timeoutMs }), c.argv.join(' '));
+      const outcome = await measureInvocation(() => started.exec(c.argv, { timeoutMs: c.timeoutMs }), c.argv.join(' '), started);
       const figures = c.recordStart && phase === 'cold' && !outcome.failure ? { ...outcome.figures, start_ms: started.timings.readyMs } : outcome.figures;
       rows.push(row(suite, target, c, pass, phase, figures, outcome.oomKills));
       if (outcome.failure) fail(target.name, pass, outcome.failure.code, `${phase}: ${outcome.failure.message}`, c.workload);

@@ -110,7 +110,7 @@ async function runConfig(
           const m = manager;
           const what = `${i.kind} (${i.workflow}) ${args.join(' ')}`;
           // Through the manager when there is one, so the invocation opens and closes the loans.
-          return measureInvocation(() => (m ? m.invoke(i.fc.id, args, { timeoutMs }) : i.fc.invoke(args, { timeoutMs })), what);
+          return measureInvocation(() => (m ? m.invoke(i.fc.id, args, { timeoutMs }) : i.fc.invoke(args, { timeoutMs })), what, i.fc);
         }),
       );
     } finally {
