@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
-import { chmod, unlink } from 'node:fs/promises';
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { Logger } from 'pino';
 import { LinkError, errorCode, errorMessage } from './errors';
@@ -95,9 +96,12 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
     });
     const wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES });
     wss.on('connection', (ws) => this.accept(ws));
+    // ws re-emits the http server's errors; listen() reports them, this keeps them from going uncaught.
+    wss.on('error', (err) => this.options.logger?.debug({ err: errorMessage(err) }, 'link server error'));
     this.http = http;
     this.wss = wss;
     if ('socketPath' in this.endpoint) {
+      await mkdir(path.dirname(this.endpoint.socketPath), { recursive: true, mode: 0o700 });
       await removeStaleSocket(this.endpoint.socketPath);
       await listen(http, this.endpoint.socketPath);
       // The token is the guard; the mode keeps other local users from even trying.
