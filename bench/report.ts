@@ -214,6 +214,19 @@ ${summaryTableHtml(doc.summary)}
 ${daemon.length ? `<h2>Daemon</h2><pre>${escapeHtml(daemon.join('\n'))}</pre>` : ''}
 ${failures.length ? `<h2>Failures</h2><pre class="failures">${escapeHtml(failures.join('\n'))}</pre>` : ''}
 <script type="application/json" id="bench-data">${json}</script>
+<script>
+// Marks on <body> what actually laid out, so a headless browser (the report test) can check it.
+(function () {
+  var charts = Array.prototype.slice.call(document.querySelectorAll('svg.chart'));
+  var drawn = charts.filter(function (c) { return c.getBoundingClientRect().width > 0 && c.querySelector('[data-value]'); });
+  var data = JSON.parse(document.getElementById('bench-data').textContent);
+  document.body.setAttribute('data-charts', String(charts.length));
+  document.body.setAttribute('data-charts-drawn', String(drawn.length));
+  document.body.setAttribute('data-marks', String(document.querySelectorAll('svg.chart [data-value]').length));
+  document.body.setAttribute('data-oom-marks', String(document.querySelectorAll('svg.chart [data-oom]').length));
+  document.body.setAttribute('data-rows', String(data.summary.length));
+})();
+</script>
 </body></html>
 `;
 }

@@ -20,8 +20,8 @@ export function impactGrid(quick: boolean): ImpactPoint[] {
   // the two 60 MiB files in memory, which is where tmpfs is OOM-killed and Ephemera must spill.
   const limits = quick ? [64, 128, 256] : [32, 64, 128, 256];
   const sizes = quick ? [32, 128, 160] : [32, 64, 128, 160];
-  const opCounts = quick ? [500, 5_000, 20_000] : [500, 5_000, 50_000, 500_000];
-  const ops = quick ? 20_000 : 500_000;
+  const opCounts = quick ? [500, 2_000, 10_000] : [500, 5_000, 50_000, 500_000];
+  const ops = quick ? 10_000 : 500_000;
   return [
     ...limits.map((limitMiB) => ({ sweep: 'limit_mib' as const, limitMiB, fileMiB: 60, ops })),
     ...sizes.map((fileMiB) => ({ sweep: 'file_mib' as const, limitMiB: 150, fileMiB, ops })),

@@ -22,12 +22,21 @@ import { EPH_WORK, ensurePayload, installPayload } from '../payload';
 export const SHARING_CONFIGS = ['none', 'function', 'workflow', 'tenant'] as const;
 export type SharingConfig = (typeof SHARING_CONFIGS)[number];
 
-const IO_LIMIT_MIB = 150;
-const CPU_LIMIT_MIB = 300;
-const IO_FILE_MIB = 128;
-/** The thesis' profiles (scheduler trace): IO 2 MB rss / 256 MB of files, CPU 4 MB / none. */
-const IO_PROFILE: ContainerProfile = { peakMemoryBytes: 2 * MiB, largestFileBytes: 2 * IO_FILE_MIB * MiB };
-const CPU_PROFILE: ContainerProfile = { peakMemoryBytes: 4 * MiB, largestFileBytes: 0 };
+export interface SharingConfigSizes {
+  ioLimitMiB: number;
+  cpuLimitMiB: number;
+  /** Each IO instance writes two files of this size. */
+  ioFileMiB: number;
+  ioOps: number;
+  /** big_factorial's n: the CPU instances must still run while the IO ones do, or nothing is lent. */
+  cpuN: number;
+}
+
+export function sharingSizes(quick: boolean): SharingConfigSizes {
+  return quick
+    ? { ioLimitMiB: 150, cpuLimitMiB: 300, ioFileMiB: 128, ioOps: 5_000, cpuN: 1_500 }
+    : { ioLimitMiB: 150, cpuLimitMiB: 300, ioFileMiB: 128, ioOps: 500_000, cpuN: 5_000 };
+}
 
 interface Instance {
   kind: 'io' | 'cpu';
@@ -35,22 +44,22 @@ interface Instance {
   fc: FunctionContainer;
 }
 
-export function sharingParameters(quick: boolean): { ioOps: number; cpuN: number } {
-  // The CPU instances must still run while the IO ones do, or there is nothing to lend.
-  return quick ? { ioOps: 5_000, cpuN: 1_500 } : { ioOps: 500_000, cpuN: 5_000 };
-}
 
 async function runConfig(
   config: SharingConfig,
   target: ContainerTarget,
   pass: number,
   quick: boolean,
+  sizes: SharingConfigSizes,
   payload: string,
   labels: Record<string, string>,
   stateRoot: string,
   signal: AbortSignal,
 ): Promise<{ rows: BenchResult[]; failures: Array<{ workload: string; code: string; message: string }> }> {
-  const { ioOps, cpuN } = sharingParameters(quick);
+  const { ioOps, cpuN, ioFileMiB: IO_FILE_MIB, ioLimitMiB: IO_LIMIT_MIB, cpuLimitMiB: CPU_LIMIT_MIB } = sizes;
+  // The thesis' profiles (scheduler trace): IO 2 MB rss / 2 × F of files, CPU 4 MB / none.
+  const IO_PROFILE: ContainerProfile = { peakMemoryBytes: 2 * MiB, largestFileBytes: 2 * IO_FILE_MIB * MiB };
+  const CPU_PROFILE: ContainerProfile = { peakMemoryBytes: 4 * MiB, largestFileBytes: 0 };
   const tenant = `bench-sharing-${config}`;
   const instances: Instance[] = [];
   let manager: TenantManager | undefined;
@@ -142,7 +151,8 @@ async function runConfig(
   }
 }
 
-async function runSharing(opts: SuiteOptions): Promise<BenchResult[]> {
+async function runSharing(opts: SuiteOptions, overrides: Partial<SharingConfigSizes>): Promise<BenchResult[]> {
+  const sizes = { ...sharingSizes(opts.quick), ...overrides };
   const requested = opts.targets ?? ['ephemera', 'ephemera-noshare'];
   for (const t of requested)
     if (t !== 'ephemera' && t !== 'ephemera-noshare')
@@ -174,7 +184,7 @@ async function runSharing(opts: SuiteOptions): Promise<BenchResult[]> {
             target = await openContainerTarget(targetName, { runDir, log: opts.log });
             targets.set(targetName, target);
           }
-          const { rows, failures } = await runConfig(config, target, pass, opts.quick, payload, labels, stateRoot, signal);
+          const { rows, failures } = await runConfig(config, target, pass, opts.quick, sizes, payload, labels, stateRoot, signal);
           results.push(...rows);
           for (const f of failures) {
             if (!opts.onFailure) throw new BenchError(f.code, `${targetName} ${f.workload}: ${f.message}`);
@@ -202,9 +212,13 @@ async function runSharing(opts: SuiteOptions): Promise<BenchResult[]> {
   }
 }
 
-export const sharingSuite: Suite = {
-  name: 'sharing',
-  description: 'thesis 5.5: two IO + two CPU instances on Ephemera, no sharing vs tenant-manager lending with pool scope function, workflow, tenant',
-  defaultTimeCapS: { quick: 420, full: 3600 },
-  run: runSharing,
-};
+export function createSharingSuite(overrides: Partial<SharingConfigSizes> = {}): Suite {
+  return {
+    name: 'sharing',
+    description: 'thesis 5.5: two IO + two CPU instances on Ephemera, no sharing vs tenant-manager lending with pool scope function, workflow, tenant',
+    defaultTimeCapS: { quick: 420, full: 3600 },
+    run: (opts) => runSharing(opts, overrides),
+  };
+}
+
+export const sharingSuite: Suite = createSharingSuite();
