@@ -1,3 +1,4 @@
+import { probeNodeDaemonMemory } from '../node-daemon-memory';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BenchError, errorCode, errorMessage } from '../errors';
@@ -210,6 +211,15 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
             }
           }
         }
+      }
+    }
+    if (targets.includes('ephemera') && !config.workloads) {
+      tick('node daemon RSS with 1, 10, 100 idle mounts');
+      try {
+        results.push(...(await probeNodeDaemonMemory(runDir)));
+      } catch (err) {
+        if (signal.aborted) throw err;
+        fail('ephemera', 1, err, 'node-daemon-rss');
       }
     }
     tick('done');
