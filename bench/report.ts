@@ -61,6 +61,17 @@ export function sweepPoint(variant: string): { key: string; x: number } | undefi
 }
 
 const LINE_COLOURS = ['#4a7bb7', '#d1495b', '#66a182', '#edae49', '#8e6c8a', '#2e4057', '#999999'];
+/** A target keeps its colour in every chart. */
+const COLOUR_ORDER = ['ephemera', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk', 'ephemera-noshare', 'ephemera-disk'];
+
+function colourOf(target: string, fallbackIndex: number): string {
+  const i = COLOUR_ORDER.indexOf(target);
+  return LINE_COLOURS[(i >= 0 ? i : COLOUR_ORDER.length + fallbackIndex) % LINE_COLOURS.length]!;
+}
+
+function axisNumber(x: number): string {
+  return Number.isInteger(x) && Math.abs(x) < 1e4 ? String(x) : formatFigure(x);
+}
 
 export interface SweepLine {
   target: string;
@@ -88,19 +99,19 @@ export function lineChartSvg(title: string, xLabel: string, unit: string, lines:
   const parts: string[] = [];
   parts.push(`<line x1="${left}" y1="${height - bottom}" x2="${width - right}" y2="${height - bottom}" stroke="#333"/>`);
   parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${height - bottom}" stroke="#333"/>`);
-  for (const x of xs) parts.push(`<text x="${fx(x).toFixed(1)}" y="${height - bottom + 16}" text-anchor="middle">${escapeHtml(formatFigure(x))}</text>`);
+  for (const x of xs) parts.push(`<text x="${fx(x).toFixed(1)}" y="${height - bottom + 16}" text-anchor="middle">${escapeHtml(axisNumber(x))}</text>`);
   for (const f of [0, 0.5, 1]) parts.push(`<text x="${left - 6}" y="${(fy(maxY * f) + 4).toFixed(1)}" text-anchor="end">${escapeHtml(formatFigure(maxY * f))}</text>`);
   parts.push(`<text x="${(left + width - right) / 2}" y="${height - 12}" text-anchor="middle">${escapeHtml(`${xLabel}${logX ? ' (log)' : ''}`)}</text>`);
   parts.push(`<text x="14" y="${top + (height - top - bottom) / 2}" transform="rotate(-90 14 ${top + (height - top - bottom) / 2})" text-anchor="middle">${escapeHtml(unit)}</text>`);
   lines.forEach((line, i) => {
-    const colour = LINE_COLOURS[i % LINE_COLOURS.length]!;
+    const colour = colourOf(line.target, i);
     const drawn = line.points.filter((p) => p.y !== null).sort((a, b) => a.x - b.x);
     if (drawn.length > 1)
       parts.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${drawn.map((p) => `${fx(p.x).toFixed(1)},${fy(p.y!).toFixed(1)}`).join(' ')}"/>`);
     for (const p of drawn)
       parts.push(`<circle class="point" cx="${fx(p.x).toFixed(1)}" cy="${fy(p.y!).toFixed(1)}" r="3.5" fill="${colour}" data-target="${escapeHtml(line.target)}" data-x="${p.x}" data-value="${p.y}"><title>${escapeHtml(`${line.target} ${xLabel}=${p.x}: ${formatFigure(p.y!)} ${unit}`)}</title></circle>`);
     for (const p of line.points.filter((q) => q.oomKills > 0))
-      parts.push(`<text class="oom" fill="#c00" font-weight="bold" text-anchor="middle" x="${fx(p.x).toFixed(1)}" y="${(height - bottom - 4 - i * 11).toFixed(1)}" data-target="${escapeHtml(line.target)}" data-oom="${p.oomKills}">✕<title>${escapeHtml(`${line.target} ${xLabel}=${p.x}: ${p.oomKills} OOM kill(s)`)}</title></text>`);
+      parts.push(`<text class="oom" fill="#c00" font-weight="bold" font-size="11" x="${(fx(p.x) - 4).toFixed(1)}" y="${(height - bottom - 4 - i * 12).toFixed(1)}" data-target="${escapeHtml(line.target)}" data-oom="${p.oomKills}">✕ <tspan fill="${colour}">${escapeHtml(line.target)}</tspan><title>${escapeHtml(`${line.target} ${xLabel}=${p.x}: ${p.oomKills} OOM kill(s)`)}</title></text>`);
     parts.push(`<line x1="${width - right + 12}" y1="${top + 8 + i * 18}" x2="${width - right + 32}" y2="${top + 8 + i * 18}" stroke="${colour}" stroke-width="2"/>`);
     parts.push(`<text x="${width - right + 38}" y="${top + 12 + i * 18}">${escapeHtml(line.target)}</text>`);
   });
@@ -151,7 +162,8 @@ export function chartsFor(summary: readonly SummaryRow[]): Chart[] {
   for (const [key, rows] of bySweepKey) {
     const figure = rows.find((r) => r.primary !== undefined)?.primary ?? '';
     const xKey = sweepPoint(rows[0]!.variant)!.key;
-    const targets = [...new Set(rows.map((r) => r.target))];
+    const order = (t: string): number => (COLOUR_ORDER.includes(t) ? COLOUR_ORDER.indexOf(t) : COLOUR_ORDER.length);
+    const targets = [...new Set(rows.map((r) => r.target))].sort((a, b) => order(a) - order(b));
     const lines = targets.map((target) => ({
       target,
       points: rows
