@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { readBenchJson, renderCompactTable } from './compact';
 import { BenchError } from './errors';
 import { runBench } from './runner';
 import { SUITES, findSuite } from './suites';
@@ -69,6 +70,13 @@ export function registerBenchCommands(program: Command): void {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }
+    });
+  bench
+    .command('table')
+    .description('one table (target × workload: time, ratios to tmpfs and overlay, OOM kills) from --json files')
+    .argument('<json...>', 'files written by `ephemera bench <suite> --json FILE`')
+    .action((files: string[]) => {
+      process.stdout.write(`${renderCompactTable(files.map(readBenchJson))}\n`);
     });
   bench
     .command('list')
