@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${EPHEMERA_DEMO_OUT:-$PWD/demo-out}
+OUT=${EPHEMERA_DEMO_OUT:-/var/tmp/ephemera-demo}
 PASSES=${EPHEMERA_DEMO_PASSES:-1}
 
 scripts/setup.sh

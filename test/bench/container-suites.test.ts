@@ -138,3 +138,32 @@ describe('summary and charts of a sweep with OOM kills', () => {
     expect(cold.svg).toMatch(/data-target="tmpfs" data-oom="1"/);
   });
 });
+
+describe('the demo table', () => {
+  const run = { suite: 'impact', quick: true, passes: 1, targets: [], startedAt: '', finishedAt: '', host: { kernel: '6.18', cpus: 2, memoryMiB: 1 } };
+
+  it('shows time, ratios and OOM kills per target × workload, and says when a target was killed', async () => {
+    const { toJsonDocument } = await import('../../bench/summary');
+    const { renderCompactTable } = await import('../../bench/compact');
+    const doc = toJsonDocument([row('tmpfs', 64, 'cold', undefined, 2), row('overlay', 64, 'cold', 9, 0), row('ephemera', 64, 'cold', 3, 0)], [], run);
+    const lines = renderCompactTable([doc]).split('\n');
+    expect(lines[0]).toMatch(/^suite\s+target\s+workload\s+time\s+vs tmpfs\s+vs overlay\s+OOM kills$/);
+    expect(lines[1]).toMatch(/^impact\s+tmpfs\s+impact-memory-limit limit_mib=64 \(cold\)\s+OOM-killed\s+—\s+—\s+2$/);
+    expect(lines[3]).toMatch(/^impact\s+ephemera\s+.*\s+3\.00 s\s+—\s+3\.00×\s+0$/);
+  });
+
+  it('refuses a file that is not bench JSON with E_BAD_JSON', async () => {
+    const { readBenchJson } = await import('../../bench/compact');
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eph-bench-json-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'a.json'), '{"results": []}');
+      fs.writeFileSync(path.join(dir, 'b.json'), 'not json');
+      for (const f of ['a.json', 'b.json', 'missing.json']) expect(() => readBenchJson(path.join(dir, f))).toThrow(expect.objectContaining({ code: 'E_BAD_JSON' }));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
