@@ -148,7 +148,7 @@ describe('the demo table', () => {
     const doc = toJsonDocument([row('tmpfs', 64, 'cold', undefined, 2), row('overlay', 64, 'cold', 9, 0), row('ephemera', 64, 'cold', 3, 0)], [], run);
     const lines = renderCompactTable([doc]).split('\n');
     expect(lines[0]).toMatch(/^suite\s+target\s+workload\s+time\s+vs tmpfs\s+vs overlay\s+OOM kills$/);
-    expect(lines[1]).toMatch(/^impact\s+tmpfs\s+impact-memory-limit limit_mib=64 \(cold\)\s+OOM-killed\s+—\s+—\s+2$/);
+    expect(lines[1]).toMatch(/^impact\s+tmpfs\s+impact-memory-limit \(cold\)\s+OOM-killed\s+—\s+—\s+2$/);
     expect(lines[3]).toMatch(/^impact\s+ephemera\s+.*\s+3\.00 s\s+—\s+3\.00×\s+0$/);
   });
 
