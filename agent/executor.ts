@@ -1,5 +1,13 @@
 import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer, type TmpMode } from '../engine/index';
 import { SIZE_HINT_LABEL } from '../engine/ephemera-provider';
+import { managerLabels, type TenantManager } from '../manager/index';
+
+/** The profile the manager pools a container by, when the controller sent one. */
+function profileOf(fn: FunctionRef): { peakMemoryBytes: number; largestFileBytes: number } | null {
+  return fn.peakMemoryBytes !== undefined && fn.largestFileBytes !== undefined
+    ? { peakMemoryBytes: fn.peakMemoryBytes, largestFileBytes: fn.largestFileBytes }
+    : null;
+}
 import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
 
 /**
@@ -40,11 +48,24 @@ export class DockerTaskExecutor implements TaskExecutor {
   /** Each function container's /tmp: `{kind:'bind'}` with an Ephemera provider on the engine gives it an Ephemera mount. */
   private readonly tmp: TmpMode;
 
-  constructor(engine: Engine, node: string, labels: Record<string, string> = {}, tmp: TmpMode = { kind: 'overlay' }) {
+  /**
+   * With tenant managers, each invocation's container joins its tenant's pool: loans open while it
+   * runs and close when its queue drains (thesis 3.3); without, containers keep their own limit.
+   */
+  private readonly managers: ((tenant: string) => Promise<TenantManager>) | undefined;
+
+  constructor(
+    engine: Engine,
+    node: string,
+    labels: Record<string, string> = {},
+    tmp: TmpMode = { kind: 'overlay' },
+    managers?: (tenant: string) => Promise<TenantManager>,
+  ) {
     this.engine = engine;
     this.node = node;
     this.labels = { ...labels, [NODE_LABEL]: node };
     this.tmp = tmp;
+    this.managers = managers;
   }
 
   /** A recipe name (`busybox`, `function`) is built or reused once per agent; other references pass through. */
@@ -70,6 +91,8 @@ export class DockerTaskExecutor implements TaskExecutor {
       labels: {
         ...this.labels,
         ...(fn.largestFileBytes !== undefined ? { [SIZE_HINT_LABEL]: String(fn.largestFileBytes) } : {}),
+        // The manager rebuilds its pool from labels after a restart.
+        ...(this.managers ? managerLabels(fn.limitBytes, profileOf(fn)) : {}),
         ...extra,
       },
     };
@@ -85,8 +108,24 @@ export class DockerTaskExecutor implements TaskExecutor {
       throw asExecutionError(err);
     }
     this.running.add(fc);
+    let manager: TenantManager | undefined;
     try {
-      const result = await fc.invoke(args, { timeoutMs: options.timeoutMs });
+      let result;
+      if (this.managers) {
+        manager = await this.managers(fn.tenant);
+        await manager.addContainer({
+          id: fc.id,
+          tenant: fn.tenant,
+          function: fn.function,
+          initialLimitBytes: fn.limitBytes,
+          profile: profileOf(fn),
+          invoker: fc,
+          cgroupPath: fc.cgroupPath,
+        });
+        result = await manager.invoke(fc.id, args, { timeoutMs: options.timeoutMs });
+      } else {
+        result = await fc.invoke(args, { timeoutMs: options.timeoutMs });
+      }
       return {
         exitCode: result.exitCode,
         stdout: result.stdout,
@@ -99,6 +138,7 @@ export class DockerTaskExecutor implements TaskExecutor {
       throw asExecutionError(err);
     } finally {
       this.running.delete(fc);
+      if (manager) await manager.terminate(fc.id).catch(() => undefined);
       await fc.remove().catch(() => undefined);
     }
   }

@@ -8,6 +8,8 @@ import { Controller } from './server';
 import { Engine, type TmpMode } from '../engine/index';
 import { EphemeraTmpProvider } from '../engine/ephemera-provider';
 import { NodeDaemon } from '../fusefs/daemon';
+import Docker from 'dockerode';
+import { DockerLimitWriter, TenantManager } from '../manager/index';
 import { DockerTaskExecutor, NodeAgent, defaultNodeLimitBytes } from '../agent/index';
 
 const SCORINGS: Scoring[] = ['complementarity', 'min-gap', 'most-free'];
@@ -115,7 +117,8 @@ export function registerControllerCommands(program: Command): void {
     .option('--node-limit <MiB>', 'N_lim in MiB (default: --memory-fraction of MemTotal)', positiveInt('--node-limit'))
     .option('--memory-fraction <f>', 'share of MemTotal set aside for functions when --node-limit is not given', fraction, 0.75)
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number }) => {
+    .option('--no-sharing', 'no tenant managers: containers keep their own limits (no lending)')
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -125,6 +128,19 @@ export function registerControllerCommands(program: Command): void {
       process.stdout.write(`ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (${recovery.remounted.length} mount(s) recovered)\n`);
       const provider = await EphemeraTmpProvider.start({ socketPath: daemon.paths.socket });
       let agent: NodeAgent | undefined;
+      // One tenant manager per tenant, opened on its first container; it lends memory between that
+      // tenant's running containers and is the one writer of their limits.
+      const managers = new Map<string, Promise<TenantManager>>();
+      const docker = new Docker();
+      const managerOf = (tenant: string): Promise<TenantManager> => {
+        let m = managers.get(tenant);
+        if (!m) {
+          m = TenantManager.recover(docker, { tenant, stateDir: opts.stateDir, limitWriter: new DockerLimitWriter(docker) });
+          m.catch(() => managers.delete(tenant));
+          managers.set(tenant, m);
+        }
+        return m;
+      };
       try {
         if (opts.controller) {
           const engine = await Engine.connect({ tmpProvider: provider });
@@ -133,14 +149,15 @@ export function registerControllerCommands(program: Command): void {
             controllerUrl: opts.controller,
             name: opts.name,
             limitBytes,
-            executor: new DockerTaskExecutor(engine, opts.name, {}, tmp),
+            executor: new DockerTaskExecutor(engine, opts.name, {}, tmp, opts.sharing ? managerOf : undefined),
             reconnectMaxMs: opts.reconnectMaxMs,
           });
-          process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}, /tmp ${opts.tmp}\n`);
+          process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}, /tmp ${opts.tmp}, sharing ${opts.sharing ? 'on' : 'off'}\n`);
         }
         await waitForSignal();
       } finally {
         await agent?.close();
+        for (const m of managers.values()) await (await m.catch(() => undefined))?.close();
         await provider.close();
         await daemon.stop();
       }

@@ -55,6 +55,8 @@ export const FunctionRefSchema = z.object({
   limitBytes: bytes.min(6 * 1024 * 1024),
   /** The profile's F: the node's /tmp uses it as its placement hint (new files straight to memory when 1.1·F fits). */
   largestFileBytes: bytes.optional(),
+  /** The profile's U (peak native memory): with F it sorts the container into a pool for lending. */
+  peakMemoryBytes: bytes.optional(),
 });
 export type FunctionRef = z.infer<typeof FunctionRefSchema>;
 

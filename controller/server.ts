@@ -449,7 +449,7 @@ export class Controller {
       image: fn.image,
       command: fn.command,
       limitBytes: fn.limitBytes,
-      ...(fn.profile ? { largestFileBytes: fn.profile.largestFileBytes } : {}),
+      ...(fn.profile ? { largestFileBytes: fn.profile.largestFileBytes, peakMemoryBytes: fn.profile.peakMemoryBytes } : {}),
     };
     if (!conn || !this.send(conn, { type: 'execute', task, fn: ref, args, timeoutMs })) {
       this.completeTask(taskId, undefined, { code: 'E_NODE_LOST', message: `node ${node} link is gone` });

@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
 import { EngineError, errorMessage } from './errors';
 import type { FunctionSpec } from './spec';
@@ -91,6 +92,8 @@ export class EphemeraTmpProvider implements TmpProvider {
         cgroup: cgroupPath,
         sizeHint: this.hints.get(id) ?? this.opts.sizeHintBytes ?? null,
         oomPause: this.opts.oomPause ?? false,
+        // cgroupfs names a container's cgroup after its id: with it the mount joins its tenant manager's link.
+        ...(/^[0-9a-f]{64}$/.test(path.basename(cgroupPath)) ? { containerId: path.basename(cgroupPath) } : {}),
       });
     } catch (err) {
       throw new EngineError('E_TMP_PROVIDER', `cannot tie the Ephemera /tmp of ${containerName} to ${cgroupPath}: ${errorMessage(err)}`, undefined, err);

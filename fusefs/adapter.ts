@@ -114,6 +114,8 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   private targetLimit: number | undefined;
   private lastAlarmMs = 0;
   private timer?: NodeJS.Timeout;
+  /** An OOM-paused alarm waiting for its loan: resolved as soon as the limit goes up. */
+  private pendingOomResolve: (() => void) | undefined;
   readonly stats = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, alarms: 0 };
 
   constructor(private readonly mount: EphemeraMount, private readonly opts: MemoryAdapterOptions) {
@@ -139,6 +141,12 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.watcher.on('under-mark', (e) => mine(e) && this.kick());
     this.watcher.on('limit', (e) => {
       if (!mine(e)) return;
+      if (e.limitBytes > e.previousBytes && this.pendingOomResolve) {
+        // The manager's emergency loan arrived: release the paused task now, not at the watchdog.
+        const resolve = this.pendingOomResolve;
+        this.pendingOomResolve = undefined;
+        resolve();
+      }
       if (this.targetLimit !== undefined && e.limitBytes <= this.targetLimit) this.targetLimit = undefined;
       this.kick();
     });
@@ -148,7 +156,10 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     }
     if (this.opts.oomPause && this.cgroup.version === 1) {
       this.guard = new OomGuard(this.cgroup, { watcher: this.watcher, answerTimeoutMs: this.opts.answerTimeoutMs ?? 900 });
-      this.guard.on('alarm', (a: OomAlarm) => this.raiseAlarm(0, true, () => a.resolve()));
+      this.guard.on('alarm', (a: OomAlarm) => {
+        this.pendingOomResolve = () => a.resolve();
+        this.raiseAlarm(0, true, () => a.resolve());
+      });
       this.guard.arm();
     }
     this.timer = setInterval(() => this.kick(), this.opts.rebalanceIntervalMs ?? 500);
@@ -195,6 +206,22 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     };
     this.emit('shrink-ready', result);
     return result;
+  }
+
+  /** Moves at least `bytes` of the memory tier to disk (closed, cold files first); resolves with the usage after. */
+  async evictBytes(bytes: number): Promise<AdapterUsage> {
+    await this.enqueue(async () => {
+      const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, bytes, this.policy, { urgent: true });
+      for (const ino of plan.victims) {
+        const r = await this.mount.moveNow(ino, 'disk');
+        if (r.code === 'OK') {
+          this.stats.spills++;
+          this.stats.spilledBytes += r.bytes;
+          this.emit('spill', { ino, bytes: r.bytes });
+        }
+      }
+    });
+    return this.usage();
   }
 
   /** Cancels a shrink the manager gave up on. */

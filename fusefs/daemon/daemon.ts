@@ -1,3 +1,4 @@
+import { ManagerLinks } from './manager-link';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -41,6 +42,9 @@ export interface RecoveryReport {
  */
 export class NodeDaemon {
   private readonly mounts = new Map<string, ManagedMount>();
+  /** Mount id → the Docker container it serves (when the engine told us). */
+  private readonly containerOf = new Map<string, string>();
+  private readonly managerLinks: ManagerLinks;
   /** Ids with an add or remove in flight: a second request for one of them is refused, not interleaved. */
   private readonly busy = new Set<string>();
   private server: net.Server | undefined;
@@ -57,6 +61,7 @@ export class NodeDaemon {
     private daemonRecord: DaemonRecord,
   ) {
     this.metrics = new DaemonMetrics(() => this.mounts.values());
+    this.managerLinks = new ManagerLinks(paths.stateDir, log);
   }
 
   static async start(options: NodeDaemonOptions = {}): Promise<{ daemon: NodeDaemon; recovery: RecoveryReport }> {
@@ -208,7 +213,12 @@ export class NodeDaemon {
         this.records.save(m.current);
         const adapter = m.memoryAdapter!;
         adapter.on('alarm', (a) => this.log.warn({ id: r.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
-        return { id: r.id, cgroup: r.cgroup, usage: adapter.usage() };
+        let linked = false;
+        if (r.containerId) {
+          this.containerOf.set(r.id, r.containerId);
+          linked = await this.managerLinks.attach(r.containerId, m.owner, adapter);
+        }
+        return { id: r.id, cgroup: r.cgroup, usage: adapter.usage(), linkedToManager: linked };
       }
       case 'shrink': {
         const m = this.get(r.id);
@@ -305,6 +315,9 @@ export class NodeDaemon {
     const m = this.get(id);
     this.busy.add(id);
     try {
+      const containerId = this.containerOf.get(id);
+      if (containerId) await this.managerLinks.detach(containerId);
+      this.containerOf.delete(id);
       await m.close();
       removeMountLeftovers(m.current);
       this.records.remove(id);
@@ -322,6 +335,7 @@ export class NodeDaemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.server?.close();
+      await this.managerLinks.close().catch(() => undefined);
       for (const c of this.connections) c.destroy();
       this.httpServer?.close();
       for (const m of this.mounts.values()) {

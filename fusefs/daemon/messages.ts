@@ -73,6 +73,8 @@ export const AttachCgroupRequest = z
     sizeHint: Bytes.nullable().optional(),
     /** cgroup v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog). */
     oomPause: z.boolean().optional(),
+    /** The Docker container id: with it the mount joins its tenant manager's link (usage, alarms, shrink). */
+    containerId: z.string().regex(/^[0-9a-f]{12,64}$/).optional(),
   })
   .strict();
 /** The manager will lower the container's limit: spill until usage fits, then answer ready or not. */
