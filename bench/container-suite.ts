@@ -110,6 +110,8 @@ export function createContainerSuite(def: ContainerSuiteDefinition): Suite {
     name: def.name,
     description: def.description,
     defaultTimeCapS: def.defaultTimeCapS,
+    // A container suite's --quick is a smoke run of the whole grid: one pass keeps it within minutes.
+    defaultPasses: { quick: 1, full: 3 },
     run: (opts) => runContainerSuite(def, opts),
   };
 }

@@ -61,6 +61,8 @@ export interface Suite {
   description: string;
   /** Default for `SuiteOptions.timeCapS` when the caller gives none. */
   defaultTimeCapS?: { quick: number; full: number };
+  /** Default for `--passes` when the caller gives none (3 when absent). */
+  defaultPasses?: { quick: number; full: number };
   run(opts: SuiteOptions): Promise<BenchResult[]>;
 }
 

@@ -103,6 +103,7 @@ export const overheadSuite: Suite = {
   name: 'overhead',
   description: 'CPU-only function with and without Ephemera, container start time per target, RSS of daemon per mount, manager, controller',
   defaultTimeCapS: { quick: 300, full: 1200 },
+  defaultPasses: { quick: 1, full: 3 },
   run: async (opts) => {
     const timed = await timedPart.run(opts);
     const { signal, dispose } = suiteSignal(opts, 'overhead');

@@ -217,6 +217,7 @@ export function createSharingSuite(overrides: Partial<SharingConfigSizes> = {}):
     name: 'sharing',
     description: 'thesis 5.5: two IO + two CPU instances on Ephemera, no sharing vs tenant-manager lending with pool scope function, workflow, tenant',
     defaultTimeCapS: { quick: 420, full: 3600 },
+    defaultPasses: { quick: 1, full: 3 },
     run: (opts) => runSharing(opts, overrides),
   };
 }
