@@ -305,7 +305,9 @@ void Filesystem::SetInitState(const fuse_init_in& in, abi::InitOut* out) {
     want |= FUSE_WRITEBACK_CACHE;
     writeback_ = true;
   }
+  if (want_uring_ && (kflags & kInitOverIoUring)) want |= kInitOverIoUring;
   uint64_t flags = want & kflags;
+  uring_ = (flags & kInitOverIoUring) != 0;
   out->flags = static_cast<uint32_t>(flags);
   out->flags2 = static_cast<uint32_t>(flags >> 32);
   out->max_readahead = in.max_readahead;

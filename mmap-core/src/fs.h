@@ -18,6 +18,9 @@
 
 namespace ephemera {
 
+// FUSE_OVER_IO_URING (7.42, flags2 bit 9): requests travel through io_uring ring entries.
+constexpr uint64_t kInitOverIoUring = 1ULL << 41;
+
 // Registers passthrough backing files with the kernel (FUSE_DEV_IOC_BACKING_OPEN/CLOSE).
 class BackingRegistry {
  public:
@@ -133,6 +136,11 @@ class Filesystem {
   bool passthrough() const { return passthrough_.load(); }
   bool writeback() const { return writeback_.load(); }
   uint32_t proto_minor() const { return proto_minor_; }
+  uint32_t max_write() const { return opts_.max_write; }
+  // Set by the transport before mounting once its io_uring queues are prepared: INIT then asks
+  // for FUSE_OVER_IO_URING when the kernel offers it, and uring() says whether it was agreed.
+  void set_want_uring(bool v) { want_uring_ = v; }
+  bool uring() const { return uring_.load(); }
   const OpCounters& counters() const { return counters_; }
   std::vector<InodeStat> InodeStats();
   struct Usage {
@@ -190,6 +198,8 @@ class Filesystem {
   std::atomic<bool> initialized_{false};
   std::atomic<bool> passthrough_{false};
   std::atomic<bool> writeback_{false};
+  std::atomic<bool> want_uring_{false};
+  std::atomic<bool> uring_{false};
   uint32_t proto_minor_ = 0;
   std::function<void()> on_init_;
   std::function<void(uint64_t, uint64_t, Tier)> on_close_;

@@ -90,6 +90,11 @@ class Session : public Napi::ObjectWrap<Session> {
     topts_.queues = static_cast<int>(GetNumber(o, "queues", 2));
     if (topts_.queues < 1 || topts_.queues > 16) throw Napi::RangeError::New(info.Env(), "queues must be 1..16");
     topts_.allow_other = GetBool(o, "allowOther", false);
+    topts_.transport = GetString(o, "transport", "auto");
+    if (topts_.transport != "auto" && topts_.transport != "device" && topts_.transport != "uring")
+      throw Napi::TypeError::New(info.Env(), "transport must be auto, device or uring");
+    topts_.uring_depth = static_cast<int>(GetNumber(o, "uringDepth", 8));
+    if (topts_.uring_depth < 1 || topts_.uring_depth > 64) throw Napi::RangeError::New(info.Env(), "uringDepth must be 1..64");
     mode_ = fo.mode;
   }
 
@@ -267,6 +272,9 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("mountpoint", topts_.mountpoint);
     o.Set("connection", transport_ ? transport_->connection() : "");
     o.Set("initialized", fs_->initialized());
+    o.Set("transport", transport_ ? transport_->active_transport() : "none");
+    o.Set("uringQueues", transport_ ? transport_->uring_queues() : 0);
+    o.Set("uringNote", transport_ ? transport_->uring_note() : "");
     return o;
   }
   Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }

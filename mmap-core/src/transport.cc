@@ -86,6 +86,25 @@ int Transport::Mount(std::string* err) {
     *err = std::string("cannot open /dev/fuse: ") + strerror(e);
     return e;
   }
+  if (opts_.transport != "device") {
+    std::string why;
+    int e = 0;
+    if (UringTransport::KernelOffers(&why)) {
+      uring_ = std::make_unique<UringTransport>(fs_, master_fd_, opts_.uring_depth);
+      e = uring_->Prepare(&why);
+      if (e != 0) uring_.reset();
+    } else {
+      e = EOPNOTSUPP;
+    }
+    if (e != 0 && opts_.transport == "uring") {
+      *err = "FUSE over io_uring unavailable: " + why;
+      close(master_fd_);
+      master_fd_ = -1;
+      return e;
+    }
+    uring_note_ = why;
+    fs_->set_want_uring(uring_ != nullptr);
+  }
   std::string data = "fd=" + std::to_string(master_fd_) + ",rootmode=40000,user_id=" + std::to_string(getuid()) +
                      ",group_id=" + std::to_string(getgid()) + ",default_permissions";
   if (opts_.allow_other) data += ",allow_other";
@@ -146,12 +165,41 @@ void Transport::Serve(int fd, bool first) {
     fs_->Dispatch(buf, static_cast<size_t>(n), &sink);
     if (first && !announced && fs_->initialized()) {
       announced = true;
-      StartClones();
+      StartUringOrClones();
       if (on_ready_) on_ready_();
     }
   }
   munmap(mem, size);
   ThreadExited();
+}
+
+void Transport::StartUringOrClones() {
+  if (uring_ && fs_->uring()) {
+    // The INIT reply is written, so the kernel accepts registrations now.
+    std::string why;
+    bool ok = uring_->Start(&why);
+    std::lock_guard lock(info_mu_);
+    uring_active_ = ok;
+    uring_note_ = ok ? "" : why;
+  } else if (uring_) {
+    std::lock_guard lock(info_mu_);
+    uring_note_ = "the kernel did not offer FUSE_OVER_IO_URING in INIT";
+  }
+  // With the rings active this thread still serves /dev/fuse: FORGET and INTERRUPT come there.
+  if (!uring_active_) StartClones();
+}
+
+std::string Transport::active_transport() const {
+  std::lock_guard lock(info_mu_);
+  return uring_active_ ? "uring" : "device";
+}
+std::string Transport::uring_note() const {
+  std::lock_guard lock(info_mu_);
+  return uring_note_;
+}
+int Transport::uring_queues() const {
+  std::lock_guard lock(info_mu_);
+  return uring_active_ && uring_ ? uring_->queues() : 0;
 }
 
 void Transport::ThreadExited() {
@@ -187,6 +235,8 @@ void Transport::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  // After the device threads: the first one may still have been starting the rings.
+  if (uring_) uring_->Stop();
   for (int fd : clone_fds_) close(fd);
   clone_fds_.clear();
   if (master_fd_ >= 0) close(master_fd_);

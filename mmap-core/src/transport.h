@@ -4,11 +4,13 @@
 #pragma once
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 #include "fs.h"
+#include "transport_uring.h"
 
 namespace ephemera {
 
@@ -17,6 +19,10 @@ struct TransportOptions {
   int queues = 2;
   bool allow_other = false;
   std::string fsname = "ephemera";
+  // device: the /dev/fuse loops. uring: FUSE over io_uring, refused at mount when the kernel
+  // does not offer it. auto: io_uring when offered, else the device loops.
+  std::string transport = "auto";
+  int uring_depth = 8;  // ring entries per queue (per possible CPU)
 };
 
 class Transport : public BackingRegistry {
@@ -33,6 +39,11 @@ class Transport : public BackingRegistry {
   // Detaches the mount, aborts the connection and joins the threads. Idempotent.
   void Stop();
   std::string connection() const { return connection_; }
+  // The transport serving requests: "uring" or "device" (decided once INIT is answered), and
+  // why io_uring is not used when it is not.
+  std::string active_transport() const;
+  std::string uring_note() const;
+  int uring_queues() const;
 
   int Open(int fd) override;
   void Close(int id) override;
@@ -40,6 +51,7 @@ class Transport : public BackingRegistry {
  private:
   void Serve(int fd, bool first);
   void StartClones();
+  void StartUringOrClones();
   void ThreadExited();
 
   Filesystem* fs_;
@@ -53,6 +65,10 @@ class Transport : public BackingRegistry {
   std::string connection_;  // the fusectl connection name (the mount's device number)
   std::function<void()> on_ready_, on_stopped_;
   bool stopped_ = false;
+  std::unique_ptr<UringTransport> uring_;  // prepared before INIT; null when not wanted
+  bool uring_active_ = false;              // every queue registered: requests travel over the rings
+  std::string uring_note_;
+  mutable std::mutex info_mu_;
 };
 
 // Lazily detaches `path` if it is a mount; used to clean a dead daemon's mount. 0 or errno.
