@@ -2,6 +2,7 @@ import type { Suite } from '../frame';
 import { fioSuite } from './fio';
 import { functionbenchSuite } from './functionbench';
 import { impactSuite } from './impact';
+import { mixSuite } from './mix';
 import { policySuite } from './policy';
 import { overheadSuite } from './overhead';
 import { scheduleSuite } from './schedule';
@@ -9,7 +10,7 @@ import { sharingSuite } from './sharing';
 import { workloadsSuite } from './workloads';
 
 /** Every suite `ephemera bench` knows, by name. */
-export const SUITES: readonly Suite[] = [fioSuite, policySuite, scheduleSuite, impactSuite, functionbenchSuite, workloadsSuite, sharingSuite, overheadSuite];
+export const SUITES: readonly Suite[] = [fioSuite, policySuite, scheduleSuite, impactSuite, functionbenchSuite, workloadsSuite, sharingSuite, overheadSuite, mixSuite];
 
 export function findSuite(name: string): Suite | undefined {
   return SUITES.find((s) => s.name === name);
