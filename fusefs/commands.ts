@@ -8,6 +8,7 @@ import { SizedMemoryTier } from './daemon/memory-tier';
 import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
 import { EphemeraMount } from './mount';
+import { TRANSPORT_CHOICES, type TransportChoice } from './native';
 import { parseSize } from './units';
 
 function parseCount(text: string | undefined, option: string): number {
@@ -25,6 +26,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--allow-other', 'let other users (e.g. a container user) use the mount', false)
     .option('--queues <n>', 'serving threads, each on its own cloned /dev/fuse', '2')
     .option('--mode <mode>', 'auto | passthrough | writeback', 'auto')
+    .option('--transport <t>', 'auto | device | uring (FUSE over io_uring); default $EPHEMERA_TRANSPORT or auto')
     .option('--size <size>', 'size quota over both tiers (statfs shows it; ENOSPC beyond), e.g. 1G')
     .option('--inodes <n>', 'inode quota (ENOSPC beyond)')
     .option('--spill-dir <dir>', 'disk tier directory (a plain local file system)')
@@ -43,6 +45,11 @@ export function registerFusefsCommands(program: Command): void {
       const mode = String(o.mode);
       if (!['auto', 'passthrough', 'writeback'].includes(mode)) {
         throw new EphemeraError('E_BAD_OPTION', `--mode: "${mode}" is not auto, passthrough or writeback`);
+      }
+      // The env default lets harnesses that spawn `ephemera mount` (bench, tests) pick the transport.
+      const transport = String(o.transport ?? process.env.EPHEMERA_TRANSPORT ?? 'auto');
+      if (!(TRANSPORT_CHOICES as readonly string[]).includes(transport)) {
+        throw new EphemeraError('E_BAD_OPTION', `--transport: "${transport}" is not auto, device or uring`);
       }
       const budget = o.budget === undefined ? undefined : parseSize(String(o.budget), '--budget');
       if (budget !== undefined && !o.spillDir) throw new EphemeraError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
@@ -63,6 +70,7 @@ export function registerFusefsCommands(program: Command): void {
           inodeQuota: o.inodes ? parseCount(String(o.inodes), '--inodes') : 0,
           spillDir,
           xattrs: Boolean(o.xattrs),
+          transport: transport as TransportChoice,
           ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
         });
       } catch (e) {
@@ -89,8 +97,17 @@ export function registerFusefsCommands(program: Command): void {
       const say = (event: Record<string, unknown>, text: string) =>
         process.stdout.write(json ? JSON.stringify(event) + '\n' : text + '\n');
       say(
-        { event: 'ready', mountpoint: m.mountpoint, mode: m.mode, queues, pid: process.pid, protoMinor: m.info.protoMinor },
-        `ephemera: ready ${m.mountpoint} mode=${m.mode} queues=${queues} pid=${process.pid}`,
+        {
+          event: 'ready',
+          mountpoint: m.mountpoint,
+          mode: m.mode,
+          transport: m.transport,
+          queues,
+          pid: process.pid,
+          protoMinor: m.info.protoMinor,
+          ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
+        },
+        `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}`,
       );
       let stopping = false;
       const stop = async (signal: string) => {

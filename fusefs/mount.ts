@@ -34,6 +34,8 @@ export interface MountOptions {
   rootGid?: number;
   /** Support xattrs (a GETXATTR round trip on every write(); default off → ENOTSUP). */
   xattrs?: boolean;
+  /** /dev/fuse loops or FUSE over io_uring; default auto (see mmap-core/src/transport_uring.h). */
+  transport?: NativeSessionOptions['transport'];
 }
 
 /**
@@ -76,6 +78,7 @@ export class EphemeraMount {
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,
       xattrs: opts.xattrs ?? false,
+      transport: opts.transport ?? 'auto',
     });
     let onStopped!: () => void;
     const stopped = new Promise<void>((resolve) => (onStopped = resolve));
@@ -91,6 +94,10 @@ export class EphemeraMount {
 
   get mode(): NativeMountInfo['mode'] {
     return this.info.mode;
+  }
+  /** The transport serving requests: 'uring' or 'device'. */
+  get transport(): NativeMountInfo['transport'] {
+    return this.info.transport;
   }
   counters(): NativeCounters {
     return this.session.counters();

@@ -23,7 +23,14 @@ export interface NativeSessionOptions {
   xattrs?: boolean;
   sizeQuota?: number;
   inodeQuota?: number;
+  /** device: /dev/fuse loops; uring: FUSE over io_uring (mount fails if the kernel lacks it); auto: uring when offered. */
+  transport?: TransportChoice;
+  /** Ring entries per io_uring queue (one queue per possible CPU). */
+  uringDepth?: number;
 }
+
+export type TransportChoice = 'auto' | 'device' | 'uring';
+export const TRANSPORT_CHOICES: readonly TransportChoice[] = ['auto', 'device', 'uring'];
 
 export type MountMode = 'passthrough' | 'writeback' | 'direct';
 
@@ -34,6 +41,11 @@ export interface NativeMountInfo {
   mountpoint: string;
   connection: string;
   initialized: boolean;
+  /** The transport actually serving requests (decided when INIT is answered). */
+  transport: 'uring' | 'device' | 'none';
+  uringQueues: number;
+  /** Why io_uring is not used, when it was wanted and is not. */
+  uringNote: string;
 }
 
 export interface OpCount {
