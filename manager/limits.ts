@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type Docker from 'dockerode';
 import { memoryCgroupOfPid } from '../engine/index';
@@ -11,6 +11,12 @@ import { ManagerError } from './errors';
 export interface LimitWriter {
   write(containerId: string, limitBytes: number): Promise<void>;
   read(containerId: string): Promise<number>;
+  /**
+   * Raises the limit in the kernel at once, before `write` records it with the engine (which takes
+   * ~35 ms idle, much more on a loaded node). Only ever for raises: a raise cannot fail for usage,
+   * and a task stalled at its limit is waiting for exactly this.
+   */
+  raiseNow?(containerId: string, limitBytes: number): Promise<void>;
 }
 
 /**
@@ -30,6 +36,23 @@ export class DockerLimitWriter implements LimitWriter {
       const status = (err as { statusCode?: number }).statusCode;
       const reason = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
       throw new ManagerError('E_LIMIT_WRITE', `docker update ${containerId.slice(0, 12)} to ${limitBytes} B: ${status ?? ''} ${reason}`.trim(), { status, containerId, limitBytes }, err);
+    }
+  }
+
+  async raiseNow(containerId: string, limitBytes: number): Promise<void> {
+    const dir = await this.cgroupOf(containerId);
+    const current = Number((await readFile(path.join(dir, 'memory.limit_in_bytes'), 'utf8')).trim());
+    if (limitBytes <= current) return;
+    try {
+      // memory+swap must stay ≥ memory on v1, so it goes up first (Docker keeps them equal: no swap).
+      const memsw = path.join(dir, 'memory.memsw.limit_in_bytes');
+      if (await writeFile(memsw, String(limitBytes)).then(() => true, () => false)) {
+        await writeFile(path.join(dir, 'memory.limit_in_bytes'), String(limitBytes));
+      } else {
+        await writeFile(path.join(dir, 'memory.limit_in_bytes'), String(limitBytes));
+      }
+    } catch (err) {
+      throw new ManagerError('E_LIMIT_WRITE', `raising ${containerId.slice(0, 12)} to ${limitBytes} B in its cgroup: ${(err as Error).message}`, { containerId, limitBytes }, err);
     }
   }
 

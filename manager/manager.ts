@@ -454,9 +454,13 @@ export class TenantManager {
     for (let i = 0; i < plan.steps.length; i++) {
       const step = plan.steps[i]!;
       try {
-        await this.runStep(step, plan.steps[i + 1]);
+        let announced = false;
+        await this.runStep(step, plan.steps[i + 1], (s) => {
+          announced = true;
+          onStep?.(s);
+        });
         executed.push(step);
-        onStep?.(step);
+        if (!announced) onStep?.(step);
       } catch (err) {
         if (err instanceof Closed) throw new ManagerError('E_CLOSED', 'manager closed mid-plan');
         const code = (err as { code?: string }).code ?? 'E_LIMIT_WRITE';
@@ -516,7 +520,7 @@ export class TenantManager {
     this.retryTimer.unref();
   }
 
-  private async runStep(step: LendingStep, next: LendingStep | undefined): Promise<void> {
+  private async runStep(step: LendingStep, next: LendingStep | undefined, onRaised?: (step: LendingStep) => void): Promise<void> {
     if (this.closed) throw new Closed();
     const e = this.entry(step.container);
     const t0 = performance.now();
@@ -525,6 +529,12 @@ export class TenantManager {
     } else {
       if (e.limitBytes !== step.fromBytes) {
         throw new ManagerError('E_UNSAFE_STEP', `${step.kind} ${e.id.slice(0, 12)}: limit is ${e.limitBytes}, the plan expected ${step.fromBytes}`);
+      }
+      if (step.kind === 'raiseLimit' && this.writer.raiseNow) {
+        // The kernel first (a stalled task resumes now), the engine's record right after.
+        await this.writer.raiseNow(e.id, step.toBytes);
+        this.setLimit(e, step.toBytes);
+        onRaised?.(step);
       }
       await this.writer.write(e.id, step.toBytes);
       if (this.closed) throw new Closed();

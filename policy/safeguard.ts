@@ -47,8 +47,15 @@ export function planSafeguard(snapshot: TenantSnapshot, alarm: MemoryAlarm, conf
       remaining -= bytes;
     }
   }
+  // The alarmed container's raises go first. A raise is always safe on cgroup v1, and here time is
+  // what matters: its task may be stalled at the limit (OOM killer paused, 1 s watchdog). The
+  // lenders' evict → lower steps follow, so the node is overcommitted by the emergency loan only
+  // for the few tens of milliseconds of those steps — an overcommit beats an OOM kill.
+  const built = ws.plan('safeguard', alarm.container);
+  const isOwnRaise = (s: LendingPlan['steps'][number]) => s.kind === 'raiseLimit' && s.container === alarm.container;
+  const plan: LendingPlan = { ...built, steps: [...built.steps.filter(isOwnRaise), ...built.steps.filter((s) => !isOwnRaise(s))] };
   return {
-    plan: ws.plan('safeguard', alarm.container),
+    plan,
     nonHarvestableUntilMs: snapshot.nowMs + config.safeguard.coolDownMs,
     uncoveredBytes: Math.max(0, remaining),
   };

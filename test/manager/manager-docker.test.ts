@@ -187,9 +187,10 @@ describe.skipIf(docker.skipReason !== undefined)('tenant manager on a real docke
     await waitUntil(() => budgets.some((b) => b.at > sent && b.limit === 300 * MiB), 2000);
     const responseMs = budgets.find((b) => b.at > sent && b.limit === 300 * MiB)!.at - sent;
     console.log(`alarm → lender's limit raised (budget received): ${responseMs.toFixed(1)} ms`);
-    // Goal 100 ms (issue 7): one Docker update is ~35 ms idle here; the bound leaves room for a loaded CI box.
-    expect(responseMs).toBeLessThan(250);
+    // Goal 100 ms (issue 7): the raise is written to the cgroup first, the Docker update follows.
+    expect(responseMs).toBeLessThan(100);
     expect(await cgroupLimit(lender)).toBe(300 * MiB);
+    await m.idle(); // the borrower's evict → lower steps follow the raise
     expect(await cgroupLimit(borrower)).toBe(150 * MiB);
     expect(m.status().containers.find((c) => c.id === lender.id)!.nonHarvestableUntilMs).not.toBeNull();
     await Promise.all([runL, runB]);
