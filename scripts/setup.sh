@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/ephemera-dockerd.log}
-PACKAGES=(build-essential python3 g++ make fio fuse3 docker.io debootstrap busybox-static attr iproute2 procps psmisc chromium)
+PACKAGES=(build-essential python3 g++ make fio fuse3 docker.io debootstrap busybox-static attr iproute2 procps psmisc chromium liburing-dev)
 
 now_ms() { date +%s%3N; }
 since() { local ms=$(( $(now_ms) - $1 )); printf '%d.%d s' $((ms / 1000)) $(((ms % 1000) / 100)); }
@@ -33,6 +33,23 @@ else
   echo "    installing: ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+done_step
+
+step "FUSE over io_uring"
+# The kernel (6.14+, CONFIG_FUSE_IO_URING) ships it switched off: the fuse module offers
+# FUSE_OVER_IO_URING in INIT only while this parameter is Y. Mounts with --transport auto then
+# serve requests through io_uring rings (one commit-and-fetch per request instead of a read and a
+# write on /dev/fuse; see mmap-core/src/transport_uring.h); without it they use /dev/fuse.
+ENABLE_URING=/sys/module/fuse/parameters/enable_uring
+if [ -e "$ENABLE_URING" ]; then
+  if echo Y >"$ENABLE_URING" 2>/dev/null; then
+    echo "    enable_uring=$(cat "$ENABLE_URING")"
+  else
+    echo "    cannot write $ENABLE_URING; mounts use /dev/fuse"
+  fi
+else
+  echo "    this kernel has no FUSE over io_uring; mounts use /dev/fuse"
 fi
 done_step
 
