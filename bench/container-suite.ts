@@ -235,6 +235,8 @@ async function runCase(
     for (const phase of c.phases) {
       throwIfAborted(signal);
       const outcome = await measureInvocation(() => started.exec(c.argv, { timeoutMs: c.timeoutMs }), c.argv.join(' '), started);
+      // An abort removes the container under the invocation: that is the abort, not a target failure.
+      throwIfAborted(signal);
       const figures = c.recordStart && phase === 'cold' && !outcome.failure ? { ...outcome.figures, start_ms: started.timings.readyMs } : outcome.figures;
       rows.push(row(suite, target, c, pass, phase, figures, outcome.oomKills));
       if (outcome.failure) fail(target.name, pass, outcome.failure.code, `${phase}: ${outcome.failure.message}`, c.workload);

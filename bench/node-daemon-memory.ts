@@ -58,9 +58,15 @@ export async function probeNodeDaemonMemory(runDir: string, counts: readonly num
     }
   } finally {
     client?.close();
-    child.kill('SIGTERM');
-    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(killer);
+    }
     try {
+      // Whatever the daemon left (a killed one leaves its mounts): cleanup detaches and removes it.
       cleanupNodeDaemon(stateDir);
     } catch {
       /* nothing left */

@@ -213,7 +213,8 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
         }
       }
     }
-    if (targets.includes('ephemera') && !config.workloads) {
+    // 100 mounts take ~30 s to make and tear down: a full run's measurement, not a quick one's.
+    if (targets.includes('ephemera') && !config.workloads && !opts.quick) {
       tick('node daemon RSS with 1, 10, 100 idle mounts');
       try {
         results.push(...(await probeNodeDaemonMemory(runDir)));
