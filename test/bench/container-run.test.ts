@@ -1,8 +1,10 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../../engine/index';
 import { createContainerSuite, type ContainerCase } from '../../bench/container-suite';
 import type { BenchResult, SuiteOptions, TargetFailure } from '../../bench/frame';
-import { defaultBenchRoot, mountsUnder } from '../../bench/host-targets';
+import { mountsUnder } from '../../bench/host-targets';
 import { EPH_WORK } from '../../bench/payload';
 import { overheadSuite } from '../../bench/suites/overhead';
 import { createSharingSuite } from '../../bench/suites/sharing';
@@ -16,6 +18,11 @@ import { ensureDocker } from '../support/docker';
  */
 let engine: Engine | undefined;
 let skipReason: string | undefined;
+// A bench root of our own, so the leftover check sees only what this file made (others bench too).
+mkdirSync(process.env.EPHEMERA_BENCH_ROOT ?? '/var/lib/ephemera-bench', { recursive: true });
+const benchRoot = mkdtempSync(path.join(process.env.EPHEMERA_BENCH_ROOT ?? '/var/lib/ephemera-bench', `test-${process.pid}-`));
+const previousRoot = process.env.EPHEMERA_BENCH_ROOT;
+process.env.EPHEMERA_BENCH_ROOT = benchRoot;
 
 beforeAll(async () => {
   ({ engine, skipReason } = await ensureDocker());
@@ -27,12 +34,16 @@ beforeAll(async () => {
 }, 20 * 60_000);
 
 afterAll(async () => {
+  if (previousRoot === undefined) delete process.env.EPHEMERA_BENCH_ROOT;
+  else process.env.EPHEMERA_BENCH_ROOT = previousRoot;
+  const mounted = mountsUnder(benchRoot);
+  if (mounted.length === 0) rmSync(benchRoot, { recursive: true, force: true });
+  expect(mounted).toEqual([]);
   if (!engine) return;
   // Every bench container carries an ephemera.bench label; none may be left behind.
   const left = await engine.docker.listContainers({ all: true, filters: JSON.stringify({ label: ['ephemera.bench'] }) });
   const ours = left.filter((c) => (c.Labels['ephemera.bench'] ?? '').includes(`-${process.pid}-`));
   expect(ours.map((c) => c.Names.join(','))).toEqual([]);
-  expect(mountsUnder(defaultBenchRoot())).toEqual([]);
 });
 
 function options(targets: string[], failures: TargetFailure[]): SuiteOptions {
