@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pino from 'pino';
 import type { FunctionContainer } from '../../engine/index';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { MiB, parsePolicyConfig, type ContainerProfile } from '../../policy/index';
@@ -91,6 +92,8 @@ async function runConfig(
         limitWriter: new DockerLimitWriter(target.engine.docker),
         policy: parsePolicyConfig({ pools: { scope: config } }, `sharing ${config}`),
         listen: false,
+        // Warnings (a loan that cannot be returned yet) go to stderr, not into the table on stdout.
+        logger: pino({ level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
       });
       for (const i of instances) {
         await manager.addContainer({
