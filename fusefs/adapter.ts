@@ -212,14 +212,7 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   async evictBytes(bytes: number): Promise<AdapterUsage> {
     await this.enqueue(async () => {
       const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, bytes, this.policy, { urgent: true });
-      for (const ino of plan.victims) {
-        const r = await this.mount.moveNow(ino, 'disk');
-        if (r.code === 'OK') {
-          this.stats.spills++;
-          this.stats.spilledBytes += r.bytes;
-          this.emit('spill', { ino, bytes: r.bytes });
-        }
-      }
+      await this.spill(plan.victims, () => false);
     });
     return this.usage();
   }
@@ -278,15 +271,8 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     let u = this.usage();
     if (u.usageBytes > u.markBytes) {
       const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, u.usageBytes - u.markBytes, this.policy, { urgent });
-      for (const ino of plan.victims) {
-        const r = await this.mount.moveNow(ino, 'disk');
-        if (r.code === 'OK') {
-          this.stats.spills++;
-          this.stats.spilledBytes += r.bytes;
-          this.emit('spill', { ino, bytes: r.bytes });
-        }
-        if (this.usage().usageBytes <= u.markBytes) break;
-      }
+      const mark = u.markBytes;
+      await this.spill(plan.victims, () => this.usage().usageBytes <= mark);
       u = this.usage();
       if (u.usageBytes > u.markBytes && plan.shortfallBytes > 0) this.raiseAlarm(u.usageBytes - u.markBytes, false, () => undefined);
     } else if (this.targetLimit === undefined) {
@@ -298,6 +284,19 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     }
     this.updatePlacement(this.usage());
     this.emit('usage', this.usage());
+  }
+
+  /** Moves victims to the disk tier in order until `enough()` says so. */
+  private async spill(victims: readonly number[], enough: () => boolean): Promise<void> {
+    for (const ino of victims) {
+      const r = await this.mount.moveNow(ino, 'disk');
+      if (r.code === 'OK') {
+        this.stats.spills++;
+        this.stats.spilledBytes += r.bytes;
+        this.emit('spill', { ino, bytes: r.bytes });
+      }
+      if (enough()) break;
+    }
   }
 
   private async promote(ino: number): Promise<void> {

@@ -557,42 +557,42 @@ void Filesystem::OpLINK(const Request& req, Reply& reply) {
   ReplyEntry(target, reply);
 }
 
-void Filesystem::OpUNLINK(const Request& req, Reply& reply) {
+// The entry a request names: (its parent directory, its first string). Requires mu_.
+int Filesystem::ResolveEntry(const Request& req, std::string* key, Inode** dir, Inode** child) {
   std::string_view name;
-  if (!req.String(0, &name)) return reply.Error(EINVAL);
+  if (!req.String(0, &name)) return EINVAL;
+  *dir = Get(req.nodeid());
+  if (!*dir) return ENOENT;
+  if (!(*dir)->is_dir()) return ENOTDIR;
+  *key = std::string(name);
+  *child = Get((*dir)->dir->Find(*key));
+  return *child ? 0 : ENOENT;
+}
+
+void Filesystem::OpUNLINK(const Request& req, Reply& reply) {
   std::lock_guard lock(mu_);
-  Inode* dir = Get(req.nodeid());
-  if (!dir) return reply.Error(ENOENT);
-  if (!dir->is_dir()) return reply.Error(ENOTDIR);
-  std::string key(name);
-  Inode* in = Get(dir->dir->Find(key));
-  if (!in) return reply.Error(ENOENT);
+  std::string key;
+  Inode *dir, *in;
+  if (int e = ResolveEntry(req, &key, &dir, &in)) return reply.Error(e);
   if (in->is_dir()) return reply.Error(EISDIR);
   dir->dir->Erase(key);
   in->nlink--;
-  timespec now = Now();
-  in->ctime = dir->mtime = dir->ctime = now;
+  in->ctime = dir->mtime = dir->ctime = Now();
   MaybeFree(in);
   reply.Ok();
 }
 
 void Filesystem::OpRMDIR(const Request& req, Reply& reply) {
-  std::string_view name;
-  if (!req.String(0, &name)) return reply.Error(EINVAL);
   std::lock_guard lock(mu_);
-  Inode* dir = Get(req.nodeid());
-  if (!dir) return reply.Error(ENOENT);
-  if (!dir->is_dir()) return reply.Error(ENOTDIR);
-  std::string key(name);
-  Inode* in = Get(dir->dir->Find(key));
-  if (!in) return reply.Error(ENOENT);
+  std::string key;
+  Inode *dir, *in;
+  if (int e = ResolveEntry(req, &key, &dir, &in)) return reply.Error(e);
   if (!in->is_dir()) return reply.Error(ENOTDIR);
   if (!in->dir->empty()) return reply.Error(ENOTEMPTY);
   dir->dir->Erase(key);
   dir->nlink--;
   in->nlink = 0;
-  timespec now = Now();
-  in->ctime = dir->mtime = dir->ctime = now;
+  in->ctime = dir->mtime = dir->ctime = Now();
   MaybeFree(in);
   reply.Ok();
 }

@@ -100,7 +100,13 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
   it('accounting: 64 MiB written through the mount lands on the writer cgroup, not the daemon; a promotion too', async () => {
     cg = await createTestCgroup({ limitBytes: 512 * MiB });
     mount = await open('acct');
-    const daemon = MemoryCgroup.fromPid('self');
+    // The daemon (this worker process and its native serving threads) gets a cgroup of its own, so
+    // its counters hold its charges only, not those of every other process of the session.
+    const home = MemoryCgroup.fromPid('self');
+    const daemonCg = await createTestCgroup();
+    daemonCg.cgroup.addProcess(process.pid);
+    try {
+    const daemon = daemonCg.cgroup;
     // A size hint that fits sends new files straight to the memory tier (charged to the writer).
     const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
     await until(() => adapter.usage().markBytes > 0, 2000, 'adapter started');
@@ -130,7 +136,11 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     expect(afterSpill).toBeLessThan(16 * MiB);
     expect(afterPromote).toBeGreaterThan(64 * MiB * 0.9);
     expect(daemonAfter).toBeLessThan(8 * MiB);
-    daemon.close();
+    } finally {
+      home.addProcess(process.pid);
+      home.close();
+      await daemonCg.remove();
+    }
   });
 
   it('shrink 256 → 96 MiB with closed files in memory: spilled, reported ready, and the limit lowers', async () => {
