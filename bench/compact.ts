@@ -13,7 +13,7 @@ export function renderCompactTable(docs: readonly BenchJsonDocument[]): string {
     for (const r of doc.summary) {
       if (r.workload.startsWith(DAEMON_WORKLOAD_PREFIX)) continue;
       const value = r.primary === undefined ? undefined : r.medians[r.primary];
-      const unit = r.primary === 'seconds' ? ' s' : r.primary ? ` ${r.primary}` : '';
+      const unit = r.primary === 'seconds' ? ' s' : r.primary?.endsWith('_ms') ? ' ms' : r.primary ? ` ${r.primary}` : '';
       lines.push([
         r.suite,
         r.target,
