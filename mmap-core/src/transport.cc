@@ -86,7 +86,10 @@ int Transport::Mount(std::string* err) {
     *err = std::string("cannot open /dev/fuse: ") + strerror(e);
     return e;
   }
-  if (opts_.transport != "device") {
+  // io_uring only when asked for: it cut metadata round trips by ~13% here, but when the daemon
+  // dies the kernel cancels the ring's queued commands asynchronously, so for a moment callers get
+  // ECANCELED instead of ENOTCONN (seen in CI). The /dev/fuse loops fail cleanly with ENOTCONN.
+  if (opts_.transport == "uring") {
     std::string why;
     int e = 0;
     if (UringTransport::KernelOffers(&why)) {
