@@ -101,6 +101,8 @@ export class DockerTaskExecutor implements TaskExecutor {
   async run(task: RunningTask, fn: FunctionRef, args: string[], options: { timeoutMs: number }): Promise<InvocationOutcome> {
     if (this.closed) throw new ExecutionError('E_CLOSED', 'the agent is shutting down');
     const image = await this.image(fn.image);
+    // The tenant's manager first: the container's /tmp joins its link as the container starts.
+    const manager = this.managers ? await this.managers(fn.tenant) : undefined;
     let fc: FunctionContainer;
     try {
       fc = await this.engine.start(this.spec(fn, image, { 'ephemera.task': task.taskId }));
@@ -108,11 +110,9 @@ export class DockerTaskExecutor implements TaskExecutor {
       throw asExecutionError(err);
     }
     this.running.add(fc);
-    let manager: TenantManager | undefined;
     try {
       let result;
-      if (this.managers) {
-        manager = await this.managers(fn.tenant);
+      if (manager) {
         await manager.addContainer({
           id: fc.id,
           tenant: fn.tenant,

@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import pino from 'pino';
 import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
 import { EngineError, errorMessage } from './errors';
 import type { FunctionSpec } from './spec';
@@ -18,6 +19,8 @@ export interface EphemeraProviderOptions {
   oomPause?: boolean;
   /** Size quota of each /tmp over both tiers, bytes; 0 = bounded by the disk only. */
   sizeQuotaBytes?: number;
+  /** Log level of a daemon started in this process (to stderr); default `warn`, or $EPHEMERA_LOG_LEVEL. */
+  logLevel?: string;
 }
 
 /**
@@ -41,7 +44,8 @@ export class EphemeraTmpProvider implements TmpProvider {
     let daemon: NodeDaemon | undefined;
     let socket = opts.socketPath;
     if (!socket) {
-      daemon = (await NodeDaemon.start({ stateDir: opts.stateDir ?? '/var/lib/ephemera/provider' })).daemon;
+      const logger = pino({ name: 'ephemera-node-daemon', level: opts.logLevel ?? process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+      daemon = (await NodeDaemon.start({ stateDir: opts.stateDir ?? '/var/lib/ephemera/provider', logger })).daemon;
       socket = daemon.paths.socket;
     }
     try {
@@ -51,6 +55,12 @@ export class EphemeraTmpProvider implements TmpProvider {
       await daemon?.stop();
       throw new EngineError('E_TMP_PROVIDER', `cannot reach the Ephemera node daemon on ${socket}: ${errorMessage(err)}`, undefined, err);
     }
+  }
+
+  /** The node daemon's state dir when this provider runs its own daemon: tenant managers that should
+   * talk to its mounts use it as theirs (socket and token live there). */
+  get stateDir(): string | undefined {
+    return this.ownDaemon?.paths.stateDir;
   }
 
   /** The per-container size hint (the function's profile), if it differs from the provider's. */

@@ -88,10 +88,11 @@ async function runConfig(
     if (config !== 'none') {
       manager = await TenantManager.open({
         tenant,
-        stateDir: path.join(stateRoot, `manager-${config}-${pass}`),
+        // The node daemon's state dir: its mounts find this manager's socket and token there and
+        // join the link, so a loan's return can evict the borrower's memory tier first.
+        stateDir: target.ephemera?.stateDir ?? path.join(stateRoot, `manager-${config}-${pass}`),
         limitWriter: new DockerLimitWriter(target.engine.docker),
         policy: parsePolicyConfig({ pools: { scope: config } }, `sharing ${config}`),
-        listen: false,
         // Warnings (a loan that cannot be returned yet) go to stderr, not into the table on stdout.
         logger: pino({ level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
       });

@@ -29,9 +29,26 @@ export class ManagerLinks {
     return p;
   }
 
-  async attach(containerId: string, tenant: string, adapter: MemoryAdapter): Promise<boolean> {
+  private readonly retries = new Map<string, NodeJS.Timeout>();
+
+  /**
+   * Joins the container's mount to its tenant manager's link. A manager that is not up yet (it is
+   * opened on its tenant's first container, possibly after that container's /tmp) is retried every
+   * second for a minute; the mount works alone meanwhile.
+   */
+  async attach(containerId: string, tenant: string, adapter: MemoryAdapter, attempt = 0): Promise<boolean> {
     const peer = await this.peer(tenant);
-    if (!peer) return false;
+    if (!peer) {
+      if (attempt < 60 && !this.closed) {
+        const t = setTimeout(() => {
+          this.retries.delete(containerId);
+          void this.attach(containerId, tenant, adapter, attempt + 1);
+        }, 1000);
+        t.unref();
+        this.retries.set(containerId, t);
+      }
+      return false;
+    }
     let last = 0;
     const onUsage = () => {
       const now = Date.now();
@@ -62,6 +79,8 @@ export class ManagerLinks {
   }
 
   async detach(containerId: string): Promise<void> {
+    clearTimeout(this.retries.get(containerId));
+    this.retries.delete(containerId);
     const a = this.attached.get(containerId);
     if (!a) return;
     this.attached.delete(containerId);
@@ -70,7 +89,12 @@ export class ManagerLinks {
     (await this.peers.get(a.tenant))?.detach(containerId);
   }
 
+  private closed = false;
+
   async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.retries.values()) clearTimeout(t);
+    this.retries.clear();
     for (const p of this.peers.values()) await (await p)?.close();
     this.peers.clear();
   }
