@@ -196,6 +196,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.targetLimit = targetLimitBytes;
     const before = this.stats.spilledBytes;
     await this.enqueue(() => this.rebalance(true));
+    // The limit can only go down once the container's dirty page cache is written back: v1
+    // reclaims clean pages on a lower limit, but gives up (EBUSY) on dirty ones.
+    await this.mount.syncDiskTier();
     const u = this.usage();
     const result: ShrinkResult = {
       ready: u.usageBytes <= targetLimitBytes - headroomBytes(targetLimitBytes, this.headroom) || u.usageBytes < targetLimitBytes,
@@ -279,7 +282,11 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       const room = u.markBytes - u.usageBytes;
       if (Number.isFinite(room) && room > 0) {
         const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
-        for (const ino of plan.promotions) await this.promote(ino);
+        for (const ino of plan.promotions) {
+          // A shrink asked meanwhile wins: promoting now would only have to be spilled again.
+          if (this.targetLimit !== undefined || this.closed) break;
+          await this.promote(ino);
+        }
       }
     }
     this.updatePlacement(this.usage());

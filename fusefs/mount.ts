@@ -134,6 +134,9 @@ export class EphemeraMount {
   tierBytes(): { memory: number; disk: number } {
     return this.session.tierBytes();
   }
+  syncDiskTier(): Promise<number> {
+    return this.session.syncDiskTier();
+  }
 
   /**
    * Ties the mount to a memory cgroup: from now on the store keeps that cgroup's rss + shmem under

@@ -113,6 +113,8 @@ export interface NativeSession {
   moveNow(ino: number, to: TierName): Promise<MoveResult>;
   setOnClose(cb: ((ino: number, bytes: number, tier: TierName) => void) | null): void;
   tierBytes(): { memory: number; disk: number };
+  /** Writes back the disk tier's dirty pages (so a lower cgroup v1 limit can reclaim them). */
+  syncDiskTier(): Promise<number>;
 }
 
 export interface NativeCore {

@@ -569,7 +569,9 @@ export class TenantManager {
   private async evict(e: Entry, usageAtMostBytes: number, targetLimitBytes: number | undefined): Promise<void> {
     if (!e.session?.open || !e.reading || e.reading.usageBytes <= usageAtMostBytes) return;
     const requestId = randomUUID();
-    const timeoutMs = this.options.evictTimeoutMs ?? 2_000;
+    // A spill of a few hundred MiB behind a promotion in flight takes seconds on a loaded node
+    // (measured in the sharing bench); until the mount answers, the plan holds, it does not fail.
+    const timeoutMs = this.options.evictTimeoutMs ?? 10_000;
     const usage = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.shrinkWaiters.delete(requestId);

@@ -1257,4 +1257,16 @@ int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
   return e;
 }
 
+
+int Filesystem::SyncDiskTier() {
+  std::vector<std::shared_ptr<FileData>> files;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& slot : slots_)
+      if (slot && slot->data && slot->data->tier == Tier::kDisk) files.push_back(slot->data);
+  }
+  for (auto& f : files) fdatasync(f->fd);  // outside the lock: the disk is slow, requests are not
+  return static_cast<int>(files.size());
+}
+
 }  // namespace ephemera

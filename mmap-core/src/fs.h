@@ -159,6 +159,10 @@ class Filesystem {
   // Begin + an in-process copy (holes preserved) + Commit. For spills: the daemon's page cache of
   // a disk file is reclaimable, so charging it to the daemon holds no memory hostage.
   int MoveNow(uint64_t ino, Tier to, uint64_t* bytes);
+  // Writes back the disk tier's dirty pages. They are charged to the container that wrote them and
+  // cgroup v1 refuses to lower a limit below them until they are clean (then they are reclaimable).
+  // Returns the number of files synced.
+  int SyncDiskTier();
   // Called after the last close of a regular file (ino, allocated bytes, tier).
   void set_on_close(std::function<void(uint64_t, uint64_t, Tier)> f) { on_close_ = std::move(f); }
   uint64_t tier_bytes(Tier t) const { return t == Tier::kMemory ? mem_bytes_.load() : disk_bytes_.load(); }

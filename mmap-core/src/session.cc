@@ -64,6 +64,7 @@ class Session : public Napi::ObjectWrap<Session> {
                            InstanceMethod("moveNow", &Session::MoveNow),
                            InstanceMethod("setOnClose", &Session::SetOnClose),
                            InstanceMethod("tierBytes", &Session::TierBytes),
+                           InstanceMethod("syncDiskTier", &Session::SyncDiskTier),
                        });
   }
 
@@ -254,6 +255,30 @@ class Session : public Napi::ObjectWrap<Session> {
       });
     });
     return env.Undefined();
+  }
+
+  class SyncWorker : public Napi::AsyncWorker {
+   public:
+    SyncWorker(Napi::Env env, Session* s) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), s_(s) {
+      keep_ = Napi::Persistent(s->Value());
+    }
+    void Execute() override { files_ = s_->fs_->SyncDiskTier(); }
+    void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), files_)); }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    Session* s_;
+    Napi::ObjectReference keep_;
+    int files_ = 0;
+  };
+
+  // syncDiskTier() → Promise<number of files written back>, on the libuv pool.
+  Napi::Value SyncDiskTier(const Napi::CallbackInfo& info) {
+    auto* w = new SyncWorker(info.Env(), this);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   Napi::Value TierBytes(const Napi::CallbackInfo& info) {
