@@ -567,7 +567,11 @@ export class TenantManager {
 
   /** Asks the container's mount to evict; without a mount there is no store to evict from. */
   private async evict(e: Entry, usageAtMostBytes: number, targetLimitBytes: number | undefined): Promise<void> {
-    if (!e.session?.open || !e.reading || e.reading.usageBytes <= usageAtMostBytes) return;
+    if (!e.session?.open) return;
+    // Before a lower the mount is always asked, even when rss + shmem already fit: the kernel's
+    // limit also counts the container's dirty page cache of the disk tier, which v1 cannot reclaim
+    // until the mount writes it back.
+    if (targetLimitBytes === undefined && (!e.reading || e.reading.usageBytes <= usageAtMostBytes)) return;
     const requestId = randomUUID();
     // A spill of a few hundred MiB behind a promotion in flight takes seconds on a loaded node
     // (measured in the sharing bench); until the mount answers, the plan holds, it does not fail.
@@ -583,15 +587,16 @@ export class TenantManager {
       });
       try {
         if (targetLimitBytes !== undefined) e.session!.send({ type: 'shrink', containerId: e.id, targetLimitBytes, requestId });
-        else e.session!.send({ type: 'evict', containerId: e.id, bytes: e.reading!.usageBytes - usageAtMostBytes, requestId });
+        else e.session!.send({ type: 'evict', containerId: e.id, bytes: Math.max(0, (e.reading?.usageBytes ?? 0) - usageAtMostBytes), requestId });
       } catch (err) {
         clearTimeout(timer);
         this.shrinkWaiters.delete(requestId);
         reject(err);
       }
     });
-    const freed = Math.max(0, e.reading.usageBytes - usage);
-    e.reading = { ...e.reading, usageBytes: usage, memoryBytes: Math.max(0, e.reading.memoryBytes - freed), diskBytes: e.reading.diskBytes + freed };
+    const before = e.reading ?? { usageBytes: usage, memoryBytes: 0, diskBytes: 0 };
+    const freed = Math.max(0, before.usageBytes - usage);
+    e.reading = { ...before, usageBytes: usage, memoryBytes: Math.max(0, before.memoryBytes - freed), diskBytes: before.diskBytes + freed };
   }
 
   // --- reconciliation -----------------------------------------------------------------------------
