@@ -1,7 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_RECIPE, Engine, type FunctionContainer } from '../../engine/index';
+import { BUSYBOX_RECIPE, Engine, type FunctionContainer, type TmpMode } from '../../engine/index';
+import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { cleanupNodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, InMemoryLimitWriter, managerLabels, TenantManager } from '../../manager/index';
 import { MiB, parsePolicyConfig, type ContainerProfile } from '../../policy/index';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
@@ -25,8 +27,10 @@ const VARIANTS: Variant[] = ['ephemera', 'ephemera-noshare', 'overlay'];
 
 async function runMix(engine: Engine, variant: Variant, pass: number, quick: boolean, stateDir: string, runLabel: Record<string, string>): Promise<BenchResult> {
   const tenant = `mix${pass}`;
+  // The Ephemera variants' /tmp is a node-daemon mount per container (the engine's provider).
+  const tmp: TmpMode = variant === 'overlay' ? { kind: 'overlay' } : { kind: 'bind' };
   const start = (fn: string, memoryMiB: number, profile: ContainerProfile, script: string): Promise<FunctionContainer> =>
-    engine.start({ image: 'busybox', command: ['/bin/sh', '-c', script, fn], memoryMiB, tenant, function: fn, labels: { ...runLabel, ...managerLabels(memoryMiB * MiB, profile) } });
+    engine.start({ image: 'busybox', command: ['/bin/sh', '-c', script, fn], memoryMiB, tmp, tenant, function: fn, labels: { ...runLabel, ...managerLabels(memoryMiB * MiB, profile) } });
   const [cpu, io] = await Promise.all([start('cpu', 300, CPU_PROFILE, CPU_SCRIPT), start('io', 150, IO_PROFILE, IO_SCRIPT)]);
   let manager: TenantManager | undefined;
   const loaned: number[] = [];
@@ -40,7 +44,8 @@ async function runMix(engine: Engine, variant: Variant, pass: number, quick: boo
       cpuRun = cpu.invoke(cpuArgs);
       ioRun = io.invoke(ioArgs);
     } else {
-      manager = await TenantManager.open({ tenant, stateDir, listen: false, limitWriter: new DockerLimitWriter(engine.docker), policy: parsePolicyConfig({ pools: { sharing: variant === 'ephemera' } }) });
+      // The node daemon's state dir: the containers' mounts find this manager there and join its link.
+      manager = await TenantManager.open({ tenant, stateDir, limitWriter: new DockerLimitWriter(engine.docker), policy: parsePolicyConfig({ pools: { sharing: variant === 'ephemera' } }) });
       for (const [fc, profile] of [[cpu, CPU_PROFILE], [io, IO_PROFILE]] as const) {
         await manager.addContainer({ id: fc.id, tenant, function: fc.spec.function, initialLimitBytes: fc.spec.memoryMiB * MiB, profile, invoker: fc, cgroupPath: fc.cgroupPath });
       }
@@ -55,7 +60,7 @@ async function runMix(engine: Engine, variant: Variant, pass: number, quick: boo
       suite: 'mix',
       target: variant,
       workload: 'cpu+io',
-      parameters: { tmp: 'overlay', cpuIterations: cpuArgs[0]!, ioFileMiB: 128, ioReads: ioArgs[1]! },
+      parameters: { tmp: variant === 'overlay' ? 'overlay' : 'ephemera', cpuIterations: cpuArgs[0]!, ioFileMiB: 128, ioReads: ioArgs[1]! },
       pass,
       phase: 'warm',
       figures: {
@@ -124,6 +129,8 @@ export const mixSuite: Suite = {
     const stateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-bench-mix-'));
     const runLabel = { 'ephemera.bench': `mix-${process.pid}` };
     let engine: Engine | undefined;
+    let ephemeraEngine: Engine | undefined;
+    let provider: EphemeraTmpProvider | undefined;
     try {
       const rates = opts.quick ? [200, 1000] : [200, 500, 1000];
       const counts = opts.quick ? [1, 10] : [1, 2, 5, 10];
@@ -142,12 +149,16 @@ export const mixSuite: Suite = {
       }
       engine = await Engine.connect();
       await engine.ensureImage(BUSYBOX_RECIPE);
+      if (variants.some((v) => v !== 'overlay')) {
+        provider = await EphemeraTmpProvider.start({ stateDir: path.join(stateDir, 'node') });
+        ephemeraEngine = await Engine.connect({ tmpProvider: provider });
+      }
       for (let pass = 1; pass <= opts.passes; pass++) {
         for (const variant of variants) {
           throwIfAborted(signal);
           opts.progress?.({ done, total, label: `pass ${pass} · ${variant} · cpu+io` });
           try {
-            const r = await runMix(engine, variant, pass, opts.quick, stateDir, runLabel);
+            const r = await runMix(variant === 'overlay' ? engine : ephemeraEngine!, variant, pass, opts.quick, variant === 'overlay' ? stateDir : provider!.stateDir!, runLabel);
             opts.log(`${variant}: io ${r.figures.io_s!.toFixed(2)} s, cpu ${r.figures.cpu_s!.toFixed(2)} s, loaned peak ${r.figures.loaned_mb_peak!.toFixed(0)} MB, oom ${r.oomKills}`);
             results.push(r);
           } catch (err) {
@@ -162,6 +173,14 @@ export const mixSuite: Suite = {
     } finally {
       dispose();
       if (engine) await engine.removeManaged(runLabel).catch(() => undefined);
+      if (provider) {
+        await provider.close().catch(() => undefined);
+        try {
+          cleanupNodeDaemon(path.join(stateDir, 'node'));
+        } catch {
+          /* nothing left */
+        }
+      }
       await rm(stateDir, { recursive: true, force: true });
     }
   },
