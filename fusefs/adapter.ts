@@ -257,6 +257,17 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     return run;
   }
 
+  /** The cgroup's dirty and under-writeback page cache (v1 `total_dirty`/`total_writeback`, v2 `file_dirty`/`file_writeback`). */
+  private dirtyBytes(): number {
+    try {
+      const st = this.cgroup.stat();
+      const get = (...keys: string[]) => keys.reduce((n, k) => n || (st.get(k) ?? 0), 0);
+      return get('total_dirty', 'file_dirty', 'dirty') + get('total_writeback', 'file_writeback', 'writeback');
+    } catch {
+      return 0;
+    }
+  }
+
   private snapshotInodes(): PolicyInodeStat[] {
     return this.mount.inodeStats().map((s) => ({
       ino: s.ino,
@@ -279,7 +290,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       u = this.usage();
       if (u.usageBytes > u.markBytes && plan.shortfallBytes > 0) this.raiseAlarm(u.usageBytes - u.markBytes, false, () => undefined);
     } else if (this.targetLimit === undefined) {
-      const room = u.markBytes - u.usageBytes;
+      // Dirty page cache (a file being written on the disk tier) is not reclaimable until written
+      // back, so it takes room too: promoting into it could push the cgroup into an OOM kill.
+      const room = u.markBytes - u.usageBytes - this.dirtyBytes();
       if (Number.isFinite(room) && room > 0) {
         const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
         for (const ino of plan.promotions) {
@@ -312,6 +325,10 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       if (r.code === 'OK') this.countPromotion(ino, r.bytes, false);
       return;
     }
+    // The file's pages on the disk tier are still the container's dirty page cache: written back
+    // first, they are reclaimable while the copy charges the same bytes again as shmem. Without
+    // this, cgroup v1 (no per-cgroup dirty throttling) can OOM-kill in the middle of a promotion.
+    await this.mount.syncDiskTier();
     let ticket;
     try {
       ticket = this.mount.beginMove(ino, 'memory');
