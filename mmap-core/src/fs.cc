@@ -791,16 +791,24 @@ void Filesystem::OpFSYNC(const Request& req, Reply& reply) {
 void Filesystem::OpFSYNCDIR(const Request&, Reply& reply) { reply.Ok(); }
 void Filesystem::OpSYNCFS(const Request&, Reply& reply) { reply.Ok(); }
 
+// The backing file of inode `ino`, held so the caller can do its I/O without the lock (a tier move
+// swaps the inode's data, never the file under a reader). Requires mu_. 0, ENOENT, or `no_data`
+// for an inode without data (a directory, a symlink, a fifo).
+int Filesystem::DataOf(uint64_t ino, int no_data, std::shared_ptr<FileData>* out) {
+  Inode* node = Get(ino);
+  if (!node) return ENOENT;
+  if (!node->data) return no_data;
+  *out = node->data;
+  return 0;
+}
+
 void Filesystem::OpREAD(const Request& req, Reply& reply) {
   // Reached only without passthrough (writeback mode or a refused backing registration).
   const auto& in = req.In<fuse_read_in>();
   std::shared_ptr<FileData> data;
   {
     std::lock_guard lock(mu_);
-    Inode* node = Get(req.nodeid());
-    if (!node) return reply.Error(ENOENT);
-    if (!node->data) return reply.Error(EISDIR);
-    data = node->data;
+    if (int e = DataOf(req.nodeid(), EISDIR, &data)) return reply.Error(e);
   }
   thread_local std::vector<uint8_t> buf;
   if (buf.size() < in.size) buf.resize(in.size);
@@ -815,10 +823,7 @@ void Filesystem::OpWRITE(const Request& req, Reply& reply) {
   std::shared_ptr<FileData> data;
   {
     std::lock_guard lock(mu_);
-    Inode* node = Get(req.nodeid());
-    if (!node) return reply.Error(ENOENT);
-    if (!node->data) return reply.Error(EISDIR);
-    data = node->data;
+    if (int e = DataOf(req.nodeid(), EISDIR, &data)) return reply.Error(e);
     if (opts_.size_quota) {
       struct stat st;
       uint64_t end = in.offset + in.size;
@@ -839,10 +844,7 @@ void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
   std::shared_ptr<FileData> data;
   {
     std::lock_guard lock(mu_);
-    Inode* node = Get(req.nodeid());
-    if (!node) return reply.Error(ENOENT);
-    if (!node->data) return reply.Error(ENODEV);
-    data = node->data;
+    if (int e = DataOf(req.nodeid(), ENODEV, &data)) return reply.Error(e);
     if (opts_.size_quota && !(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > opts_.size_quota)
       return reply.Error(ENOSPC);
   }
@@ -856,10 +858,7 @@ void Filesystem::OpLSEEK(const Request& req, Reply& reply) {
   std::shared_ptr<FileData> data;
   {
     std::lock_guard lock(mu_);
-    Inode* node = Get(req.nodeid());
-    if (!node) return reply.Error(ENOENT);
-    if (!node->data) return reply.Error(EINVAL);
-    data = node->data;
+    if (int e = DataOf(req.nodeid(), EINVAL, &data)) return reply.Error(e);
   }
   off_t r = lseek(data->fd, static_cast<off_t>(in.offset), static_cast<int>(in.whence));
   if (r < 0) return reply.Error(errno);
@@ -873,12 +872,9 @@ void Filesystem::OpCOPY_FILE_RANGE(const Request& req, Reply& reply) {
   std::shared_ptr<FileData> src, dst;
   {
     std::lock_guard lock(mu_);
-    Inode* a = Get(req.nodeid());
-    Inode* b = Get(in.nodeid_out);
-    if (!a || !b) return reply.Error(ENOENT);
-    if (!a->data || !b->data) return reply.Error(EINVAL);
-    src = a->data;
-    dst = b->data;
+    if (!Get(req.nodeid()) || !Get(in.nodeid_out)) return reply.Error(ENOENT);
+    if (int e = DataOf(req.nodeid(), EINVAL, &src)) return reply.Error(e);
+    if (int e = DataOf(in.nodeid_out, EINVAL, &dst)) return reply.Error(e);
     if (opts_.size_quota && BytesUsed() + in.len > opts_.size_quota) {
       struct stat st;
       if (fstat(dst->fd, &st) == 0 && in.off_out + in.len > static_cast<uint64_t>(st.st_size))

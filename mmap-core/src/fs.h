@@ -184,6 +184,7 @@ class Filesystem {
                const std::string* link, Inode** out);
   int CheckName(std::string_view name) const;
   int ResolveEntry(const Request& req, std::string* key, Inode** dir, Inode** child);
+  int DataOf(uint64_t ino, int no_data, std::shared_ptr<FileData>* out);  // requires mu_
   int ReserveInode() const;  // ENOSPC when the inode quota is reached (requires mu_)
   int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
   int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
