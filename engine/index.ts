@@ -23,3 +23,4 @@ export { readRssBytes, readOomKills, readMemoryStat, memoryCgroupOfPid, findMemo
 export { profileFunction, profileKey, ProfileStore, largestFileUnder } from './profile';
 export type { FunctionProfile, ProfileRunOptions, ProfileInputRun } from './profile';
 export { defaultStateDir, detectDebianMirror } from './config';
+export { writeFileAtomic } from './atomic-file';

@@ -1,4 +1,5 @@
-import { lstat, mkdir, open, readFile, readdir, rename } from 'node:fs/promises';
+import { lstat, readFile, readdir } from 'node:fs/promises';
+import { writeFileAtomic } from './atomic-file';
 import path from 'node:path';
 import type { Engine, FunctionContainer, InvocationResult, InvokeOptions } from './engine';
 import { parseFunctionSpec, type FunctionSpecInput } from './spec';
@@ -224,25 +225,5 @@ export class ProfileStore {
     });
     this.chain = next.catch(() => undefined);
     return next;
-  }
-}
-
-async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const handle = await open(tmp, 'w', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, file);
-  const dirHandle = await open(dir, 'r');
-  try {
-    await dirHandle.sync();
-  } finally {
-    await dirHandle.close();
   }
 }
