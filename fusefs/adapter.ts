@@ -302,8 +302,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
         }
       }
     }
-    this.updatePlacement(this.usage());
-    this.emit('usage', this.usage());
+    const after = this.usage();
+    this.updatePlacement(after);
+    this.emit('usage', after);
   }
 
   /** Moves victims to the disk tier in order until `enough()` says so. */
