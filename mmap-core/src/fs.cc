@@ -868,6 +868,12 @@ void Filesystem::OpLSEEK(const Request& req, Reply& reply) {
 }
 
 void Filesystem::OpCOPY_FILE_RANGE(const Request& req, Reply& reply) {
+  // Under passthrough a copy made here would put the destination's memory-tier pages on the
+  // daemon's cgroup, where the container's adapter cannot see them. ENOSYS makes the kernel stop
+  // asking and copy in the caller's context instead (a splice through the passthrough files), so
+  // the pages are charged to the container. In writeback mode the daemon holds the memory tier
+  // anyway and the adapter counts it, so the copy is served here.
+  if (passthrough_) return reply.Error(ENOSYS);
   const auto& in = req.In<fuse_copy_file_range_in>();
   std::shared_ptr<FileData> src, dst;
   {

@@ -143,6 +143,38 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     }
   });
 
+  it('accounting: a copy_file_range inside the mount lands on the caller, not the daemon', async () => {
+    cg = await createTestCgroup({ limitBytes: 512 * MiB });
+    mount = await open('cfr');
+    const home = MemoryCgroup.fromPid('self');
+    const daemonCg = await createTestCgroup();
+    daemonCg.cgroup.addProcess(process.pid);
+    try {
+      const before = shmemAndRss(cg.cgroup);
+      const daemonBefore = shmemAndRss(daemonCg.cgroup, false);
+      const py = [
+        'import os',
+        `s = os.open('${mount.mountpoint}/src', os.O_RDWR | os.O_CREAT, 0o644); os.write(s, b'x' * (64 << 20))`,
+        `d = os.open('${mount.mountpoint}/dst', os.O_WRONLY | os.O_CREAT, 0o644)`,
+        'n = 0',
+        'while n < (64 << 20): n += os.copy_file_range(s, d, (64 << 20) - n, 0, n)',
+        'print(n)',
+      ].join('\n');
+      child = spawnInCgroup(cg.cgroup, 'python3', ['-c', py]);
+      expect(await child.exited).toBe(0);
+      expect(child.stdoutText().trim()).toBe(String(64 * MiB));
+      const grown = shmemAndRss(cg.cgroup) - before;
+      const daemonGrown = shmemAndRss(daemonCg.cgroup, false) - daemonBefore;
+      console.log(`[adapter] 64 MiB + its copy_file_range copy: writer cgroup +${(grown / MiB).toFixed(1)} MiB, daemon cgroup +${(daemonGrown / MiB).toFixed(1)} MiB`);
+      expect(grown).toBeGreaterThan(128 * MiB * 0.9);
+      expect(daemonGrown).toBeLessThan(8 * MiB);
+    } finally {
+      home.addProcess(process.pid);
+      home.close();
+      await daemonCg.remove();
+    }
+  });
+
   it('shrink 256 → 96 MiB with closed files in memory: spilled, reported ready, and the limit lowers', async () => {
     cg = await createTestCgroup({ limitBytes: 256 * MiB });
     mount = await open('shrink');
