@@ -44,6 +44,8 @@ interface Daemon {
   dir: string;
   ready: Record<string, unknown>;
   pid: number;
+  /** Resolves once the daemon process is reaped (every /dev/fuse fd it held is released). */
+  exited: Promise<void>;
   stop(): Promise<Record<string, unknown>>;
   teardown(): Promise<void>;
 }
@@ -97,6 +99,7 @@ async function startDaemon(args: string[], env: NodeJS.ProcessEnv = process.env)
     dir,
     ready,
     pid: Number(ready.pid),
+    exited,
     async stop() {
       child.kill('SIGTERM');
       const stopped = await next('stopped', 10_000);
@@ -175,6 +178,9 @@ describe.skipIf(skip)('FUSE over io_uring', () => {
       });
     });
     expect(code).toBe(3);
+    // Until the dying daemon is reaped a queued request can still end ECONNABORTED; after it, the
+    // connection is plainly gone.
+    await d.exited;
     // In a child under a hard timeout: if the open hung, the test worker itself would hang.
     const probe = spawnSync('timeout', ['-s', 'KILL', '10', process.execPath, '-e', `
       try { require('fs').openSync(${JSON.stringify(path.join(d.dir, 'new'))}, 'w'); console.log('opened'); }
