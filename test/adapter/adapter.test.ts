@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import { MemoryCgroup } from '../../fusefs/memory';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
@@ -195,6 +195,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
 
   it('emergency: an allocation past the limit with the OOM killer paused resumes after a loan', async () => {
     const allocator = buildAllocator();
+    onTestFinished(() => fs.rmSync(allocator.dir, { recursive: true, force: true }));
     cg = await createTestCgroup({ limitBytes: 64 * MiB });
     mount = await open('oom');
     const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true });
@@ -214,6 +215,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
 
   it('emergency with no answer: the watchdog unpauses within ~1 s and the kernel acts; nothing hangs', async () => {
     const allocator = buildAllocator();
+    onTestFinished(() => fs.rmSync(allocator.dir, { recursive: true, force: true }));
     cg = await createTestCgroup({ limitBytes: 64 * MiB });
     mount = await open('oom-unanswered');
     const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true, answerTimeoutMs: 900 });
