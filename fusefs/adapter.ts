@@ -153,6 +153,8 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.mount.onClose((_ino, _bytes, tier) => tier === 'disk' && this.kick());
     if (this.opts.chargedCopy !== false) {
       this.copier = ChargedCopier.forCgroup(this.opts.cgroupPath, this.opts.helperPath ? { helperPath: this.opts.helperPath } : {});
+      // Allocating fallocates on the memory tier run natively through the same helper, in this cgroup.
+      this.mount.setChargeAgent({ helper: this.copier.helperPath, cgroupDir: this.opts.cgroupPath });
     }
     if (this.opts.oomPause && this.cgroup.version === 1) {
       this.guard = new OomGuard(this.cgroup, { watcher: this.watcher, answerTimeoutMs: this.opts.answerTimeoutMs ?? 900 });
@@ -231,6 +233,7 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.mount.onClose(null);
+    if (this.copier) this.mount.setChargeAgent({ helper: '', cgroupDir: '' });
     this.guard?.close();
     this.watch?.unwatch();
     if (this.ownsWatcher) this.watcher.close();

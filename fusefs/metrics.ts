@@ -127,6 +127,16 @@ export class DaemonMetrics {
         }
       },
     });
+    new Counter({
+      name: 'ephemera_mount_uncharged_fallocates_total',
+      help: "Allocating fallocates on the memory tier the daemon did itself although a container was attached (the charge helper could not run): memory charged to the daemon, not the container",
+      labelNames: ['mount', 'owner'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, c.unchargedFallocates ?? 0);
+      },
+    });
   }
 
   text(): Promise<string> {

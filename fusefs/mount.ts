@@ -134,6 +134,10 @@ export class EphemeraMount {
   tierBytes(): { memory: number; disk: number } {
     return this.session.tierBytes();
   }
+  /** Where allocating fallocates on the memory tier run (see Filesystem::SetChargeAgent); empty: the daemon. */
+  setChargeAgent(agent: { helper: string; cgroupDir: string }): void {
+    this.session.setChargeAgent(agent);
+  }
   syncDiskTier(): Promise<number> {
     return this.session.syncDiskTier();
   }

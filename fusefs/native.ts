@@ -57,6 +57,8 @@ export interface NativeCounters {
   unanswered: number;
   exceptions: number;
   malformed: number;
+  /** Allocating fallocates the daemon did itself although a container was attached (charged to the daemon). */
+  unchargedFallocates: number;
 }
 export interface NativeUsage {
   inodes: number;
@@ -115,6 +117,8 @@ export interface NativeSession {
   tierBytes(): { memory: number; disk: number };
   /** Writes back the disk tier's dirty pages (so a lower cgroup v1 limit can reclaim them). */
   syncDiskTier(): Promise<number>;
+  /** Allocating fallocates on the memory tier run in `helper --fallocate` inside `cgroupDir`; '' = the daemon. */
+  setChargeAgent(agent: { helper: string; cgroupDir: string }): void;
 }
 
 export interface NativeCore {

@@ -56,7 +56,8 @@ export class ChargedCopier {
   private static readonly byCgroup = new Map<string, ChargedCopier>();
 
   readonly cgroupDir: string;
-  private readonly helperPath: string;
+  /** The helper binary (also run by the native core for allocating fallocates). */
+  readonly helperPath: string;
   private readonly idleExitMs: number;
   private readonly startTimeoutMs: number;
   private helper: Promise<RunningHelper> | undefined;

@@ -19,6 +19,11 @@
  *   reply    (helper → daemon): struct reply, 16 bytes: bytes copied (may be short at end of source),
  *            or -errno.
  * Copies use explicit offsets, so the file positions shared with the daemon never move.
+ *
+ * Usage: charged-copy --fallocate CGROUP_DIR MODE OFFSET LENGTH   (the file on fd 3)
+ *   One allocating fallocate(2) on a memory-tier file, from inside the container's cgroup, for the
+ *   same reason. Exit status: 0, the errno fallocate failed with, or FALLOCATE_NOT_JOINED when the
+ *   cgroup could not be joined (the daemon then allocates itself and counts it as uncharged).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -204,7 +209,32 @@ static int64_t copy_range(int src, int dst, uint64_t src_offset, uint64_t dst_of
   return done;
 }
 
+enum { FALLOCATE_NOT_JOINED = 200, FALLOCATE_USAGE = 201 };
+
+static int parse_u64(const char *s, unsigned long long *out) {
+  char *end = NULL;
+  errno = 0;
+  *out = strtoull(s, &end, 10);
+  return errno == 0 && end != s && *end == '\0' && s[0] != '-';
+}
+
+static int fallocate_main(int argc, char **argv) {
+  unsigned long long mode, offset, length;
+  if (argc != 6 || !parse_u64(argv[3], &mode) || !parse_u64(argv[4], &offset) || !parse_u64(argv[5], &length) ||
+      mode > INT_MAX || offset > LLONG_MAX || length > LLONG_MAX) {
+    fprintf(stderr, "usage: %s --fallocate CGROUP_DIR MODE OFFSET LENGTH (file on fd 3)\n", argv[0]);
+    return FALLOCATE_USAGE;
+  }
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (join_cgroup(argv[2]) < 0) return FALLOCATE_NOT_JOINED;
+  while (fallocate(3, (int)mode, (off_t)offset, (off_t)length) != 0) {
+    if (errno != EINTR) return errno;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--fallocate") == 0) return fallocate_main(argc, argv);
   if (argc != 3) {
     fprintf(stderr, "usage: %s CGROUP_DIR PEER_PID\n", argv[0]);
     return 2;

@@ -166,6 +166,18 @@ class Filesystem {
   // Called after the last close of a regular file (ino, allocated bytes, tier).
   void set_on_close(std::function<void(uint64_t, uint64_t, Tier)> f) { on_close_ = std::move(f); }
   uint64_t tier_bytes(Tier t) const { return t == Tier::kMemory ? mem_bytes_.load() : disk_bytes_.load(); }
+  // Where an allocating fallocate on the memory tier runs: a short-lived charged-copy helper that
+  // joins the container's cgroup first, so the new pages are charged to the container and not to
+  // the daemon (a page's charge follows the mm that allocates it). Empty cgroup_dir: the daemon
+  // allocates, as before a container is attached.
+  struct ChargeAgent {
+    std::string helper;
+    std::string cgroup_dir;
+  };
+  void SetChargeAgent(ChargeAgent a);
+  // Allocating fallocates the daemon did itself although a container was attached (the helper
+  // could not run or join the cgroup): memory charged to the daemon, visible in metrics.
+  uint64_t uncharged_fallocates() const { return uncharged_fallocates_.load(); }
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
 
@@ -210,6 +222,8 @@ class Filesystem {
   std::function<void()> on_init_;
   std::function<void(uint64_t, uint64_t, Tier)> on_close_;
   PlacementRule placement_;
+  ChargeAgent charge_agent_;  // requires mu_
+  std::atomic<uint64_t> uncharged_fallocates_{0};
   std::atomic<uint64_t> mem_bytes_{0}, disk_bytes_{0};
   void Account(Inode* in);  // refresh in->accounted_bytes and the tier totals (requires mu_)
   void Unaccount(Inode* in);

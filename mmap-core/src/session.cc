@@ -65,6 +65,7 @@ class Session : public Napi::ObjectWrap<Session> {
                            InstanceMethod("setOnClose", &Session::SetOnClose),
                            InstanceMethod("tierBytes", &Session::TierBytes),
                            InstanceMethod("syncDiskTier", &Session::SyncDiskTier),
+                           InstanceMethod("setChargeAgent", &Session::SetChargeAgent),
                        });
   }
 
@@ -173,6 +174,18 @@ class Session : public Napi::ObjectWrap<Session> {
     r.memory_budget = budget < 0 ? UINT64_MAX : static_cast<uint64_t>(budget);
     r.new_files_on_disk = GetBool(o, "newFilesOnDisk", false);
     fs_->SetPlacement(r);
+    return info.Env().Undefined();
+  }
+
+  // setChargeAgent({helper, cgroupDir}): allocating fallocates on the memory tier run in a helper
+  // inside that cgroup; an empty cgroupDir returns them to the daemon (no container attached).
+  Napi::Value SetChargeAgent(const Napi::CallbackInfo& info) {
+    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    Filesystem::ChargeAgent a;
+    a.helper = GetString(o, "helper", "");
+    a.cgroup_dir = GetString(o, "cgroupDir", "");
+    if (!a.cgroup_dir.empty() && a.helper.empty()) throw Napi::TypeError::New(info.Env(), "setChargeAgent: helper is required with cgroupDir");
+    fs_->SetChargeAgent(std::move(a));
     return info.Env().Undefined();
   }
 
@@ -336,6 +349,7 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("unanswered", static_cast<double>(c.unanswered.load()));
     o.Set("exceptions", static_cast<double>(c.exceptions.load()));
     o.Set("malformed", static_cast<double>(c.malformed.load()));
+    o.Set("unchargedFallocates", static_cast<double>(fs_->uncharged_fallocates()));
     return o;
   }
 

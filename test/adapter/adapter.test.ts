@@ -175,6 +175,49 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     }
   });
 
+  it('accounting: an allocating fallocate on the memory tier lands on the caller, not the daemon', async () => {
+    cg = await createTestCgroup({ limitBytes: 512 * MiB });
+    mount = await open('falloc');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir });
+    const home = MemoryCgroup.fromPid('self');
+    const daemonCg = await createTestCgroup();
+    daemonCg.cgroup.addProcess(process.pid);
+    try {
+      // A small file, closed: the adapter promotes it to the memory tier.
+      child = spawnInCgroup(cg.cgroup, 'python3', ['-c', `open('${mount.mountpoint}/f', 'wb').write(b'x' * 4096)`]);
+      expect(await child.exited).toBe(0);
+      await until(() => mount!.inodeStats()[0]?.tier === 'memory', 10000, 'promotion of the small file');
+      const before = shmemAndRss(cg.cgroup);
+      const daemonBefore = shmemAndRss(daemonCg.cgroup, false);
+      const grow = (name: string) =>
+        ['import os', `fd = os.open('${mount!.mountpoint}/${name}', os.O_RDWR)`, 'os.posix_fallocate(fd, 0, 64 << 20)', 'print(os.fstat(fd).st_blocks * 512)'].join('\n');
+      child = spawnInCgroup(cg.cgroup, 'python3', ['-c', grow('f')]);
+      expect(await child.exited).toBe(0);
+      expect(Number(child.stdoutText().trim())).toBeGreaterThanOrEqual(64 * MiB);
+      expect(mount.inodeStats()[0]!.tier).toBe('memory');
+      const grown = shmemAndRss(cg.cgroup) - before;
+      const daemonGrown = shmemAndRss(daemonCg.cgroup, false) - daemonBefore;
+      console.log(`[adapter] 64 MiB posix_fallocate on the memory tier: caller cgroup +${(grown / MiB).toFixed(1)} MiB, daemon cgroup +${(daemonGrown / MiB).toFixed(1)} MiB`);
+      expect(grown).toBeGreaterThan(64 * MiB * 0.9);
+      expect(daemonGrown).toBeLessThan(8 * MiB);
+      expect(mount.counters().unchargedFallocates).toBe(0);
+
+      // Without a helper the daemon still serves the call (the function must not fail), and counts it.
+      mount.setChargeAgent({ helper: path.join(base, 'no-such-helper'), cgroupDir: cg.dir });
+      child = spawnInCgroup(cg.cgroup, 'python3', ['-c', `open('${mount.mountpoint}/g', 'wb').write(b'x')`]);
+      expect(await child.exited).toBe(0);
+      await until(() => mount!.inodeStats().filter((s) => s.tier === 'memory').length === 2, 10000, 'promotion of g');
+      child = spawnInCgroup(cg.cgroup, 'python3', ['-c', grow('g')]);
+      expect(await child.exited).toBe(0);
+      expect(mount.counters().unchargedFallocates).toBe(1);
+      await adapter.close();
+    } finally {
+      home.addProcess(process.pid);
+      home.close();
+      await daemonCg.remove();
+    }
+  });
+
   it('shrink 256 → 96 MiB with closed files in memory: spilled, reported ready, and the limit lowers', async () => {
     cg = await createTestCgroup({ limitBytes: 256 * MiB });
     mount = await open('shrink');
