@@ -121,7 +121,7 @@ export class NodeDaemon {
 
   private watchStopped(m: ManagedMount): void {
     void m.mount.stopped.then(() => {
-      if (this.mounts.get(m.id) === m && !this.stopping) this.log.error({ id: m.id }, 'the FUSE connection of a mount ended from outside');
+      if (this.mounts.get(m.id) === m && !m.closing && !this.stopping) this.log.error({ id: m.id }, 'the FUSE connection of a mount ended from outside');
     });
   }
 

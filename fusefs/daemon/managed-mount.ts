@@ -183,7 +183,14 @@ export class ManagedMount implements MountMetricsSource {
   }
 
   /** Unmounts (every layer at the public path) and frees the memory tier; the spill dir and mount point stay. */
+  /** True once close() began: the connection ending after that is the daemon's doing. */
+  get closing(): boolean {
+    return this.closeStarted;
+  }
+  private closeStarted = false;
+
   async close(): Promise<void> {
+    this.closeStarted = true;
     await this.balancer.close();
     try {
       await this.adapter?.close();

@@ -127,6 +127,9 @@ describe.skipIf(skip)('node daemon: control API, isolation, metrics', () => {
     expect(fs.existsSync(beta.path)).toBe(false);
     expect(fs.existsSync(beta.spillDir)).toBe(false);
     expect(fs.existsSync(path.join(stateDir, 'records', 'beta.json'))).toBe(false);
+    // A removal ends the connection on purpose: no "ended from outside" error in the daemon's log.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(daemon!.stderrText()).not.toContain('ended from outside');
     await client.addMount({ id: 'beta', budget: 0, sizeQuota: 0, inodeQuota: 0, owner: 'tenant-b' });
     expect(fs.readdirSync(beta.path)).toEqual([]);
     expect(execFileSync('findmnt', ['-no', 'FSTYPE', beta.path], { encoding: 'utf8' }).trim()).toBe('fuse.ephemera');

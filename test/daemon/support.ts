@@ -17,6 +17,8 @@ export interface TestDaemon {
   pid: number;
   process: ChildProcess;
   ready: Record<string, unknown>;
+  /** The daemon's log so far (pino JSON lines on stderr; the last ~10-20 kB). */
+  stderrText(): string;
   client(): Promise<DaemonClient>;
   kill9(): Promise<void>;
   stop(): Promise<void>;
@@ -62,6 +64,7 @@ export async function startDaemon(stateDir: string, args: string[] = [], maxLife
     pid,
     process: child,
     ready,
+    stderrText: () => stderr,
     client: () => DaemonClient.connect(socket, { timeoutMs: 30_000 }),
     async kill9() {
       try {
