@@ -96,6 +96,9 @@ interface AdapterEvents {
   'adapter-error': [Error];
 }
 
+/** Dirty disk-tier page cache below this is left to the kernel's flusher. */
+const DIRTY_WRITEBACK_FLOOR = 8 << 20;
+
 const monotonicMs = () => Number(process.hrtime.bigint() / 1_000_000n);
 
 export class MemoryAdapter extends EventEmitter<AdapterEvents> {
@@ -116,7 +119,7 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   private timer?: NodeJS.Timeout;
   /** An OOM-paused alarm waiting for its loan: resolved as soon as the limit goes up. */
   private pendingOomResolve: (() => void) | undefined;
-  readonly stats = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, alarms: 0 };
+  readonly stats = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, alarms: 0, writebacks: 0 };
 
   constructor(private readonly mount: EphemeraMount, private readonly opts: MemoryAdapterOptions) {
     super();
@@ -286,6 +289,15 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
   private async rebalance(urgent: boolean): Promise<void> {
     if (this.closed) return;
     let u = this.usage();
+    const dirty = this.dirtyBytes();
+    if (dirty >= DIRTY_WRITEBACK_FLOOR && u.usageBytes + dirty > u.markBytes) {
+      // cgroup v1 has no per-cgroup dirty throttling: a function writing a big file on the disk
+      // tier can fill its limit with dirty page cache, which reclaim cannot free until the flusher
+      // writes it back, and on a busy disk that ends in an OOM kill. Written back, it is reclaimable.
+      this.stats.writebacks++;
+      await this.mount.syncDiskTier();
+      u = this.usage();
+    }
     if (u.usageBytes > u.markBytes) {
       const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, u.usageBytes - u.markBytes, this.policy, { urgent });
       const mark = u.markBytes;

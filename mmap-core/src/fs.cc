@@ -273,13 +273,21 @@ int Filesystem::CheckName(std::string_view name) const {
 }
 
 uint64_t Filesystem::BytesUsed() {
-  uint64_t total = 0;
-  for (auto& s : slots_) {
-    if (!s || !s->data) continue;
+  uint64_t memory = 0, disk = 0;
+  LiveTierBytes(&memory, &disk);
+  return memory + disk;
+}
+
+void Filesystem::LiveTierBytes(uint64_t* memory, uint64_t* disk) {
+  *memory = mem_bytes_.load();
+  *disk = disk_bytes_.load();
+  for (Inode* in : open_files_) {
+    if (!in->data) continue;
     struct stat st;
-    if (fstat(s->data->fd, &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+    if (fstat(in->data->fd, &st) != 0) continue;
+    uint64_t& total = in->data->tier == Tier::kMemory ? *memory : *disk;
+    total = total - std::min(total, in->accounted_bytes) + static_cast<uint64_t>(st.st_blocks) * 512;
   }
-  return total;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +715,7 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
     out->open_flags |= FOPEN_KEEP_CACHE;  // only the kernel writes our files: its cache stays valid
   }
   in->open_count++;
+  open_files_.insert(in);
   in->open_epoch++;
   in->last_open_ms = NowMs();
   return 0;
@@ -763,6 +772,7 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
       in->open_count--;
       in->last_close_ms = NowMs();
       if (in->open_count == 0) {
+        open_files_.erase(in);
         if (in->backing_id >= 0 && backing_) {
           // Released on last close, so a closed inode holds no kernel reference to its backing
           // file and may move between tiers.
@@ -1135,15 +1145,11 @@ Filesystem::Usage Filesystem::GetUsage() {
   std::lock_guard lock(mu_);
   Usage u;
   u.inodes = live_inodes_;
-  for (auto& s : slots_) {
-    if (!s || !s->data) continue;
-    u.files++;
-    if (s->open_count) u.open_files++;
-    struct stat st{};
-    fstat(s->data->fd, &st);
-    uint64_t bytes = static_cast<uint64_t>(st.st_blocks) * 512;
-    (s->data->tier == Tier::kMemory ? u.bytes_memory : u.bytes_disk) += bytes;
-  }
+  for (auto& s : slots_)
+    if (s && s->data) u.files++;
+  for (Inode* in : open_files_)
+    if (in->data) u.open_files++;
+  LiveTierBytes(&u.bytes_memory, &u.bytes_disk);
   return u;
 }
 

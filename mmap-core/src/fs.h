@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include "opcodes.h"
 #include "request.h"
@@ -203,6 +204,8 @@ class Filesystem {
   void ReadDir(const Request& req, Reply& reply, bool plus);
   void SetInitState(const fuse_init_in& in, abi::InitOut* out);
   uint64_t BytesUsed();  // requires mu_
+  // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
+  void LiveTierBytes(uint64_t* memory, uint64_t* disk);
 
   FsOptions opts_;
   Store store_;
@@ -225,6 +228,10 @@ class Filesystem {
   ChargeAgent charge_agent_;  // requires mu_
   std::atomic<uint64_t> uncharged_fallocates_{0};
   std::atomic<uint64_t> mem_bytes_{0}, disk_bytes_{0};
+  // Regular files with an open handle (requires mu_). A closed file cannot change without a
+  // request we see (SETATTR re-accounts it), so only these need an fstat: usage and quota checks
+  // cost O(open files), not one syscall per file under the lock.
+  std::unordered_set<Inode*> open_files_;
   void Account(Inode* in);  // refresh in->accounted_bytes and the tier totals (requires mu_)
   void Unaccount(Inode* in);
   struct PendingMove {
