@@ -890,6 +890,17 @@ void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
     if (int e = DataOf(req.nodeid(), ENODEV, &data)) return reply.Error(e);
     if (opts_.size_quota && !(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > opts_.size_quota)
       return reply.Error(ENOSPC);
+    if (data->tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && placement_.memory_budget != UINT64_MAX) {
+      // Pages an open file allocates cannot be spilled, so an allocation past the container's room
+      // would end in an OOM kill; tmpfs answers ENOSPC when full, and so do we.
+      struct stat st{};
+      fstat(data->fd, &st);
+      uint64_t held = static_cast<uint64_t>(st.st_blocks) * 512, end = in.offset + in.length;
+      uint64_t need = end > held ? std::min<uint64_t>(in.length, end - held) : 0;
+      uint64_t memory = 0, disk = 0;
+      LiveTierBytes(&memory, &disk);
+      if (memory + need > placement_.memory_budget) return reply.Error(ENOSPC);
+    }
     agent = charge_agent_;
   }
   if (data->tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && !agent.cgroup_dir.empty()) {

@@ -202,6 +202,16 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
       expect(daemonGrown).toBeLessThan(8 * MiB);
       expect(mount.counters().unchargedFallocates).toBe(0);
 
+      // Past the container's room an open file's pages could not be spilled: ENOSPC, as a full
+      // tmpfs answers, instead of an OOM kill.
+      child = spawnInCgroup(cg.cgroup, 'python3', [
+        '-c',
+        ['import os', `fd = os.open('${mount.mountpoint}/f', os.O_RDWR)`, 'try:', '  os.posix_fallocate(fd, 0, 1 << 30); print("allocated")', 'except OSError as e:', '  print(e.errno)'].join('\n'),
+      ]);
+      expect(await child.exited).toBe(0);
+      expect(child.stdoutText().trim()).toBe('28'); // ENOSPC
+      expect(cg.cgroup.oomState().oomKills).toBe(0);
+
       // Without a helper the daemon still serves the call (the function must not fail), and counts it.
       mount.setChargeAgent({ helper: path.join(base, 'no-such-helper'), cgroupDir: cg.dir });
       child = spawnInCgroup(cg.cgroup, 'python3', ['-c', `open('${mount.mountpoint}/g', 'wb').write(b'x')`]);
