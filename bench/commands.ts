@@ -75,8 +75,11 @@ export function registerBenchCommands(program: Command): void {
     .command('table')
     .description('one table (target × workload: time, ratios to tmpfs and overlay, OOM kills) from --json files')
     .argument('<json...>', 'files written by `ephemera bench <suite> --json FILE`')
-    .action((files: string[]) => {
-      process.stdout.write(`${renderCompactTable(files.map(readBenchJson))}\n`);
+    .option('--only <targets>', 'only these targets (comma-separated)')
+    .option('--markdown', 'a Markdown table', false)
+    .action((files: string[], o: { only?: string; markdown: boolean }) => {
+      const targets = o.only?.split(',').map((t) => t.trim()).filter(Boolean);
+      process.stdout.write(`${renderCompactTable(files.map(readBenchJson), { markdown: o.markdown, ...(targets ? { targets } : {}) })}\n`);
     });
   bench
     .command('list')

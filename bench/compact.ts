@@ -2,16 +2,24 @@ import * as fs from 'node:fs';
 import { BenchError, errorMessage } from './errors';
 import { formatFigure, rowLabel, DAEMON_WORKLOAD_PREFIX, type BenchJsonDocument } from './summary';
 
+export interface CompactTableOptions {
+  /** Only these targets (default: all). */
+  targets?: readonly string[];
+  /** A Markdown table (for README and notes) instead of aligned columns. */
+  markdown?: boolean;
+}
+
 /**
  * The demo's table: one line per target × workload across suites, with the time (median of the
  * primary figure), the ratios to tmpfs and overlay from the same run, and OOM kills.
  */
-export function renderCompactTable(docs: readonly BenchJsonDocument[]): string {
+export function renderCompactTable(docs: readonly BenchJsonDocument[], opts: CompactTableOptions = {}): string {
   const header = ['suite', 'target', 'workload', 'time', 'vs tmpfs', 'vs overlay', 'OOM kills'];
   const lines: string[][] = [header];
   for (const doc of docs) {
     for (const r of doc.summary) {
       if (r.workload.startsWith(DAEMON_WORKLOAD_PREFIX)) continue;
+      if (opts.targets && !opts.targets.includes(r.target)) continue;
       const value = r.primary === undefined ? undefined : r.medians[r.primary];
       const unit = r.primary === 'seconds' ? ' s' : r.primary?.endsWith('_ms') ? ' ms' : r.primary ? ` ${r.primary}` : '';
       lines.push([
@@ -24,6 +32,10 @@ export function renderCompactTable(docs: readonly BenchJsonDocument[]): string {
         r.oomKills === null ? '—' : String(r.oomKills),
       ]);
     }
+  }
+  if (opts.markdown) {
+    const row = (l: readonly string[]) => `| ${l.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
+    return [row(header), `|${header.map((_, c) => (c < 3 ? '---' : '--:')).join('|')}|`, ...lines.slice(1).map(row)].join('\n');
   }
   const widths = header.map((_, c) => Math.max(...lines.map((l) => [...l[c]!].length)));
   return lines.map((l) => l.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd()).join('\n');

@@ -30,6 +30,8 @@ export interface ContainerSuiteDefinition {
   name: string;
   description: string;
   defaultTimeCapS: { quick: number; full: number };
+  /** Passes when --passes is not given; default 1 for --quick, 3 for a full run. */
+  defaultPasses?: { quick: number; full: number };
   defaultTargets: readonly ContainerTargetName[];
   /** Images the cases need, built (from Debian packages) before the first pass if missing. */
   images: ReadonlyArray<ImageRecipe | string>;
@@ -111,7 +113,7 @@ export function createContainerSuite(def: ContainerSuiteDefinition): Suite {
     description: def.description,
     defaultTimeCapS: def.defaultTimeCapS,
     // A container suite's --quick is a smoke run of the whole grid: one pass keeps it within minutes.
-    defaultPasses: { quick: 1, full: 3 },
+    defaultPasses: def.defaultPasses ?? { quick: 1, full: 3 },
     run: (opts) => runContainerSuite(def, opts),
   };
 }

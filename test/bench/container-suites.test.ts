@@ -150,6 +150,10 @@ describe('the demo table', () => {
     expect(lines[0]).toMatch(/^suite\s+target\s+workload\s+time\s+vs tmpfs\s+vs overlay\s+OOM kills$/);
     expect(lines[1]).toMatch(/^impact\s+tmpfs\s+impact-memory-limit \(cold\)\s+OOM-killed\s+—\s+—\s+2$/);
     expect(lines[3]).toMatch(/^impact\s+ephemera\s+.*\s+3\.00 s\s+—\s+3\.00×\s+0$/);
+    const md = renderCompactTable([doc], { markdown: true, targets: ['ephemera', 'tmpfs'] }).split('\n');
+    expect(md[0]).toBe('| suite | target | workload | time | vs tmpfs | vs overlay | OOM kills |');
+    expect(md[1]).toBe('|---|---|---|--:|--:|--:|--:|');
+    expect(md.slice(2)).toEqual(['| impact | tmpfs | impact-memory-limit (cold) | OOM-killed | — | — | 2 |', '| impact | ephemera | impact-memory-limit (cold) | 3.00 s | — | 3.00× | 0 |']);
   });
 
   it('refuses a file that is not bench JSON with E_BAD_JSON', async () => {
