@@ -1,7 +1,13 @@
 import type { BenchResult, TargetFailure } from './frame';
 
 /** Figures where smaller is better; their ratios are inverted so that > 1 always means "better than the baseline". */
-export const LOWER_IS_BETTER: ReadonlySet<string> = new Set(['lat_us', 'seconds', 'rss_mib', 'start_ms', 'invoke_s', 'read_ms', 'write_ms', 'disk_ms', 'compress_ms']);
+const LOWER_IS_BETTER: ReadonlySet<string> = new Set(['seconds', 'rss_mib']);
+
+/** Times (`*_s`, `*_ms`, `*_us`, `*_ns`, `seconds`) and memory are better lower; rates (`*_per_s`), IOPS and bandwidth higher. */
+export function lowerIsBetter(figure: string): boolean {
+  if (figure.endsWith('_per_s')) return false;
+  return LOWER_IS_BETTER.has(figure) || /_(s|ms|us|ns)$/.test(figure);
+}
 
 /** Which figure a row's ratios are taken on: the first of these it has (iops and MiB/s give one ratio for a fixed block size). */
 export const PRIMARY_FIGURES = ['iops', 'bw_mibs', 'files_per_s', 'decisions_per_s', 'ops_per_s', 'seconds'] as const;
@@ -33,7 +39,7 @@ export function primaryFigure(figures: Record<string, number>, parameters: Bench
 /** target relative to baseline, oriented so > 1 means the target did better. */
 export function ratio(figure: string, target: number, baseline: number): number | null {
   if (!Number.isFinite(target) || !Number.isFinite(baseline) || target <= 0 || baseline <= 0) return null;
-  return LOWER_IS_BETTER.has(figure) ? baseline / target : target / baseline;
+  return lowerIsBetter(figure) ? baseline / target : target / baseline;
 }
 
 export interface SummaryRow {

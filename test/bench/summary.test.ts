@@ -69,6 +69,11 @@ describe('ratio', () => {
     expect(ratio('iops', 300, 100)).toBe(3);
     expect(ratio('lat_us', 2, 10)).toBe(5);
     expect(ratio('seconds', 20, 10)).toBe(0.5);
+    // Every time figure is oriented the same way (the mix suite's io_s once read 1.09× for a slower run).
+    expect(ratio('io_s', 1.97, 1.8)).toBeCloseTo(0.914, 3);
+    expect(ratio('decision_us', 4, 8)).toBe(2);
+    expect(ratio('files_per_s', 200, 100)).toBe(2);
+    expect(ratio('bw_mibs', 50, 100)).toBe(0.5);
     expect(ratio('iops', 0, 100)).toBeNull();
     expect(ratio('iops', 100, Number.NaN)).toBeNull();
   });
