@@ -117,7 +117,9 @@ const sample = () => {
     if (m) { samples++; const v = Number(m[1]); if (v > peak) peak = v; }
   } catch {}
 };
-while (Atomics.load(stop, 0) === 0) { sample(); Atomics.wait(stop, 0, 0, intervalMs); }
+sample();
+parentPort.postMessage({ ready: true });
+while (Atomics.load(stop, 0) === 0) { Atomics.wait(stop, 0, 0, intervalMs); sample(); }
 sample();
 parentPort.postMessage({ peak, samples });
 `;
@@ -132,11 +134,20 @@ async function startRssSampler(cgroupPath: string, intervalMs: number): Promise<
     eval: true,
     workerData: { file: path.join(cgroupPath, 'memory.stat'), field, intervalMs, stopFlag },
   });
+  // The invocation starts only once the sampler has taken its first sample: a worker boots in tens
+  // of milliseconds, hundreds on a loaded machine, and a short function could run to its end
+  // unseen (CI once profiled a 25 MiB function as 0.2 MiB).
+  let ready!: () => void;
+  const started = new Promise<void>((resolve) => (ready = resolve));
   const result = new Promise<{ peak: number; samples: number }>((resolve, reject) => {
-    worker.once('message', resolve);
+    worker.on('message', (m: { ready?: boolean; peak?: number; samples?: number }) => {
+      if (m.ready) ready();
+      else resolve(m as { peak: number; samples: number });
+    });
     worker.once('error', reject);
     worker.once('exit', (code) => reject(new EngineError('E_CGROUP', `rss sampler exited (${code}) before reporting`)));
   });
+  await Promise.race([started, result]);
   return {
     stop: async () => {
       const flag = new Int32Array(stopFlag);
