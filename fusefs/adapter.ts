@@ -307,9 +307,20 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     } else if (this.targetLimit === undefined) {
       // Dirty page cache (a file being written on the disk tier) is not reclaimable until written
       // back, so it takes room too: promoting into it could push the cgroup into an OOM kill.
-      const room = u.markBytes - u.usageBytes - this.dirtyBytes();
+      // And while a disk-tier file is open with dirty pages about, a writer is likely still going:
+      // its next pages would have to fit beside the promoted (unreclaimable) copy, and on cgroup v1
+      // with a busy disk they do not (CI saw the 2×60+160 MiB writer OOM-killed that way). So
+      // promotions wait for the writer to close; a quiet container's leftovers are written back.
+      const inodes = this.snapshotInodes();
+      let dirty = this.dirtyBytes();
+      const writing = inodes.some((i) => i.tier === 'disk' && i.openCount > 0);
+      if (dirty > DIRTY_WRITEBACK_FLOOR && !writing) {
+        await this.mount.syncDiskTier();
+        dirty = this.dirtyBytes();
+      }
+      const room = dirty > DIRTY_WRITEBACK_FLOOR && writing ? 0 : u.markBytes - u.usageBytes - dirty;
       if (Number.isFinite(room) && room > 0) {
-        const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
+        const plan = planPromotion({ nowMs: monotonicMs(), inodes }, room, this.policy);
         for (const ino of plan.promotions) {
           // A shrink asked meanwhile wins: promoting now would only have to be spilled again.
           if (this.targetLimit !== undefined || this.closed) break;
