@@ -38,7 +38,7 @@ export function registerBenchCommands(program: Command): void {
     .description('run a benchmark suite: medians over passes, ratios to tmpfs and overlay from the same run')
     .argument('<suite>', `suite to run (${SUITES.map((s) => s.name).join(', ')}; \`ephemera bench list\` describes them)`)
     .option('--quick', 'short runs (the whole set in under 10 minutes)', false)
-    .option('--passes <n>', 'passes; targets interleave pass by pass (default: the suite’s own, 3 for most; 1 for --quick container suites)', positiveInt)
+    .option('--passes <n>', 'passes; targets interleave pass by pass (default: the suite’s own: 3 for most, 1 for impact, functionbench and sharing and for --quick container suites, so a full run of every suite stays under 2 hours)', positiveInt)
     .option('--targets <a,b>', 'comma-separated targets (default: the suite’s own list)', targetList)
     .option('--json <file>', 'write {"results":[…],"summary":[…],"failures":[…],"run":{…}}')
     .option('--report <dir>', 'write a self-contained report.html into DIR')

@@ -58,6 +58,9 @@ export const functionbenchSuite = createContainerSuite({
   name: 'functionbench',
   description: 'FunctionBench-derived functions in containers: sequential/random 8 KiB I/O, byte-at-a-time Huffman coder, gzip',
   defaultTimeCapS: { quick: 600, full: 3600 },
+  // One pass by default: the byte-at-a-time Huffman coder alone takes ~20 min per pass (16 MiB:
+  // ~75 s per invocation), and the whole set must stay under 2 hours.
+  defaultPasses: { quick: 1, full: 1 },
   defaultTargets: SINGLE_CONTAINER_TARGETS,
   images: ['function'],
   cases: functionbenchCases,
