@@ -304,7 +304,7 @@ export class FunctionContainer {
     }
     // dockerd marks the container stopped a moment after its init dies, and an exec killed along
     // with it reports a plain 137; the init process itself is the prompt witness.
-    if (exitCode === undefined || !(await this.initAlive()) || !(await this.isRunning())) {
+    if (exitCode === undefined || !(await this.survived(exitCode))) {
       throw new EngineError('E_CONTAINER_DIED', `container ${this.name} died during ${argv[0]}`, { result });
     }
     // runc reports a failed exec of the binary itself as 126/127 with its message on the stream.
@@ -325,10 +325,26 @@ export class FunctionContainer {
     if (res.exitCode !== 0) throw new EngineError('E_DOCKER', `readiness probe failed in ${this.name}: ${res.stderr}`);
   }
 
-  /** Whether the container's PID 1 still lives (not exited, not a zombie, not a reused pid). */
+  /**
+   * Whether the container's PID 1 still lives (not exiting, not a zombie, not a reused pid). A
+   * killed init first waits in do_exit for the rest of its PID namespace to die, neither zombie nor
+   * gone while the exec it took down already reports its exit: PF_EXITING is the prompt witness.
+   */
   async initAlive(): Promise<boolean> {
     const now = await readProcStart(this.init.pid);
-    return now !== undefined && now.startTime === this.init.startTime && now.state !== 'Z' && now.state !== 'X';
+    return now !== undefined && now.startTime === this.init.startTime && !now.exiting && now.state !== 'Z' && now.state !== 'X';
+  }
+
+  /**
+   * Whether the container outlived an exec that ended with `exitCode`. A SIGKILLed exec (137) may
+   * be the container's death reaching it first, so that case looks again after a short grace.
+   */
+  private async survived(exitCode: number): Promise<boolean> {
+    const alive = async () => (await this.initAlive()) && (await this.isRunning());
+    if (!(await alive())) return false;
+    if (exitCode !== 137) return true;
+    await sleep(KILLED_EXEC_GRACE_MS);
+    return alive();
   }
 
   async isRunning(): Promise<boolean> {
@@ -417,12 +433,18 @@ async function startContainer(container: Docker.Container, hostTmpPath: string |
   }
 }
 
-async function readProcStart(pid: number): Promise<{ state: string; startTime: string } | undefined> {
+/** How long a SIGKILLed exec waits before its container is judged to have survived it. */
+const KILLED_EXEC_GRACE_MS = 150;
+
+/** PF_EXITING in /proc/PID/stat's flags: the task has entered do_exit (set before it becomes a zombie). */
+const PF_EXITING = 0x4;
+
+async function readProcStart(pid: number): Promise<{ state: string; startTime: string; exiting: boolean } | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields after comm: state is the 3rd field of stat, starttime the 22nd.
-    return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
+    // Fields after comm: state is the 3rd field of stat, flags the 9th, starttime the 22nd.
+    return { state: fields[0] ?? '', startTime: fields[19] ?? '', exiting: (Number(fields[6]) & PF_EXITING) !== 0 };
   } catch {
     return undefined;
   }
