@@ -126,8 +126,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.cgroup = MemoryCgroup.fromPath(opts.cgroupPath);
     this.ownsWatcher = !opts.watcher;
     this.watcher = opts.watcher ?? new CgroupWatcher({ intervalMs: 20 });
-    this.headroom = parseHeadroomConfig(opts.headroom ?? {});
     const base = opts.policy ?? DEFAULT_POLICY_CONFIG;
+    // The policy's headroom unless the caller gives one: the manager plans with the same figure.
+    this.headroom = parseHeadroomConfig(opts.headroom ?? base.headroom);
     // Closed files are what the disk-first scheme promotes, so promotion of closed files is on.
     this.policy = { ...base, eviction: { ...base.eviction, promoteClosed: true } };
   }

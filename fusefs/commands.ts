@@ -7,6 +7,7 @@ import { TierBalancer } from './daemon/balancer';
 import { SizedMemoryTier } from './daemon/memory-tier';
 import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
+import { MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';
 import { TRANSPORT_CHOICES, type TransportChoice } from './native';
 import { parseSize } from './units';
@@ -31,7 +32,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--inodes <n>', 'inode quota (ENOSPC beyond)')
     .option('--spill-dir <dir>', 'disk tier directory (a plain local file system)')
     .option('--budget <size>', 'memory-tier budget: new files beyond it go to disk, closed files are spilled down to it (needs --spill-dir)')
-    .option('--policy <file>', 'policy config (eviction order, anti-thrash window) for --budget')
+    .option('--policy <file>', 'policy config (eviction order, anti-thrash window, headroom) for --budget or --cgroup')
     .option('--xattrs', 'support extended attributes (costs a GETXATTR round trip per write(); default: ENOTSUP)', false)
     .option('--cgroup <dir>', "tie the store to this memory cgroup (the container's): keep its rss+shmem under limit - headroom")
     .option('--oom-pause', 'with --cgroup on v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog)', false)
@@ -54,11 +55,14 @@ export function registerFusefsCommands(program: Command): void {
       const budget = o.budget === undefined ? undefined : parseSize(String(o.budget), '--budget');
       if (budget !== undefined && !o.spillDir) throw new EphemeraError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
       const sizeQuota = o.size ? parseSize(String(o.size), '--size') : 0;
+      // Read before mounting: a bad policy file must not leave a mount behind.
+      const policy = o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG;
       const spillDir = o.spillDir ? String(o.spillDir) : undefined;
       if (spillDir) prepareSpillDir(spillDir);
       // With a size quota, the memory tier is a tmpfs of that size: under passthrough the kernel
       // writes without asking us, so only the tmpfs can answer ENOSPC to a file growing while open.
-      const memoryTier = sizeQuota > 0 ? SizedMemoryTier.create(`/run/ephemera/mem-${process.pid}`, sizeQuota) : undefined;
+      if (sizeQuota > 0) sweepDeadMemoryTiers();
+      const memoryTier = sizeQuota > 0 ? SizedMemoryTier.create(`${MEMORY_TIER_ROOT}/mem-${process.pid}`, sizeQuota) : undefined;
       let m: EphemeraMount;
       try {
         m = await EphemeraMount.open({
@@ -77,15 +81,13 @@ export function registerFusefsCommands(program: Command): void {
         memoryTier?.close();
         throw e;
       }
-      const balancer =
-        budget === undefined
-          ? undefined
-          : new TierBalancer(m, { budget, policy: o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG });
+      const balancer = budget === undefined ? undefined : new TierBalancer(m, { budget, policy });
       if (o.cgroup) {
         if (budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
         // The memory adapter (fusefs/adapter.ts) keeps the cgroup's rss+shmem under limit - headroom.
         const adapter = await m.attachAdapter({
           cgroupPath: String(o.cgroup),
+          policy,
           oomPause: Boolean(o.oomPause),
           sizeHintBytes: o.sizeHint ? parseSize(String(o.sizeHint), '--size-hint') : null,
         });
@@ -194,6 +196,8 @@ export function registerFusefsCommands(program: Command): void {
     .option('--json', 'print a JSON report', false)
     .action((o: Record<string, string | boolean | undefined>) => {
       const report = cleanupNodeDaemon(String(o.stateDir), o.mountsDir ? { mountsDir: String(o.mountsDir) } : {});
+      // Memory tiers of killed single-mount `ephemera mount` processes live outside any state dir.
+      report.removed.push(...sweepDeadMemoryTiers());
       process.stdout.write(
         o.json
           ? JSON.stringify(report) + '\n'

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { EphemeraError } from './errors';
 
 /**
@@ -59,5 +60,44 @@ export function unmountQuietly(dir: string): void {
     } catch {
       break;
     }
+  }
+}
+
+/**
+ * Memory-tier tmpfs mounts are named `mem-<pid>[-…]` after the process that made them. One whose
+ * process is gone (a killed `ephemera mount` or daemon) holds nothing anyone can reach (its files
+ * are O_TMPFILE): unmount and remove it, so kills do not pile up tmpfs mounts. Returns what it removed.
+ */
+export const MEMORY_TIER_ROOT = '/run/ephemera';
+
+export function sweepDeadMemoryTiers(root = MEMORY_TIER_ROOT): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = /^mem-(\d+)(?:-|$)/.exec(name);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    const dir = path.join(root, name);
+    unmountQuietly(dir);
+    try {
+      fs.rmdirSync(dir);
+      removed.push(dir);
+    } catch {
+      /* still busy (a lazy unmount) or not empty: left for the next sweep */
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

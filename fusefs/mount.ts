@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
-import { isMountPoint, MemoryTierMount } from './memtier';
+import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
 import {
   loadCore,
   type NativeCounters,
@@ -62,9 +62,10 @@ export class EphemeraMount {
     const mountpoint = path.resolve(opts.mountpoint);
     preflight(mountpoint);
     const core = loadCore();
+    if (!opts.sharedMemoryDir && !opts.memoryDir) sweepDeadMemoryTiers();
     const memoryTier = opts.sharedMemoryDir
       ? undefined
-      : MemoryTierMount.create(opts.memoryDir ?? `/run/ephemera/mem-${process.pid}-${sanitize(mountpoint)}`);
+      : MemoryTierMount.create(opts.memoryDir ?? `${MEMORY_TIER_ROOT}/mem-${process.pid}-${sanitize(mountpoint)}`);
     const session = new core.Session({
       mountpoint,
       allowOther: opts.allowOther ?? false,

@@ -8,6 +8,17 @@ import { PolicyError, type PolicyIssue } from './errors';
 export const MiB = 1024 * 1024;
 
 /**
+ * Memory kept free under a container's limit: max(minBytes, fraction · limit). One piece of the
+ * policy schema, also what the memory adapter validates a headroom option with.
+ */
+export const HeadroomSchema = z
+  .object({
+    minBytes: z.number().int().nonnegative().default(8 * MiB),
+    fraction: z.number().min(0).lt(1).default(0.05),
+  })
+  .strict();
+
+/**
  * The one schema for the whole policy. Defaults are the thesis' constants (chapter 3–4) unless a
  * comment says why they differ. Every section may be omitted; a partial file fills the rest with defaults.
  */
@@ -38,12 +49,7 @@ export const PolicyConfigSchema = z
       .prefault({}),
 
     /** Memory kept free under a container's limit: max(minBytes, fraction · limit). */
-    headroom: z
-      .object({
-        minBytes: z.number().int().nonnegative().default(8 * MiB),
-        fraction: z.number().min(0).lt(1).default(0.05),
-      })
-      .prefault({}),
+    headroom: HeadroomSchema.prefault({}),
 
     placement: z
       .object({

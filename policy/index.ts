@@ -5,6 +5,7 @@
  */
 export {
   PolicyConfigSchema,
+  HeadroomSchema,
   DEFAULT_POLICY_CONFIG,
   MiB,
   parsePolicyConfig,

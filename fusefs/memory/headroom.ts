@@ -1,4 +1,5 @@
-import { z } from 'zod';
+import type { z } from 'zod';
+import { HeadroomSchema } from '../../policy/index';
 import { MemoryAdapterError } from './errors';
 
 /**
@@ -7,12 +8,8 @@ import { MemoryAdapterError } from './errors';
  * edge, where the kernel reclaims the disk tier's page cache and then OOM-kills; the fraction scales
  * it for large ones.
  */
-export const HeadroomConfigSchema = z
-  .object({
-    minBytes: z.number().int().nonnegative().default(8 * 1024 * 1024),
-    fraction: z.number().min(0).max(1).default(0.05),
-  })
-  .strict();
+// The policy's own headroom section: one schema, so a policy file and an adapter option agree.
+export const HeadroomConfigSchema = HeadroomSchema;
 
 export type HeadroomConfig = z.infer<typeof HeadroomConfigSchema>;
 export type HeadroomConfigInput = z.input<typeof HeadroomConfigSchema>;

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { listMountPoints } from '../../fusefs/memtier';
 import { cleanupDir, REPO, skipLoudly, startMount, type TestMount } from '../support/mount';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
@@ -100,9 +101,13 @@ describe.skipIf(skip)('ephemera mount', () => {
       err = e as NodeJS.ErrnoException;
     }
     expect(err?.code).toBe('ENOTCONN');
-    // A new daemon on the same path detaches the dead mount and serves again.
+    // The dead process's memory-tier tmpfs is still mounted, named after its pid.
+    const deadTier = (p: string) => p.startsWith(`/run/ephemera/mem-${m.pid}-`);
+    expect(listMountPoints().filter(deadTier)).toHaveLength(1);
+    // A new daemon on the same path detaches the dead mount and serves again, and sweeps the dead tier.
     const again = await startMount({ dir: m.dir });
     mounts.push(again);
+    expect(listMountPoints().filter(deadTier)).toEqual([]);
     fs.writeFileSync(path.join(again.dir, 'back'), 'ok');
     expect(fs.readFileSync(path.join(again.dir, 'back'), 'utf8')).toBe('ok');
     expect(fs.readdirSync(again.dir)).toEqual(['back']); // a fresh, empty store
