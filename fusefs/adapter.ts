@@ -217,10 +217,13 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     return result;
   }
 
-  /** Moves at least `bytes` of the memory tier to disk (closed, cold files first); resolves with the usage after. */
-  async evictBytes(bytes: number): Promise<AdapterUsage> {
+  /**
+   * Moves at least `bytes` of the memory tier to disk (closed, cold files first); resolves with the
+   * usage after. `urgent` (the manager's evictions) may move a file again inside the anti-thrash window.
+   */
+  async evictBytes(bytes: number, urgent = true): Promise<AdapterUsage> {
     await this.enqueue(async () => {
-      const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, bytes, this.policy, { urgent: true });
+      const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, bytes, this.policy, { urgent });
       await this.spill(plan.victims, () => false);
     });
     return this.usage();

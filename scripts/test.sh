@@ -2,6 +2,7 @@
 # CI entry point: set the machine up, run the whole test suite, stop the dockerd this run started.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export CI=${CI:-true}  # fixed model-test seeds (test/model/suite.ts), as in the project CI
 export DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 
 # A live dockerd in a pid file that predates this run belongs to another session: leave it alone.

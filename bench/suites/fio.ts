@@ -34,7 +34,7 @@ export const DEFAULT_FIO_CONFIG: FioSuiteConfig = {
   freshFileMiB: 32,
   smallFiles: 10_000,
   rssFileMiB: 32,
-  defaultTargets: ['ephemera', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'],
+  defaultTargets: ['ephemera', 'ephemera-disk', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'],
 };
 
 interface WorkloadContext {

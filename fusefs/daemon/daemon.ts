@@ -243,11 +243,11 @@ export class NodeDaemon {
       }
       case 'evict': {
         const m = this.get(r.id);
-        return { id: r.id, eviction: await m.balancer.evict(r.bytes, r.urgent ?? false) };
+        return { id: r.id, eviction: await m.evict(r.bytes, r.urgent ?? false) };
       }
       case 'promote': {
         const m = this.get(r.id);
-        return { id: r.id, ...(await m.balancer.promoteNow()) };
+        return { id: r.id, ...(await m.promote()) };
       }
       case 'stats':
         if (r.id !== undefined) return { mounts: [this.get(r.id).stats(r.inodes ?? false)] };

@@ -133,6 +133,33 @@ export class ManagedMount implements MountMetricsSource {
     return this.adapter.requestShrink(targetLimit);
   }
 
+  /** Evicts through whoever owns the tiers: the memory adapter once a cgroup is attached. */
+  async evict(bytes: number, urgent: boolean): Promise<EvictionReport> {
+    if (!this.adapter) return this.balancer.evict(bytes, urgent);
+    const before = { ...this.adapter.stats };
+    const u = await this.adapter.evictBytes(bytes, urgent);
+    const freedBytes = this.adapter.stats.spilledBytes - before.spilledBytes;
+    return {
+      requestedBytes: bytes,
+      freedBytes,
+      spilled: this.adapter.stats.spills - before.spills,
+      shortfallBytes: Math.max(0, bytes - freedBytes),
+      busy: this.mount.inodeStats().filter((s) => s.tier === 'memory' && s.openCount > 0).length,
+      memoryBytes: u.memoryTierBytes,
+    };
+  }
+
+  /**
+   * Promotes into the room now. With a cgroup attached the adapter promotes by itself, through the
+   * helper in the container's cgroup; a copy made here would charge the daemon, so it is refused.
+   */
+  promote(): Promise<{ promoted: number; bytes: number }> {
+    if (this.adapter) {
+      throw new DaemonError('E_BAD_OPTION', `mount "${this.record.id}" follows its cgroup (memory adapter): it promotes by itself, charged to the container`);
+    }
+    return this.balancer.promoteNow();
+  }
+
   async setBudget(budget: number): Promise<EvictionReport> {
     if (this.adapter) {
       throw new DaemonError('E_BAD_OPTION', `mount "${this.record.id}" follows its cgroup's limit (memory adapter): the budget is not set by hand`);
@@ -154,7 +181,8 @@ export class ManagedMount implements MountMetricsSource {
 
   stats(withInodes = false): MountStats {
     const usage = this.mount.usage();
-    const t = this.balancer.totals;
+    // Once a cgroup is attached the adapter moves the files; the budget keeper has stood down.
+    const t = this.adapter?.stats ?? this.balancer.totals;
     return {
       id: this.record.id,
       path: this.record.path,
@@ -176,7 +204,15 @@ export class ManagedMount implements MountMetricsSource {
       overBudgetOpenBytes: this.balancer.overBudgetOpenBytes,
       ...(withInodes
         ? {
-            inodeTable: this.mount.inodeStats().map((s) => ({ ino: s.ino, tier: s.tier, size: s.size, allocated: s.allocated, openCount: s.openCount })),
+            inodeTable: this.mount.inodeStats().map((s) => ({
+              ino: s.ino,
+              tier: s.tier,
+              size: s.size,
+              allocated: s.allocated,
+              openCount: s.openCount,
+              lastOpenMs: s.lastOpenMs || null,
+              lastCloseMs: s.lastCloseMs || null,
+            })),
           }
         : {}),
     };

@@ -143,7 +143,8 @@ export interface MountStats {
   promotedBytes: number;
   /** Bytes over budget that stayed in memory because their files were open at the last enforcement. */
   overBudgetOpenBytes: number;
-  inodeTable?: Array<{ ino: number; tier: 'memory' | 'disk'; size: number; allocated: number; openCount: number }>;
+  /** Per inode; last open/close on the daemon's monotonic clock (ms), null when never. */
+  inodeTable?: Array<{ ino: number; tier: 'memory' | 'disk'; size: number; allocated: number; openCount: number; lastOpenMs: number | null; lastCloseMs: number | null }>;
 }
 
 /** The result of an eviction (evict, or a budget lowered). */

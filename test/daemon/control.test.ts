@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DaemonClient } from '../../fusefs/daemon/client';
+import { cgroupV1Unavailable, createTestCgroup } from '../support/cgroups';
 import { skipLoudly } from '../support/mount';
 import { cleanupStateDir, makeStateDir, MiB, mountsUnder, startDaemon, type TestDaemon } from './support';
 
@@ -118,6 +119,31 @@ describe.skipIf(skip)('node daemon: control API, isolation, metrics', () => {
     expect(text).toMatch(/ephemera_mount_request_errors_total\{mount="beta",owner="tenant-b",opcode="\w+"\} [1-9]/);
     expect(text).toMatch(/ephemera_mounts 2/);
     expect(text).toMatch(/ephemera_daemon_process_resident_memory_bytes \d+/);
+  });
+
+  it.skipIf(cgroupV1Unavailable() !== undefined)('with a cgroup attached, evict goes through the memory adapter and promote is refused (a daemon copy would charge the daemon)', async () => {
+    const cg = await createTestCgroup({ limitBytes: 256 * MiB });
+    try {
+      await client.addMount({ id: 'gamma', budget: 0, sizeQuota: 64 * MiB, inodeQuota: 100, owner: 'tenant-a' });
+      expect(await client.request({ type: 'attach-cgroup', id: 'gamma', cgroup: cg.dir, sizeHint: 1 })).toMatchObject({ ok: true });
+      const dir = (await client.stats('gamma')).path;
+      fs.writeFileSync(path.join(dir, 'f'), Buffer.alloc(MiB, 7));
+      // Closed and small: the adapter promotes it to memory in the room under the mark.
+      const deadline = Date.now() + 5000;
+      while ((await client.stats('gamma', true)).inodeTable![0]!.tier !== 'memory' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const table = (await client.stats('gamma', true)).inodeTable!;
+      expect(table[0]).toMatchObject({ tier: 'memory', openCount: 0, lastOpenMs: expect.any(Number), lastCloseMs: expect.any(Number) });
+      const ev = await client.request({ type: 'evict', id: 'gamma', bytes: 1, urgent: true });
+      expect(ev).toMatchObject({ ok: true, eviction: { spilled: 1, freedBytes: MiB } });
+      const after = await client.stats('gamma', true);
+      expect(after.inodeTable![0]!.tier).toBe('disk');
+      expect(after.spills).toBe(1); // the adapter's counters, not the stood-down budget keeper's
+      expect(await client.request({ type: 'promote', id: 'gamma' })).toMatchObject({ ok: false, code: 'E_BAD_OPTION' });
+      expect(fs.readFileSync(path.join(dir, 'f')).equals(Buffer.alloc(MiB, 7))).toBe(true);
+    } finally {
+      await client.request({ type: 'remove-mount', id: 'gamma' });
+      await cg.remove();
+    }
   });
 
   it('remove-mount unmounts and removes its directories; the id can be added again', async () => {
