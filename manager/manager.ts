@@ -269,7 +269,7 @@ export class TenantManager {
       const limitBefore = e.limitBytes;
       let raisedAt: number | undefined;
       const { outcome, extra } = await this.decideAndRun('safeguard', (snap) => {
-        const d = planSafeguard(snap, { container: id, shortfallBytes }, this.policy);
+        const d = planSafeguard(snap, { container: id, shortfallBytes, oomPaused }, this.policy);
         return { plan: d.plan, extra: d };
       }, (step) => {
         if (raisedAt === undefined && step.kind === 'raiseLimit' && step.container === id) raisedAt = performance.now();

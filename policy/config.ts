@@ -87,6 +87,12 @@ export const PolicyConfigSchema = z
       .object({
         /** After a memory alarm the container may not lend for this long. */
         coolDownMs: z.number().int().nonnegative().default(60_000),
+        /**
+         * An OOM-paused container is stalled at its limit and cannot say how much more it needs: it is
+         * granted max(pausedGrantMinBytes, pausedGrantFraction · limit) beyond what it lent out.
+         */
+        pausedGrantMinBytes: z.number().int().nonnegative().default(16 * MiB),
+        pausedGrantFraction: z.number().min(0).max(4).default(0.25),
       })
       .prefault({}),
 

@@ -55,7 +55,7 @@ export {
   type LendingTrigger,
   type PendingReturn,
 } from './lending';
-export { planSafeguard, type MemoryAlarm, type SafeguardDecision } from './safeguard';
+export { planSafeguard, alarmNeedBytes, type MemoryAlarm, type SafeguardDecision } from './safeguard';
 export {
   fits,
   scoreNode,

@@ -7,6 +7,15 @@ export interface MemoryAlarm {
   readonly container: string;
   /** Bytes the container needs beyond its current limit to stay clear of OOM; 0 = only take back what it lent. */
   readonly shortfallBytes: number;
+  /** Its task is stalled at the limit with the OOM killer paused: it needs room now, however much it said. */
+  readonly oomPaused?: boolean;
+}
+
+/** What an alarm asks for: its own shortfall, or for an OOM-paused container at least the paused grant. */
+export function alarmNeedBytes(alarm: MemoryAlarm, limitBytes: number, config: PolicyConfig): number {
+  if (!alarm.oomPaused) return alarm.shortfallBytes;
+  const grant = Math.max(config.safeguard.pausedGrantMinBytes, Math.ceil(config.safeguard.pausedGrantFraction * limitBytes));
+  return Math.max(alarm.shortfallBytes, grant);
 }
 
 export interface SafeguardDecision {
@@ -31,7 +40,7 @@ export function planSafeguard(snapshot: TenantSnapshot, alarm: MemoryAlarm, conf
   for (const loan of ws.loansOf(alarm.container).filter((l) => l.lender === alarm.container)) {
     ws.returnLoan(loan.lender, loan.borrower);
   }
-  let remaining = ws.roundUp(alarm.shortfallBytes - (c.limit - limitBefore));
+  let remaining = ws.roundUp(alarmNeedBytes(alarm, limitBefore, config) - (c.limit - limitBefore));
   if (remaining > 0) {
     const donors = ws
       .all()

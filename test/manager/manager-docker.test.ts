@@ -201,6 +201,33 @@ describe.skipIf(docker.skipReason !== undefined)('tenant manager on a real docke
     await Promise.all([lender.remove(), borrower.remove()]);
   }, 120_000);
 
+  it('safeguard: an OOM-paused alarm from a container that lent nothing gets the paused grant from the largest spare', async () => {
+    const [cpu, io] = await Promise.all([start('acme', 'cpu', 300, CPU_PROFILE, 'sleep $1'), start('acme', 'io', 150, IO_PROFILE, 'sleep $1')]);
+    const m = await open('acme');
+    await add(m, cpu, CPU_PROFILE);
+    await add(m, io, IO_PROFILE);
+    const budgets: number[] = [];
+    const peer = await MountPeer.connect({ tenant: 'acme', stateDir, reconnect: false });
+    await peer.attach(io.id, {
+      read: async () => ({ memoryBytes: 0, diskBytes: 0, usageBytes: 150 * MiB, limitBytes: await cgroupLimit(io) }),
+      onBudget: (limit) => void budgets.push(limit),
+      evict: async () => 0,
+      shrink: async () => 0,
+    });
+    // The paused task cannot say how much it needs (shortfall 0): policy grants max(16 MiB, 25 % of 150 MiB).
+    const grant = 37.5 * MiB;
+    peer.alarm(io.id, 0, true);
+    await waitUntil(() => budgets.includes(150 * MiB + grant), 2000);
+    await m.idle();
+    expect(await cgroupLimit(io)).toBe(150 * MiB + grant);
+    expect(await cgroupLimit(cpu)).toBe(300 * MiB - grant);
+    expect(m.loanTable()).toEqual([expect.objectContaining({ lender: cpu.id, borrower: io.id, bytes: grant })]);
+    expect(m.counts.inconsistent).toBe(0);
+    await peer.close();
+    await m.close();
+    await Promise.all([cpu.remove(), io.remove()]);
+  }, 120_000);
+
   it('a manager killed mid-plan, restarted, brings the limits back to the policy (status over the socket too)', async () => {
     const [cpu, io, other] = await Promise.all([
       start('acme', 'cpu', 300, CPU_PROFILE, 'sleep $1'),

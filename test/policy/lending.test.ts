@@ -146,6 +146,30 @@ describe('the mix: CPU 300 MB (U 4, F 0) with IO 150 MB (U 2, F 256)', () => {
   });
 });
 
+describe('safeguard: an OOM-paused container that lent nothing', () => {
+  it('gets the paused grant, max(16 MiB, 25 % of its limit), as an emergency loan, its raise first', () => {
+    const s: TenantSnapshot = {
+      nowMs: 0,
+      loans: [],
+      containers: [container('cpu', { limitMb: 300, U: 4, F: 0 }), container('io', { limitMb: 150, U: 2, F: 256 }), container('cpu2', { limitMb: 500, U: 4, F: 0 })],
+    };
+    // io (150 MB) has no loans out: a shortfall of 0 alone would give it nothing.
+    expect(planSafeguard(s, { container: 'io', shortfallBytes: 0 }, config).plan.opened).toEqual([]);
+    const d = planSafeguard(s, { container: 'io', shortfallBytes: 0, oomPaused: true }, config);
+    const granted = d.plan.opened.reduce((a, l) => a + l.bytes, 0);
+    expect(granted).toBe(Math.ceil((0.25 * 150 * MiB) / 4096) * 4096);
+    expect(d.plan.opened[0]!.lender).toBe('cpu2'); // the largest spare
+    expect(d.plan.steps[0]).toMatchObject({ kind: 'raiseLimit', container: 'io' });
+    expect(d.uncoveredBytes).toBe(0);
+    // A larger stated shortfall wins over the grant; the floor holds for small containers.
+    const big = planSafeguard(s, { container: 'io', shortfallBytes: 100 * MiB, oomPaused: true }, config);
+    expect(big.plan.opened.reduce((a, l) => a + l.bytes, 0)).toBe(100 * MiB);
+    const cfg = parsePolicyConfig({ safeguard: { pausedGrantFraction: 0 } });
+    const floor = planSafeguard(s, { container: 'io', shortfallBytes: 0, oomPaused: true }, cfg);
+    expect(floor.plan.opened.reduce((a, l) => a + l.bytes, 0)).toBe(16 * MiB);
+  });
+});
+
 describe('pool thresholds: scaled (thesis text) against raw (original code)', () => {
   it('a container whose demand is within 10 % of a threshold is classified differently', () => {
     // U + F = 95 MB against M = 100 MB: raw 95 is self-sufficient (90 ≤ 95 ≤ 100); scaled 104.5 > 100 is allocation.
