@@ -5,7 +5,7 @@ import { loadPolicyConfig, MiB, type Scoring } from '../policy';
 import { ControllerError, errorMessage } from './errors';
 import type { NodeView } from './state';
 import { Controller } from './server';
-import { Engine, type TmpMode } from '../engine/index';
+import { defaultNodeStateDir, Engine, type TmpMode } from '../engine/index';
 import { EphemeraTmpProvider } from '../engine/ephemera-provider';
 import { NodeDaemon } from '../fusefs/daemon';
 import Docker from 'dockerode';
@@ -111,7 +111,7 @@ export function registerControllerCommands(program: Command): void {
     .command('node')
     .description('run a node: the node daemon serving every container\'s Ephemera /tmp and, with --controller, the agent that runs the invocations placed here')
     .option('--controller <url>', 'controller URL, e.g. http://127.0.0.1:7070 (omit: serve /tmp mounts only)', httpUrl)
-    .option('--state-dir <dir>', 'node daemon state (records, spill dirs, memory tiers, control socket)', '/var/lib/ephemera/node')
+    .option('--state-dir <dir>', 'node daemon state (records, spill dirs, memory tiers, control socket, manager sockets)', defaultNodeStateDir())
     .option('--tmp <kind>', 'function containers\' /tmp: ephemera | overlay | tmpfs', 'ephemera')
     .option('--name <name>', 'node name (unique in the cluster)', hostname())
     .option('--node-limit <MiB>', 'N_lim in MiB (default: --memory-fraction of MemTotal)', positiveInt('--node-limit'))

@@ -6,6 +6,11 @@ export function defaultStateDir(): string {
   return process.env.EPHEMERA_STATE_DIR ?? '/var/lib/ephemera';
 }
 
+/** `ephemera node`'s state (node daemon records, spill dirs, tenant manager sockets). */
+export function defaultNodeStateDir(): string {
+  return path.join(defaultStateDir(), 'node');
+}
+
 const APT_DIR = '/etc/apt';
 
 /**

@@ -22,5 +22,5 @@ export type { ImageRecipe, ImageBuildResult, ImageBuildOptions, EngineImage } fr
 export { readRssBytes, readOomKills, readMemoryStat, memoryCgroupOfPid, findMemoryMount } from './cgroup';
 export { profileFunction, profileKey, ProfileStore, largestFileUnder } from './profile';
 export type { FunctionProfile, ProfileRunOptions, ProfileInputRun } from './profile';
-export { defaultStateDir, detectDebianMirror } from './config';
+export { defaultNodeStateDir, defaultStateDir, detectDebianMirror } from './config';
 export { writeFileAtomic } from './atomic-file';

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { defaultStateDir } from '../engine/index';
+import { defaultNodeStateDir } from '../engine/index';
 import { isLinkError } from '../link/index';
 import { isManagerError } from './errors';
 import type { ManagerStatus } from './messages';
-import { fetchManagerStatus, listManagerTenants } from './status-client';
+import { fetchManagerMetrics, fetchManagerStatus, listManagerTenants } from './status-client';
 
 const MiB = 1024 * 1024;
 
@@ -29,6 +29,25 @@ export function formatStatusTable(statuses: readonly ManagerStatus[]): string {
   return lines.join('\n');
 }
 
+/** Runs `visit` for the chosen tenant or every tenant with a manager socket; errors are printed with their code, exit 2. */
+async function eachManager(opts: { tenant?: string; stateDir: string }, visit: (tenant: string) => Promise<void>): Promise<void> {
+  const tenants = opts.tenant ? [opts.tenant] : await listManagerTenants(opts.stateDir);
+  if (tenants.length === 0) {
+    process.stderr.write(`E_NO_MANAGER: no tenant manager socket under ${opts.stateDir}/managers\n`);
+    process.exitCode = 2;
+    return;
+  }
+  for (const t of tenants) {
+    try {
+      await visit(t);
+    } catch (err) {
+      const code = isManagerError(err) || isLinkError(err) ? err.code : 'E_NO_MANAGER';
+      process.stderr.write(`${code}: tenant ${t}: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+    }
+  }
+}
+
 /** Registers this layer's `ephemera` subcommands. */
 export function registerManagerCommands(program: Command): void {
   const manager = program.command('manager').description('tenant managers: pools, limits, loans');
@@ -36,26 +55,20 @@ export function registerManagerCommands(program: Command): void {
     .command('status')
     .description("show each tenant manager's pools, limits, loans and store usage (read over its socket)")
     .option('--tenant <tenant>', 'only this tenant')
-    .option('--state-dir <dir>', 'state directory', defaultStateDir())
+    .option('--state-dir <dir>', "state directory (`ephemera node`'s by default)", defaultNodeStateDir())
     .option('--json', 'print JSON')
     .action(async (opts: { tenant?: string; stateDir: string; json?: boolean }) => {
-      const tenants = opts.tenant ? [opts.tenant] : await listManagerTenants(opts.stateDir);
-      if (tenants.length === 0) {
-        process.stderr.write(`E_NO_MANAGER: no tenant manager socket under ${opts.stateDir}/managers\n`);
-        process.exitCode = 2;
-        return;
-      }
       const statuses: ManagerStatus[] = [];
-      for (const t of tenants) {
-        try {
-          statuses.push(await fetchManagerStatus(opts.stateDir, t));
-        } catch (err) {
-          const code = isManagerError(err) || isLinkError(err) ? err.code : 'E_NO_MANAGER';
-          process.stderr.write(`${code}: tenant ${t}: ${(err as Error).message}\n`);
-          process.exitCode = 2;
-        }
-      }
+      await eachManager(opts, async (t) => void statuses.push(await fetchManagerStatus(opts.stateDir, t)));
       if (opts.json) process.stdout.write(`${JSON.stringify(opts.tenant ? (statuses[0] ?? null) : statuses, null, 2)}\n`);
       else if (statuses.length > 0) process.stdout.write(`${formatStatusTable(statuses)}\n`);
+    });
+  manager
+    .command('metrics')
+    .description("print each tenant manager's Prometheus metrics (text format; every series is labelled with its tenant)")
+    .option('--tenant <tenant>', 'only this tenant')
+    .option('--state-dir <dir>', "state directory (`ephemera node`'s by default)", defaultNodeStateDir())
+    .action(async (opts: { tenant?: string; stateDir: string }) => {
+      await eachManager(opts, async (t) => void process.stdout.write(await fetchManagerMetrics(opts.stateDir, t)));
     });
 }

@@ -24,4 +24,4 @@ export {
 export { managerLabels, parseManagerLabels, LABEL_INITIAL_LIMIT, LABEL_PROFILE_PEAK, LABEL_PROFILE_FILE } from './labels';
 export { managerSocketPath } from './paths';
 export { ManagerMetrics } from './metrics';
-export { fetchManagerStatus, listManagerTenants } from './status-client';
+export { fetchManagerMetrics, fetchManagerStatus, listManagerTenants } from './status-client';

@@ -653,6 +653,9 @@ export class TenantManager {
       case 'status':
         session.send({ type: 'status-reply', requestId: msg.requestId, status: this.status() });
         return;
+      case 'metrics':
+        session.send({ type: 'metrics-reply', requestId: msg.requestId, contentType: this.metrics.registry.contentType, text: await this.metrics.registry.metrics() });
+        return;
       case 'usage': {
         const e = this.entryForMount(session, msg.containerId);
         const fresh = e.session !== session;

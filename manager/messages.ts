@@ -55,6 +55,9 @@ export const StatsMessage = z.object({
 /** From a control peer (`ephemera manager status`), not from mounts. */
 export const StatusRequestMessage = z.object({ type: z.literal('status'), requestId });
 
+/** From a control peer (`ephemera manager metrics`): the manager's Prometheus registry as text. */
+export const MetricsRequestMessage = z.object({ type: z.literal('metrics'), requestId });
+
 // --- manager → mount -------------------------------------------------------------------------
 
 /** The container's limit is now `limitBytes`: the mount's memory budget follows it. */
@@ -98,8 +101,10 @@ export type ManagerStatus = z.infer<typeof ManagerStatusSchema>;
 
 export const StatusReplyMessage = z.object({ type: z.literal('status-reply'), requestId, status: ManagerStatusSchema });
 
-export const ToManager = messageSet(UsageMessage, AlarmMessage, ShrinkReadyMessage, StatsMessage, StatusRequestMessage);
-export const ToMount = messageSet(BudgetMessage, EvictMessage, ShrinkMessage, StatusReplyMessage);
+export const MetricsReplyMessage = z.object({ type: z.literal('metrics-reply'), requestId, contentType: z.string(), text: z.string() });
+
+export const ToManager = messageSet(UsageMessage, AlarmMessage, ShrinkReadyMessage, StatsMessage, StatusRequestMessage, MetricsRequestMessage);
+export const ToMount = messageSet(BudgetMessage, EvictMessage, ShrinkMessage, StatusReplyMessage, MetricsReplyMessage);
 export type ToManagerMessage = z.infer<typeof ToManager.schema>;
 export type ToMountMessage = z.infer<typeof ToMount.schema>;
 

@@ -1,4 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,6 +8,7 @@ import { BUSYBOX_RECIPE, Engine, readOomKills, type FunctionContainer, type TmpM
 import { DockerLimitWriter, managerLabels, MountPeer, TenantManager, type LimitWriter } from '../../manager/index';
 import { DEFAULT_POLICY_CONFIG, MiB, planOnStart, scaled, type ContainerProfile } from '../../policy/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
+import { REPO } from '../support/mount';
 import { readTenantToken } from '../../link/index';
 
 const docker = await ensureDocker();
@@ -278,6 +281,11 @@ describe.skipIf(docker.skipReason !== undefined)('tenant manager on a real docke
       [[cpu.id, 300 * MiB, 'harvest'], [io.id, 150 * MiB, 'allocation']].sort(),
     );
     expect(await readTenantToken(stateDir, 'acme')).toMatch(/^[0-9a-f]{64}$/);
+    // Prometheus metrics over the same socket, as `ephemera manager metrics` prints them.
+    // (async: the manager answering it runs in this process)
+    const { stdout: metrics } = await promisify(execFile)(process.execPath, [path.join(REPO, 'bin/ephemera.js'), 'manager', 'metrics', '--tenant', 'acme', '--state-dir', stateDir], { encoding: 'utf8' });
+    expect(metrics).toContain(`ephemera_manager_limit_bytes{container="${cpu.id.slice(0, 12)}",tenant="acme"} ${300 * MiB}`);
+    expect(metrics).toContain('ephemera_manager_loaned_bytes{tenant="acme"} 0');
     await runCpu;
     await restarted.close();
     await Promise.all([cpu.remove(), io.remove(), other.remove()]);
