@@ -118,7 +118,8 @@ export function registerControllerCommands(program: Command): void {
     .option('--memory-fraction <f>', 'share of MemTotal set aside for functions when --node-limit is not given', fraction, 0.75)
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
     .option('--no-sharing', 'no tenant managers: containers keep their own limits (no lending)')
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean }) => {
+    .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -126,7 +127,7 @@ export function registerControllerCommands(program: Command): void {
       // more memory than many functions leave idle).
       const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir });
       process.stdout.write(`ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (${recovery.remounted.length} mount(s) recovered)\n`);
-      const provider = await EphemeraTmpProvider.start({ socketPath: daemon.paths.socket });
+      const provider = await EphemeraTmpProvider.start({ socketPath: daemon.paths.socket, oomPause: opts.oomPause });
       let agent: NodeAgent | undefined;
       // One tenant manager per tenant, opened on its first container; it lends memory between that
       // tenant's running containers and is the one writer of their limits.

@@ -78,6 +78,14 @@ export function guessContainerCgroups(mount: MemoryMount, containerId: string): 
   ];
 }
 
+/**
+ * The Docker container id in its memory cgroup's directory name: `<id>` under the cgroupfs driver,
+ * `docker-<id>.scope` under the systemd driver; undefined for anything else.
+ */
+export function containerIdOfCgroup(cgroupPath: string): string | undefined {
+  return /^(?:docker-)?([0-9a-f]{64})(?:\.scope)?$/.exec(path.basename(cgroupPath))?.[1];
+}
+
 export function cgroupExists(cgroupPath: string): boolean {
   return existsSync(path.join(cgroupPath, 'memory.stat'));
 }

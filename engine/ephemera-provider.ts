@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
 import { EngineError, errorMessage } from './errors';
+import { containerIdOfCgroup } from './cgroup';
 import type { FunctionSpec } from './spec';
 import type { TmpCreateOptions, TmpProvider } from './tmp-provider';
 
@@ -102,8 +103,8 @@ export class EphemeraTmpProvider implements TmpProvider {
         cgroup: cgroupPath,
         sizeHint: this.hints.get(id) ?? this.opts.sizeHintBytes ?? null,
         oomPause: this.opts.oomPause ?? false,
-        // cgroupfs names a container's cgroup after its id: with it the mount joins its tenant manager's link.
-        ...(/^[0-9a-f]{64}$/.test(path.basename(cgroupPath)) ? { containerId: path.basename(cgroupPath) } : {}),
+        // With the container's id the mount joins its tenant manager's link.
+        ...(containerIdOfCgroup(cgroupPath) ? { containerId: containerIdOfCgroup(cgroupPath)! } : {}),
       });
     } catch (err) {
       throw new EngineError('E_TMP_PROVIDER', `cannot tie the Ephemera /tmp of ${containerName} to ${cgroupPath}: ${errorMessage(err)}`, undefined, err);
@@ -137,3 +138,4 @@ export class EphemeraTmpProvider implements TmpProvider {
 export function mountId(containerName: string): string {
   return containerName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128);
 }
+

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { containerIdOfCgroup } from '../../engine/cgroup';
 import { detectDebianMirror, findMemoryMount, memoryCgroupOfPid, recipeHash, FUNCTION_RECIPE, parseFunctionSpec, largestFileUnder } from '../../engine/index';
 
 describe('engine pure parts', () => {
@@ -58,5 +59,15 @@ describe('engine pure parts', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('containerIdOfCgroup', () => {
+  const id = 'a'.repeat(12) + '0123456789abcdef'.repeat(3) + 'b'.repeat(4);
+  it('reads the id under the cgroupfs and the systemd drivers, nothing else', () => {
+    expect(containerIdOfCgroup(`/sys/fs/cgroup/memory/docker/${id}`)).toBe(id);
+    expect(containerIdOfCgroup(`/sys/fs/cgroup/memory/system.slice/docker-${id}.scope`)).toBe(id);
+    expect(containerIdOfCgroup('/sys/fs/cgroup/memory/user.slice')).toBeUndefined();
+    expect(containerIdOfCgroup(`/sys/fs/cgroup/memory/docker/${id.slice(1)}`)).toBeUndefined();
   });
 });
