@@ -4,6 +4,7 @@ import { cleanupNodeDaemon } from './daemon/cleanup';
 import { DaemonClient } from './daemon/client';
 import { NodeDaemon } from './daemon/daemon';
 import { TierBalancer } from './daemon/balancer';
+import { SizedDiskTier } from './daemon/disk-tier';
 import { SizedMemoryTier } from './daemon/memory-tier';
 import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
@@ -63,6 +64,15 @@ export function registerFusefsCommands(program: Command): void {
       // writes without asking us, so only the tmpfs can answer ENOSPC to a file growing while open.
       if (sizeQuota > 0) sweepDeadMemoryTiers();
       const memoryTier = sizeQuota > 0 ? SizedMemoryTier.create(`${MEMORY_TIER_ROOT}/mem-${process.pid}`, sizeQuota) : undefined;
+      // And the disk tier a file system of that size, for the same reason (a dead run's is replaced).
+      let diskTier: SizedDiskTier | undefined;
+      if (sizeQuota > 0 && spillDir) {
+        try {
+          diskTier = SizedDiskTier.create(spillDir, sizeQuota);
+        } catch (e) {
+          process.stderr.write(`ephemera: warning: ${(e as Error).message}; the --size quota binds the memory tier only (disk-tier files are checked at create and spill)\n`);
+        }
+      }
       let m: EphemeraMount;
       try {
         m = await EphemeraMount.open({
@@ -72,13 +82,14 @@ export function registerFusefsCommands(program: Command): void {
           mode: mode as 'auto',
           sizeQuota,
           inodeQuota: o.inodes ? parseCount(String(o.inodes), '--inodes') : 0,
-          spillDir,
+          spillDir: diskTier?.dir ?? spillDir,
           xattrs: Boolean(o.xattrs),
           transport: transport as TransportChoice,
           ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
         });
       } catch (e) {
         memoryTier?.close();
+        diskTier?.close();
         throw e;
       }
       const balancer = budget === undefined ? undefined : new TierBalancer(m, { budget, policy });
@@ -119,6 +130,7 @@ export function registerFusefsCommands(program: Command): void {
         const counters = m.counters();
         await m.close();
         memoryTier?.close();
+        diskTier?.close();
         const ops = Object.fromEntries(Object.entries(counters.ops).map(([k, v]) => [k, v.count]));
         say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions },
           `ephemera: stopped (${signal}) ${Object.entries(ops).map(([k, v]) => `${k}=${v}`).join(' ')}`);

@@ -47,7 +47,7 @@ export function cleanupNodeDaemon(stateDir?: string, overrides: { mountsDir?: st
     report.removed.push(b.file);
   }
   // Whatever is still mounted below our dirs without a record (a crash between mount and record).
-  for (const root of [paths.mountsDir, paths.memoryRoot, paths.fuseRoot]) {
+  for (const root of [paths.mountsDir, paths.memoryRoot, paths.fuseRoot, paths.spillRoot]) {
     for (const mp of listMountPoints().filter((p) => p.startsWith(root + '/'))) unmount(mp);
   }
   if (daemon?.madeParentMount) unmount(paths.mountsDir);

@@ -10,6 +10,7 @@ import { DaemonMetrics } from '../metrics';
 import { isMountPoint, unmountQuietly } from '../memtier';
 import { DaemonError, errorReply } from './errors';
 import { ManagedMount } from './managed-mount';
+import { SizedDiskTier } from './disk-tier';
 import { parseControlLine, type AddMountRequest, type ControlReply, type ControlRequest } from './messages';
 import { daemonPaths, ensureSharedParent, type DaemonPaths } from './paths';
 import { isDaemonAlive, MountRecords, readDaemonRecord, writeJsonAtomic, type DaemonRecord, type MountRecord } from './state';
@@ -361,6 +362,11 @@ export class NodeDaemon {
 
 /** What a removed mount leaves: its spill dir and mount point, when the daemon made them. */
 export function removeMountLeftovers(record: MountRecord): void {
+  // A dead daemon's sized disk tier is still mounted inside the spill dir: detach it first.
+  const diskTier = SizedDiskTier.dirFor(record.spillDir);
+  if (isMountPoint(diskTier)) unmountQuietly(diskTier);
+  fs.rmSync(`${diskTier}.img`, { force: true });
+  if (!isMountPoint(diskTier)) fs.rmSync(diskTier, { recursive: true, force: true });
   if (record.createdSpillDir) fs.rmSync(record.spillDir, { recursive: true, force: true });
   else {
     for (const name of safeReaddir(record.spillDir)) if (name.endsWith('.spill')) fs.rmSync(path.join(record.spillDir, name), { force: true });

@@ -10,6 +10,7 @@ import { DaemonError } from './errors';
 import { TierBalancer } from './balancer';
 import { isMountPoint, unmountQuietly } from '../memtier';
 import { SizedMemoryTier, stderrOf } from './memory-tier';
+import { SizedDiskTier } from './disk-tier';
 import { EphemeraError } from '../errors';
 import type { EvictionReport, MountStats } from './messages';
 import { prepareSpillDir } from './paths';
@@ -25,6 +26,8 @@ export class ManagedMount implements MountMetricsSource {
     private record: MountRecord,
     readonly mount: EphemeraMount,
     private readonly memoryTier: SizedMemoryTier,
+    /** The disk tier's own file system, sized to the quota; undefined: no quota, or no loop devices here. */
+    private readonly diskTier: SizedDiskTier | undefined,
     readonly balancer: TierBalancer,
     private adapter: MemoryAdapter | undefined,
     private readonly policy: PolicyConfig,
@@ -41,12 +44,14 @@ export class ManagedMount implements MountMetricsSource {
       if (record.createdSpillDir) undo.push(() => fs.rmSync(record.spillDir, { recursive: true, force: true }));
       const memoryTier = SizedMemoryTier.create(record.memoryDir, record.sizeQuota);
       undo.push(() => memoryTier.close());
+      const diskTier = record.sizeQuota > 0 ? openDiskTier(record, onError) : undefined;
+      undo.push(() => diskTier?.close());
       fs.mkdirSync(record.fusePath, { recursive: true, mode: 0o700 });
       const mount = await EphemeraMount.open({
         mountpoint: record.fusePath,
         allowOther: true, // the function runs as some container user
         sharedMemoryDir: memoryTier.dir,
-        spillDir: record.spillDir,
+        spillDir: diskTier?.dir ?? record.spillDir,
         sizeQuota: record.sizeQuota,
         inodeQuota: record.inodeQuota,
       });
@@ -66,7 +71,7 @@ export class ManagedMount implements MountMetricsSource {
         await balancer.close(); // the adapter owns placement and the tiers from here on
         adapter = await attachMemoryAdapter(mount, record.cgroup, policy, { sizeHint: record.sizeHint, oomPause: record.oomPause });
       }
-      return new ManagedMount(record, mount, memoryTier, balancer, adapter, policy);
+      return new ManagedMount(record, mount, memoryTier, diskTier, balancer, adapter, policy);
     } catch (e) {
       for (const step of undo.reverse()) {
         try {
@@ -174,7 +179,14 @@ export class ManagedMount implements MountMetricsSource {
    * nothing has changed. The native quotas follow.
    */
   setQuotas(sizeQuota: number, inodeQuota: number): void {
+    const before = this.record.sizeQuota;
     this.memoryTier.resize(sizeQuota);
+    try {
+      this.diskTier?.resize(sizeQuota);
+    } catch (e) {
+      this.memoryTier.resize(before); // all or nothing
+      throw e;
+    }
     this.mount.setQuotas(sizeQuota, inodeQuota);
     this.record = { ...this.record, sizeQuota, inodeQuota };
   }
@@ -193,6 +205,7 @@ export class ManagedMount implements MountMetricsSource {
       inodeQuota: this.record.inodeQuota,
       spillDir: this.record.spillDir,
       cgroup: this.record.cgroup,
+      diskTierBounded: this.diskTier !== undefined,
       inodes: usage.inodes,
       files: usage.files,
       openFiles: usage.openFiles,
@@ -234,6 +247,7 @@ export class ManagedMount implements MountMetricsSource {
       unmountQuietly(this.record.path);
       await this.mount.close();
       this.memoryTier.close();
+      this.diskTier?.close();
       try {
         fs.rmdirSync(this.record.fusePath);
       } catch {
@@ -271,5 +285,19 @@ function pathExists(p: string): boolean {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') return true;
     throw e;
+  }
+}
+
+/**
+ * The disk tier on a file system of the quota's size. Where that cannot be made (no loop devices,
+ * e.g. inside a container) the mount still serves, with the disk tier checked only at create and
+ * spill, and says so: the alternative would be no /tmp at all.
+ */
+function openDiskTier(record: MountRecord, onError: (what: string, e: unknown) => void): SizedDiskTier | undefined {
+  try {
+    return SizedDiskTier.create(record.spillDir, record.sizeQuota);
+  } catch (e) {
+    onError(`sized disk tier of mount ${record.id} (the quota binds the memory tier only; disk-tier files are checked at create and spill)`, e);
+    return undefined;
   }
 }

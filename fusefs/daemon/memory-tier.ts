@@ -8,7 +8,8 @@ import { isMountPoint, unmountQuietly } from '../memtier';
  * A mount's own memory-tier tmpfs, sized to the mount's size quota. Under passthrough the kernel
  * writes straight into the backing file and the daemon never sees the write, so the native quota
  * check cannot stop a file growing while open; a sized tmpfs can: the write gets ENOSPC exactly as
- * on a sized /tmp. The disk tier has no such bound: it is checked at create and when spilling only.
+ * on a sized /tmp. The disk tier gets a file system of the quota's size for the same reason
+ * (disk-tier.ts).
  * huge=within_size for the large folios (design.md: 2.7–3.7x faster 1 MiB I/O than default tmpfs).
  */
 export class SizedMemoryTier {

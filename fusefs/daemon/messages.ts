@@ -133,6 +133,8 @@ export interface MountStats {
   inodeQuota: number;
   spillDir: string;
   cgroup: string | null;
+  /** The disk tier sits on a file system of the quota's size: open files get ENOSPC at the quota. */
+  diskTierBounded: boolean;
   inodes: number;
   files: number;
   openFiles: number;

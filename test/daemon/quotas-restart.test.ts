@@ -59,12 +59,15 @@ describe.skipIf(skip)('node daemon: quotas', () => {
       const s = await client.stats('q');
       expect(s.bytes.disk).toBeGreaterThan(0);
       expect(s.bytes.memory).toBeLessThanOrEqual(4 * MiB);
-      // The disk tier is bounded at create (and spill) time only: under passthrough the kernel
-      // writes a disk-tier file without asking us, so an open file there may pass the quota...
-      const rest = fill(path.join(mount.path, 'rest'), 24 * MiB);
-      expect(rest.code).toBeNull();
+      // Open and growing on the disk tier: under passthrough the kernel writes it without asking
+      // us, and the tier's own file system (sized to the quota) stops it: 8 MiB spilled + this file.
+      expect(s.diskTierBounded).toBe(true);
+      const rest = fill(path.join(mount.path, 'rest'), 40 * MiB);
+      expect(rest.code).toBe('ENOSPC');
+      expect(rest.written).toBeGreaterThanOrEqual(16 * MiB);
+      expect(rest.written).toBeLessThanOrEqual(32 * MiB - s.bytes.disk);
       await new Promise((r) => setTimeout(r, 50));
-      // ...but once over it, nothing new is created.
+      // Over the quota across both tiers, nothing new is created.
       expect(() => fs.writeFileSync(path.join(mount.path, 'one-more'), 'x')).toThrow(/ENOSPC/);
       fs.unlinkSync(path.join(mount.path, 'rest'));
       await new Promise((r) => setTimeout(r, 50));
@@ -135,6 +138,7 @@ describe.skipIf(skip)('node daemon: crash, restart, cleanup', () => {
       expect(fs.readFileSync(path.join(a.path, 'after'), 'utf8')).toBe('seen through the bind');
       const s2 = await client.stats('c2');
       expect(s2.sizeQuota).toBe(16 * MiB);
+      expect(s2.diskTierBounded).toBe(true); // a fresh disk-tier file system replaced the dead one
       expect(df(b.path).sizeKiB).toBe(16 * 1024);
     } finally {
       client.close();

@@ -53,6 +53,30 @@ describe.skipIf(skip)('ephemera mount', () => {
     expect(runCli(['mount', base, '--queues', 'x']).stderr).toContain('E_BAD_OPTION');
   });
 
+  it('--size binds both tiers: a file growing while open on the disk tier (--budget 0) gets ENOSPC at the quota', async () => {
+    const spill = tmp();
+    const m = await startMount({ args: ['--size', '24M', '--budget', '0', '--spill-dir', spill] });
+    mounts.push(m);
+    expect(fs.readdirSync(spill)).toEqual(expect.arrayContaining(['tier', 'tier.img']));
+    const fd = fs.openSync(path.join(m.dir, 'grow'), 'w');
+    let written = 0;
+    let code: string | undefined;
+    try {
+      const chunk = Buffer.alloc(1 << 20, 3);
+      for (; written < 64 << 20; ) written += fs.writeSync(fd, chunk);
+    } catch (e) {
+      code = (e as NodeJS.ErrnoException).code;
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(code).toBe('ENOSPC');
+    expect(written).toBeGreaterThanOrEqual(16 << 20);
+    expect(written).toBeLessThanOrEqual(24 << 20);
+    await m.stop();
+    mounts.pop();
+    expect(fs.readdirSync(spill)).toEqual([]); // its file system unmounted, the image removed
+  });
+
   it('under passthrough the daemon serves no READ or WRITE during a data workload', async () => {
     const m = await startMount();
     mounts.push(m);

@@ -1,0 +1,164 @@
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { EphemeraError } from '../errors';
+import { isMountPoint, unmountQuietly } from '../memtier';
+import { stderrOf } from './memory-tier';
+
+/**
+ * The sparse image's apparent size: twice the quota plus slack, so the quota can be raised to about
+ * twice its size at run time without an online resize (which needs CAP_SYS_RESOURCE, not always
+ * held), and ext4's metadata (-i 4096: 6.25 %) always fits. Only what is written takes disk space;
+ * the reserve's extents touch the block bitmaps of the groups it covers, a few KiB per 128 MiB.
+ */
+const IMAGE_FACTOR = 2;
+const IMAGE_SLACK_BYTES = 64 << 20;
+const RESERVE = '.quota-reserve';
+
+function run(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000, encoding: 'utf8' }).trim();
+}
+
+/**
+ * A mount's disk tier on a file system of its own, sized to the mount's size quota: a sparse ext4
+ * image on a loop device mounted at `<spillDir>/tier`. Under passthrough the kernel writes a
+ * disk-tier file without asking the daemon, so only a file system of that size can answer ENOSPC to
+ * a file growing while open, as a sized tmpfs does; without it a runaway writer fills the node's disk.
+ * The loop device does direct I/O, so the image adds no second page cache (which loop would charge
+ * to the writer's memory cgroup again). The usable size is trimmed to the quota exactly by a
+ * reserve file at the root (spill files are O_TMPFILE or `<ino>.spill`, never a user path), which
+ * also lets the quota go down at run time, and up to about twice its first size; beyond that the
+ * image is grown online (resize2fs, where the daemon holds CAP_SYS_RESOURCE).
+ */
+export class SizedDiskTier {
+  private constructor(
+    readonly dir: string,
+    private readonly image: string,
+    private readonly device: string,
+    private quotaBytes: number,
+  ) {}
+
+  /** The directory the store keeps its disk-tier files in (a mount point of its own). */
+  static dirFor(spillDir: string): string {
+    return path.join(spillDir, 'tier');
+  }
+
+  static create(spillDir: string, sizeQuota: number): SizedDiskTier {
+    const dir = SizedDiskTier.dirFor(spillDir);
+    const image = `${dir}.img`;
+    if (isMountPoint(dir)) unmountQuietly(dir); // a dead daemon's leftover: its files were unreachable
+    fs.rmSync(image, { force: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    let device = '';
+    try {
+      fs.writeFileSync(image, '', { mode: 0o600 });
+      fs.truncateSync(image, imageBytes(sizeQuota));
+      // No journal (the tier's contents do not outlive the daemon), no reserved blocks, inode
+      // tables left uninitialised (noinit_itable below keeps the kernel from zeroing them later).
+      run('mkfs.ext4', ['-q', '-F', '-m', '0', '-i', '4096', '-O', '^has_journal', '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard', image]);
+      device = run('losetup', ['--find', '--show', '--direct-io=on', image]);
+      run('mount', ['-t', 'ext4', '-o', 'noinit_itable,nodiscard,noatime', device, dir]);
+      // Detaching a mounted loop device only marks it autoclear: it goes with the unmount.
+      run('losetup', ['-d', device]);
+      fs.chmodSync(dir, 0o700);
+      const tier = new SizedDiskTier(dir, image, device, 0);
+      tier.resize(sizeQuota);
+      return tier;
+    } catch (e) {
+      unmountQuietly(dir);
+      if (device && !isMountPoint(dir)) {
+        try {
+          run('losetup', ['-d', device]);
+        } catch {
+          /* not attached, or already autoclear */
+        }
+      }
+      fs.rmSync(image, { force: true });
+      if (e instanceof EphemeraError) throw e;
+      throw new EphemeraError('E_MOUNT', `cannot make the disk tier's ${sizeQuota}-byte file system on ${dir}: ${stderrOf(e)}`);
+    }
+  }
+
+  get size(): number {
+    return this.quotaBytes;
+  }
+
+  /** Bytes the tier's files hold (what counts against the quota). */
+  usedBytes(): number {
+    const s = fs.statfsSync(this.dir);
+    return Math.max(0, (s.blocks - s.bfree) * s.bsize - this.reserveBytes());
+  }
+
+  /**
+   * Sets the usable size to `sizeQuota`: grows the image when it is too small, then sizes the
+   * reserve to take the rest. A quota below what the files hold is refused, as tmpfs refuses it.
+   */
+  resize(sizeQuota: number): void {
+    if (sizeQuota === 0) {
+      this.setReserve(0); // no quota: the whole image
+      this.quotaBytes = 0;
+      return;
+    }
+    const used = this.usedBytes();
+    if (sizeQuota < used) {
+      throw new EphemeraError('E_BAD_OPTION', `cannot resize the disk tier to ${sizeQuota} bytes: its files hold ${used}`);
+    }
+    let s = fs.statfsSync(this.dir);
+    let room = s.bavail * s.bsize + this.reserveBytes(); // free space, the reserve counted as free
+    if (room < sizeQuota - used) {
+      const bytes = imageBytes(sizeQuota);
+      fs.truncateSync(this.image, bytes);
+      try {
+        run('losetup', ['--set-capacity', this.device]);
+        run('resize2fs', [this.device]);
+      } catch (e) {
+        throw new EphemeraError('E_BAD_OPTION', `cannot grow the disk tier to ${sizeQuota} bytes past its image (online resize: ${stderrOf(e)}); remove and add the mount with the larger quota`);
+      }
+      s = fs.statfsSync(this.dir);
+      room = s.bavail * s.bsize + this.reserveBytes();
+    }
+    const reserve = Math.max(0, Math.floor((room - (sizeQuota - used)) / s.bsize) * s.bsize);
+    this.setReserve(reserve);
+    this.quotaBytes = sizeQuota;
+  }
+
+  close(): void {
+    unmountQuietly(this.dir);
+    fs.rmSync(this.image, { force: true });
+    try {
+      fs.rmdirSync(this.dir);
+    } catch {
+      /* a lazy unmount still busy: cleanup retries */
+    }
+  }
+
+  private reserveBytes(): number {
+    try {
+      return fs.statSync(path.join(this.dir, RESERVE)).blocks * 512;
+    } catch {
+      return 0;
+    }
+  }
+
+  private setReserve(bytes: number): void {
+    const file = path.join(this.dir, RESERVE);
+    if (bytes === 0) {
+      fs.rmSync(file, { force: true });
+      return;
+    }
+    if (bytes < this.reserveBytes()) {
+      fs.truncateSync(file, bytes); // frees the blocks past the new end
+      return;
+    }
+    try {
+      run('fallocate', ['-l', String(bytes), file]);
+    } catch (e) {
+      throw new EphemeraError('E_BAD_OPTION', `cannot lower the disk tier's room to the quota (files grew meanwhile?): ${stderrOf(e)}`);
+    }
+  }
+}
+
+function imageBytes(sizeQuota: number): number {
+  const bytes = Math.ceil(sizeQuota * IMAGE_FACTOR) + IMAGE_SLACK_BYTES;
+  return Math.ceil(bytes / 4096) * 4096;
+}
