@@ -155,7 +155,10 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       this.kick();
     });
     this.mount.onClose((_ino, _bytes, tier) => tier === 'disk' && this.kick());
-    if (this.opts.chargedCopy !== false) {
+    // In writeback mode the daemon writes every memory-tier page itself (charged to the daemon) and
+    // usage() adds the whole memory tier to the container: promotions and fallocates copied by the
+    // helper in the container's cgroup would then be counted twice. So the helper is for passthrough.
+    if (this.opts.chargedCopy !== false && this.mount.mode === 'passthrough') {
       this.copier = ChargedCopier.forCgroup(this.opts.cgroupPath, this.opts.helperPath ? { helperPath: this.opts.helperPath } : {});
       // Allocating fallocates on the memory tier run natively through the same helper, in this cgroup.
       this.mount.setChargeAgent({ helper: this.copier.helperPath, cgroupDir: this.opts.cgroupPath });

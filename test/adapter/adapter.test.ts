@@ -143,6 +143,32 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     }
   });
 
+  it('accounting in writeback mode (no passthrough): the memory tier is added to the container once, also after a promotion', async () => {
+    cg = await createTestCgroup({ limitBytes: 512 * MiB });
+    const dir = path.join(base, 'wb');
+    const spill = path.join(base, 'wb-spill');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(spill, { recursive: true, mode: 0o700 });
+    mount = await EphemeraMount.open({ mountpoint: dir, spillDir: spill, allowOther: true, mode: 'writeback' });
+    expect(mount.mode).toBe('writeback');
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 32 * MiB });
+    await until(() => adapter.usage().markBytes > 0, 2000, 'adapter started');
+    child = spawnInCgroup(cg.cgroup, 'sh', ['-c', `dd if=/dev/zero of=${dir}/a bs=1M count=32 status=none && sleep 30`]);
+    await until(() => mount!.tierBytes().memory >= 32 * MiB, 10000, 'dd wrote 32 MiB to the memory tier');
+    // The daemon holds the pages: the container's rss+shmem has not got them, usage adds them.
+    const counted = () => adapter.usage().usageBytes - shmemAndRss(cg!.cgroup);
+    expect(counted()).toBeGreaterThanOrEqual(32 * MiB);
+    expect(shmemAndRss(cg.cgroup)).toBeLessThan(16 * MiB);
+    const ino = mount.inodeStats()[0]!.ino;
+    expect((await mount.moveNow(ino, 'disk')).code).toBe('OK');
+    await until(() => mount!.inodeStats()[0]!.tier === 'memory', 10000, 'promotion');
+    // Promoted by the daemon (no helper in writeback mode): still on the daemon, counted once.
+    expect(shmemAndRss(cg.cgroup)).toBeLessThan(16 * MiB);
+    expect(counted()).toBeGreaterThanOrEqual(32 * MiB);
+    expect(counted()).toBeLessThan(40 * MiB);
+    expect(adapter.stats.promotions).toBe(1);
+  });
+
   it('accounting: a copy_file_range inside the mount lands on the caller, not the daemon', async () => {
     cg = await createTestCgroup({ limitBytes: 512 * MiB });
     mount = await open('cfr');
