@@ -123,13 +123,13 @@ describe.skipIf(skip)('model: daemon mount with spills and promotions between op
         }
         actions += reference.actions;
       }),
-      { seed: SEED, numRuns: 40 },
+      { seed: SEED, numRuns: 160 },
     );
     const client = await daemon!.client();
     const stats = await client.stats(MOUNT);
     client.close();
     console.info(`[model daemon] ${executed} operations, ${actions} forced tier actions, ${stats.spills} spills, ${stats.promotions} promotions`);
-    expect(executed).toBeGreaterThan(4000);
+    expect(executed).toBeGreaterThanOrEqual(20_000); // the transport model test's bar (issue 2)
     expect(stats.spills).toBeGreaterThan(100);
     expect(stats.promotions).toBeGreaterThan(100);
   }, 150_000);

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadCore } from '../../fusefs/native';
 
-const OP = { LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, MKDIR: 9, UNLINK: 10, INIT: 26, CREATE: 35, BATCH_FORGET: 42, READDIR: 28, OPENDIR: 27 };
+const OP = { LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, MKDIR: 9, UNLINK: 10, INIT: 26, CREATE: 35, BATCH_FORGET: 42, READDIR: 28, OPENDIR: 27, INTERRUPT: 36 };
 const ENOENT = 2, EIO = 5, EINVAL = 22, ENOSYS = 38, EPROTO = 71, EEXIST = 17;
 
 let unique = 100n;
@@ -137,6 +137,19 @@ describe('dispatcher (bytes in, bytes out, no mount)', () => {
     batch.writeUInt32LE(5, 0); // count: 5, but no fuse_forget_one follows
     expect(s.dispatch(request(OP.BATCH_FORGET, 0n, batch))).toBeNull();
     expect(s.counters().malformed).toBe(1);
+  });
+
+  it('INTERRUPT gets no reply (every handler answers at once: nothing waits to be interrupted); a short one is malformed', () => {
+    const s = initialized();
+    const target = unique; // the request it would interrupt
+    header(s.dispatch(request(OP.MKDIR, 1n, mkdirBody('i'))));
+    const body = Buffer.alloc(8); // fuse_interrupt_in
+    body.writeBigUInt64LE(target, 0); // unique of the interrupted request
+    expect(s.dispatch(request(OP.INTERRUPT, 0n, body))).toBeNull();
+    expect(s.counters().ops.INTERRUPT?.count).toBe(1);
+    const before = s.counters().malformed;
+    expect(s.dispatch(request(OP.INTERRUPT, 0n, Buffer.alloc(4)))).toBeNull();
+    expect(s.counters().malformed).toBe(before + 1);
   });
 
   it('lists a directory with ".", ".." and entries, resuming at the cookie offset', () => {
