@@ -6,6 +6,9 @@ import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
 import { ClusterState, Controller, type TaskRecord } from '../../controller/index';
 import type { RunningTask } from '../../controller/protocol';
 import { BUSYBOX_RECIPE, Engine } from '../../engine/index';
+import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { cleanupNodeDaemon } from '../../fusefs/daemon/cleanup';
+import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { MiB, type Scoring } from '../../policy';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
 
@@ -22,9 +25,11 @@ import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOp
  * goes through) at 2 … 1,000 nodes under open-loop arrivals of 200 … 1,000 invocations/s, each task
  * holding its node for 1 s (thesis: ~2 µs per decision; 418 µs at 1,000 nodes).
  *
- * Both "nodes" share two cores and one disk, so a placement cannot buy CPU or disk bandwidth here;
- * without the tenant manager's lending (not yet wired into the agent) the latency columns measure
- * the co-location of work on one machine, and the memory columns are where the scorings differ.
+ * Each "node" is what `ephemera node` runs: a node daemon giving every container an Ephemera /tmp
+ * and a tenant manager lending memory between the tenant's running containers on that node, so an
+ * IO task placed beside a CPU task borrows the memory its file needs (the point of complementarity).
+ * Both nodes share two cores and one disk, so a placement cannot buy CPU or disk bandwidth here: the
+ * latency columns measure lending and co-location on one machine, the memory columns the placement.
  */
 
 const IO_LIMIT_MIB = 150;
@@ -59,6 +64,7 @@ interface NodeSample {
   alloc: number;
   req: number;
   used: number;
+  loaned: number;
 }
 
 async function traceRun(
@@ -75,10 +81,13 @@ async function traceRun(
   const ctl = await Controller.start({ stateDir, port: 0, scoring, heartbeatMs: 500, nodeTimeoutMs: 5000, logger: quiet });
   const executors = new Map<string, DockerTaskExecutor>();
   const agents: NodeAgent[] = [];
+  const simulated: SimulatedNode[] = [];
   try {
     for (const name of ['node1', 'node2']) {
       const nodeName = `${labels[SUITE_LABEL]}-${name}`;
-      const executor = new DockerTaskExecutor(engine, nodeName, labels);
+      const node = await SimulatedNode.start(path.join(stateDir, name), quiet);
+      simulated.push(node);
+      const executor = new DockerTaskExecutor(node.engine, nodeName, labels, { kind: 'bind' }, (tenant) => node.managerOf(tenant));
       executors.set(nodeName, executor);
       const agent = await NodeAgent.start({ controllerUrl: ctl.url, name: nodeName, limitBytes: 1024 * MiB, executor, logger: quiet });
       agents.push(agent);
@@ -100,7 +109,8 @@ async function traceRun(
         const nodes = ctl.state.nodes();
         if (nodes.some((n) => n.tasks.length > 0)) {
           for (const n of nodes) {
-            samples.get(n.name)!.push({ alloc: n.allocBytes, req: n.reqBytes, used: await executors.get(n.name)!.usedBytes() });
+            const node = simulated[[...executors.keys()].indexOf(n.name)]!;
+            samples.get(n.name)!.push({ alloc: n.allocBytes, req: n.reqBytes, used: await executors.get(n.name)!.usedBytes(), loaned: await node.loanedBytes() });
           }
         }
         await new Promise((r) => setTimeout(r, 200));
@@ -130,7 +140,55 @@ async function traceRun(
     await Promise.all(agents.map((a) => a.close()));
     await ctl.close();
     await engine.removeManaged(labels);
+    for (const node of simulated) await node.close();
     await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One simulated node, as `ephemera node` runs it: a node daemon serving every container's
+ * Ephemera /tmp, and one tenant manager per tenant lending memory between that tenant's running
+ * containers on this node (the managers' sockets live in the daemon's state dir, where the mounts
+ * look for them).
+ */
+class SimulatedNode {
+  private readonly managers = new Map<string, Promise<TenantManager>>();
+  private constructor(
+    readonly engine: Engine,
+    private readonly provider: EphemeraTmpProvider,
+    private readonly logger: pino.Logger,
+  ) {}
+
+  get stateDir(): string {
+    return this.provider.stateDir!;
+  }
+
+  static async start(stateDir: string, logger: pino.Logger): Promise<SimulatedNode> {
+    const provider = await EphemeraTmpProvider.start({ stateDir });
+    return new SimulatedNode(await Engine.connect({ tmpProvider: provider }), provider, logger);
+  }
+
+  managerOf(tenant: string): Promise<TenantManager> {
+    let m = this.managers.get(tenant);
+    if (!m) {
+      m = TenantManager.open({ tenant, stateDir: this.stateDir, limitWriter: new DockerLimitWriter(this.engine.docker), logger: this.logger });
+      this.managers.set(tenant, m);
+    }
+    return m;
+  }
+
+  /** Memory the tenant managers have lent out on this node now. */
+  async loanedBytes(): Promise<number> {
+    let sum = 0;
+    for (const m of this.managers.values()) sum += (await m).loanTable().reduce((a, l) => a + l.bytes, 0);
+    return sum;
+  }
+
+  async close(): Promise<void> {
+    for (const m of this.managers.values()) await (await m.catch(() => undefined))?.close();
+    await this.provider.close().catch(() => undefined);
+    // The stopped daemon leaves its shared parent mount and state for `ephemera cleanup`: do that.
+    cleanupNodeDaemon(this.stateDir);
   }
 }
 
@@ -175,9 +233,11 @@ export const scheduleSuite: Suite = {
       const engine = await Engine.connect();
       await engine.ensureImage(BUSYBOX_RECIPE);
       const invocations = opts.quick ? 18 : 60;
-      // ~6 CPU-seconds per six arrivals (2 CPU tasks, 4 IO tasks, 6 container starts) on 2 cores:
-      // 1.2 s between arrivals keeps the machine below saturation, so latency is not just queueing.
-      const intervalMs = opts.quick ? 1200 : 1000;
+      // Tasks take ~0.5-1 s plus a container start: arrivals every 400 ms keep two or three running
+      // at once, so placement and lending matter (at 1.2 s every task ran alone and both scorings
+      // put all of them on node1), while six arrivals (~4 CPU-seconds) per 2.4 s leave the two cores
+      // below saturation, so latency is not just queueing.
+      const intervalMs = 400;
       for (let pass = 1; pass <= opts.passes; pass++) {
         for (const scoring of ['complementarity', 'most-free'] as Scoring[]) {
           throwIfAborted(signal);
@@ -211,11 +271,13 @@ export const scheduleSuite: Suite = {
               required_peak_mib: peak((s) => s.req),
               allocated_peak_mib: peak((s) => s.alloc),
               used_peak_mib: peak((s) => s.used),
+              loaned_mib: avg((s) => s.loaned),
+              loaned_peak_mib: peak((s) => s.loaned),
               placed: records.filter((r) => r.node === node).length,
               samples: list.length,
             };
             results.push({ suite: 'schedule', target: scoring, workload: `node-memory-${short}`, parameters: { node: short, invocations, interval_ms: intervalMs }, pass, phase: 'n/a', figures, oomKills: null });
-            opts.log(`schedule: ${scoring} ${short}: ${figures.placed} tasks; mean required ${figures.required_mib} / allocated ${figures.allocated_mib} / used ${figures.used_mib} MiB`);
+            opts.log(`schedule: ${scoring} ${short}: ${figures.placed} tasks; mean required ${figures.required_mib} / allocated ${figures.allocated_mib} / used ${figures.used_mib} MiB, loaned ${figures.loaned_mib} MiB (peak ${figures.loaned_peak_mib})`);
           }
         }
         const nodeCounts = opts.quick ? [2, 100, 1000] : [2, 10, 100, 500, 1000];
