@@ -54,6 +54,23 @@ async function reportErrors(action: () => Promise<void>): Promise<void> {
   }
 }
 
+/**
+ * An engine for one command. `--tmp ephemera` gives each container a mount of a node daemon: the
+ * one on `nodeSocket`, or one started for this command and cleaned up after it.
+ */
+async function withEngine<T>(choice: TmpChoice, nodeSocket: string | undefined, fn: (engine: Engine, tmp: TmpMode) => Promise<T>): Promise<T> {
+  const ownState = `/var/lib/ephemera/run-${process.pid}`;
+  const provider =
+    choice.kind === 'ephemera' ? await EphemeraTmpProvider.start(nodeSocket ? { socketPath: nodeSocket } : { stateDir: ownState }) : undefined;
+  try {
+    const tmp: TmpMode = choice.kind === 'ephemera' ? { kind: 'bind' } : choice;
+    return await fn(await Engine.connect(provider ? { tmpProvider: provider } : {}), tmp);
+  } finally {
+    await provider?.close();
+    if (provider && !nodeSocket) cleanupNodeDaemon(ownState);
+  }
+}
+
 /** Registers this layer's `ephemera` subcommands. */
 export function registerEngineCommands(program: Command): void {
   program
@@ -67,33 +84,24 @@ export function registerEngineCommands(program: Command): void {
     .option('--timeout <s>', 'kill the invocation after this many seconds', parseSeconds)
     .option('--user <user>', 'user the command runs as (e.g. fn)')
     .action(async (image: string, cmd: string[], opts: { memory: number; tmp: TmpChoice; nodeSocket?: string; timeout?: number; user?: string }) =>
-      reportErrors(async () => {
-        const provider =
-          opts.tmp.kind === 'ephemera'
-            ? await EphemeraTmpProvider.start(opts.nodeSocket ? { socketPath: opts.nodeSocket } : { stateDir: `/var/lib/ephemera/run-${process.pid}` })
-            : undefined;
-        try {
-        const tmp: TmpMode = opts.tmp.kind === 'ephemera' ? { kind: 'bind' } : opts.tmp;
-        const engine = await Engine.connect(provider ? { tmpProvider: provider } : {});
-        const recipe = getRecipe(image);
-        if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
-        const result = await engine.invokeCold(
-          { image, command: cmd, memoryMiB: opts.memory, tmp, ...(opts.user ? { user: opts.user } : {}) },
-          [],
-          opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 },
-        );
-        process.stdout.write(result.stdout);
-        process.stderr.write(result.stderr);
-        process.stderr.write(
-          `ephemera: exit ${result.exitCode}, ${result.wallMs} ms, ${result.oomKills} OOM kill(s), ` +
-            `container ready in ${result.timings.readyMs} ms (create ${result.timings.createMs} ms)\n`,
-        );
-        process.exitCode = result.exitCode;
-        } finally {
-          await provider?.close();
-          if (provider && !opts.nodeSocket) cleanupNodeDaemon(`/var/lib/ephemera/run-${process.pid}`);
-        }
-      }),
+      reportErrors(() =>
+        withEngine(opts.tmp, opts.nodeSocket, async (engine, tmp) => {
+          const recipe = getRecipe(image);
+          if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
+          const result = await engine.invokeCold(
+            { image, command: cmd, memoryMiB: opts.memory, tmp, ...(opts.user ? { user: opts.user } : {}) },
+            [],
+            opts.timeout === undefined ? {} : { timeoutMs: opts.timeout * 1000 },
+          );
+          process.stdout.write(result.stdout);
+          process.stderr.write(result.stderr);
+          process.stderr.write(
+            `ephemera: exit ${result.exitCode}, ${result.wallMs} ms, ${result.oomKills} OOM kill(s), ` +
+              `container ready in ${result.timings.readyMs} ms (create ${result.timings.createMs} ms)\n`,
+          );
+          process.exitCode = result.exitCode;
+        }),
+      ),
     );
 
   program
@@ -104,7 +112,8 @@ export function registerEngineCommands(program: Command): void {
     .requiredOption('--function <name>', 'function name (profile key is tenant/function)')
     .option('--tenant <name>', 'tenant', 'default')
     .option('--memory <MiB>', 'memory limit in MiB', parsePositiveInt, 128)
-    .option('--tmp <mode>', 'overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'overlay' } as TmpMode)
+    .option('--tmp <mode>', 'ephemera (every file on the disk tier while profiled) | overlay | tmpfs | tmpfs:MiB | bind:DIR', parseTmp, { kind: 'ephemera' } as TmpChoice)
+    .option('--node-socket <path>', 'with --tmp ephemera: a running node daemon (default: start one for this run)')
     .option('--input <args>', 'one representative input, space-separated (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--timeout <s>', 'per-input timeout in seconds', parseSeconds)
     .option('--user <user>', 'user the command runs as')
@@ -112,10 +121,9 @@ export function registerEngineCommands(program: Command): void {
       async (
         image: string,
         cmd: string[],
-        opts: { function: string; tenant: string; memory: number; tmp: TmpMode; input: string[]; timeout?: number; user?: string },
+        opts: { function: string; tenant: string; memory: number; tmp: TmpChoice; nodeSocket?: string; input: string[]; timeout?: number; user?: string },
       ) =>
-        reportErrors(async () => {
-          const engine = await Engine.connect();
+        reportErrors(() => withEngine(opts.tmp, opts.nodeSocket, async (engine, tmp) => {
           const recipe = getRecipe(image);
           if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
           const inputs = opts.input.length > 0 ? opts.input.map((i) => i.split(/\s+/).filter(Boolean)) : [[]];
@@ -126,7 +134,7 @@ export function registerEngineCommands(program: Command): void {
               image,
               command: cmd,
               memoryMiB: opts.memory,
-              tmp: opts.tmp,
+              tmp,
               tenant: opts.tenant,
               function: opts.function,
               ...(opts.user ? { user: opts.user } : {}),
@@ -142,7 +150,7 @@ export function registerEngineCommands(program: Command): void {
           }
           process.stdout.write(`${JSON.stringify(profile)}\n`);
           process.stderr.write(`stored in ${store.file}\n`);
-        }),
+        })),
     );
 
   const images = program.command('images').description('function images built from Debian packages (no registry)');

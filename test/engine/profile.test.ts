@@ -1,9 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import { Engine, FUNCTION_RECIPE, PlainDirTmpProvider, ProfileStore, profileFunction, type TmpProvider, type FunctionSpec, type TmpCreateOptions } from '../../engine/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
+import { REPO } from '../support/mount';
+
+/** A run-<pid> state dir may belong to a concurrent `ephemera run` of another test, never to a dead one. */
+async function isLivePid(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const docker = await ensureDocker();
 const labels = testRunLabels('profile');
@@ -107,6 +120,23 @@ describe.skipIf(docker.skipReason !== undefined)('profiling run (thesis 4.4.1): 
       expect(await engine.listManaged(labels)).toEqual([]);
     }, 120_000);
   }
+
+  it('ephemera profile (CLI) runs on an Ephemera /tmp by default, stores the profile, leaves no daemon state', async () => {
+    const cliState = path.join(stateDir, 'cli');
+    const { stdout, stderr } = await promisify(execFile)(
+      process.execPath,
+      [path.join(REPO, 'bin/ephemera.js'), 'profile', 'busybox', '--function', 'writer', '--tenant', 'acme', '--memory', '64', '--input', '6', '--input', '3', '--',
+        '/bin/sh', '-c', 'dd if=/dev/zero of=/tmp/out bs=1M count="$0" 2>/dev/null'],
+      { encoding: 'utf8', env: { ...process.env, EPHEMERA_STATE_DIR: cliState }, timeout: 120_000 },
+    );
+    const profile = JSON.parse(stdout.trim());
+    expect(profile).toMatchObject({ key: 'acme/writer', limitBytes: 64 * MiB, largestFileBytes: 6 * MiB });
+    expect(stderr).toContain(`stored in ${path.join(cliState, 'profiles.json')}`);
+    expect(JSON.parse(await readFile(path.join(cliState, 'profiles.json'), 'utf8'))['acme/writer']).toEqual(profile);
+    // Its own node daemon (for the Ephemera /tmp) was cleaned up with it.
+    const ownDirs = (await readdir('/var/lib/ephemera').catch(() => [] as string[])).filter((d) => /^run-\d+$/.test(d));
+    for (const d of ownDirs) expect(await isLivePid(Number(d.slice(4)))).toBe(true);
+  }, 150_000);
 
   it('asks the provider for the disk tier (profiling: true) only during profiling', async () => {
     provider.profilingFlags.length = 0;
