@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rmdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { EngineError, errorMessage } from './errors';
@@ -84,6 +84,26 @@ export function guessContainerCgroups(mount: MemoryMount, containerId: string): 
  */
 export function containerIdOfCgroup(cgroupPath: string): string | undefined {
   return /^(?:docker-)?([0-9a-f]{64})(?:\.scope)?$/.exec(path.basename(cgroupPath))?.[1];
+}
+
+/**
+ * Removes a container's memory cgroup that dockerd could not: a helper the /tmp provider ran in it
+ * (charged copies) can outlive the container by a moment, and runc's rmdir then fails (EBUSY) and
+ * is not retried. rmdir only ever succeeds on a cgroup without tasks or children; retried briefly.
+ */
+export async function removeLeftoverCgroup(cgroupPath: string | undefined, attempts = 20): Promise<void> {
+  if (!cgroupPath) return;
+  for (let i = 0; i < attempts && cgroupExists(cgroupPath); i++) {
+    try {
+      await rmdir(cgroupPath);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY') throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }
 
 export function cgroupExists(cgroupPath: string): boolean {

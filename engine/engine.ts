@@ -5,7 +5,7 @@ import Docker from 'dockerode';
 import { EngineError, dockerStatus, errorMessage, isEngineError } from './errors';
 import { containerLabels, MANAGED_LABEL, parseFunctionSpec, type FunctionSpec, type FunctionSpecInput } from './spec';
 import type { TmpProvider } from './tmp-provider';
-import { cgroupExists, findMemoryMount, guessContainerCgroups, memoryCgroupOfPid, readOomKills } from './cgroup';
+import { cgroupExists, findMemoryMount, guessContainerCgroups, memoryCgroupOfPid, readOomKills, removeLeftoverCgroup } from './cgroup';
 import { killProcessTree } from './proctree';
 import { ensureImage, getRecipe, resolveImageRef, type ImageBuildOptions, type ImageBuildResult, type ImageRecipe } from './images';
 import { engineLog } from './log';
@@ -364,7 +364,10 @@ export class FunctionContainer {
     } catch (err) {
       if (dockerStatus(err) !== 404) throw new EngineError('E_DOCKER', `removing ${this.name}: ${errorMessage(err)}`, undefined, err);
     }
-    if (this.ownsProviderTmp) await this.engine.tmpProvider?.remove(this.name);
+    if (this.ownsProviderTmp) {
+      await this.engine.tmpProvider?.remove(this.name);
+      await removeLeftoverCgroup(this.cgroupPath);
+    }
   }
 
   /** Whether any trace of the container is left: the container itself or its memory cgroup. */

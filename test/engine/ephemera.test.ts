@@ -60,26 +60,35 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
     }
   });
 
-  it('/tmp is the Ephemera mount; a non-root user creates, reads and removes files; data survives between invocations; removal cleans up', async () => {
-    const fc = await engine.start({ image: images.busybox!, command: ['/bin/sh', '-c'], memoryMiB: 64, tmp: { kind: 'bind' }, user: 'fn', labels });
-    try {
-      const mounts = await fc.invoke(['cat /proc/mounts']);
-      expect(mounts.stdout).toMatch(/^\S+ \/tmp fuse(\.ephemera)? /m);
-      const w = await fc.invoke(['id -u && echo hello > /tmp/a && cat /tmp/a && mkdir /tmp/d && mv /tmp/a /tmp/d/b && ls /tmp/d']);
-      expect(w.exitCode, w.stderr).toBe(0);
-      expect(w.stdout.split('\n')).toEqual(['1000', 'hello', 'b', '']);
-      const again = await fc.invoke(['cat /tmp/d/b && rm /tmp/d/b && rmdir /tmp/d && ls -A /tmp | wc -l']);
-      expect(again.stdout.trim().split('\n')).toEqual(['hello', '0']);
-      const stats = await provider.stats(fc.name);
-      expect(stats.cgroup).toBe(fc.cgroupPath); // tied to the container's memory cgroup
-      console.log(`[ephemera /tmp] container ready in ${fc.timings.readyMs} ms (create ${fc.timings.createMs} ms, start ${fc.timings.startMs} ms)`);
-    } finally {
-      await fc.remove();
-    }
-    const left = await provider.stats(fc.name).then(() => 'still there', (e: { code?: string }) => e.code);
-    expect(left).toBe('E_UNKNOWN_MOUNT');
-    expect(await engine.listManaged(labels)).toEqual([]);
-  }, 120_000);
+  for (const image of ['busybox', 'fn'] as const) {
+    it(`${image} image: /tmp is the Ephemera mount; a non-root user creates, reads and removes files; data survives between invocations; removal cleans up`, async () => {
+      const fc = await engine.start({ image: images[image]!, command: ['/bin/sh', '-c'], memoryMiB: 64, tmp: { kind: 'bind' }, user: 'fn', labels });
+      let stats: Awaited<ReturnType<typeof provider.stats>>;
+      try {
+        const mounts = await fc.invoke(['cat /proc/mounts']);
+        expect(mounts.stdout).toMatch(/^\S+ \/tmp fuse(\.ephemera)? /m);
+        const w = await fc.invoke(['id -u && echo hello > /tmp/a && cat /tmp/a && mkdir /tmp/d && mv /tmp/a /tmp/d/b && ls /tmp/d']);
+        expect(w.exitCode, w.stderr).toBe(0);
+        expect(w.stdout.split('\n')).toEqual(['1000', 'hello', 'b', '']);
+        const again = await fc.invoke(['cat /tmp/d/b && rm /tmp/d/b && rmdir /tmp/d && ls -A /tmp | wc -l']);
+        expect(again.stdout.trim().split('\n')).toEqual(['hello', '0']);
+        stats = await provider.stats(fc.name);
+        expect(stats.cgroup).toBe(fc.cgroupPath); // tied to the container's memory cgroup
+        expect(fs.existsSync(stats.spillDir)).toBe(true);
+        console.log(`[ephemera /tmp] ${image}: container ready in ${fc.timings.readyMs} ms (create ${fc.timings.createMs} ms, start ${fc.timings.startMs} ms)`);
+      } finally {
+        await fc.remove();
+      }
+      const left = await provider.stats(fc.name).then(() => 'still there', (e: { code?: string }) => e.code);
+      expect(left).toBe('E_UNKNOWN_MOUNT');
+      // Nothing behind: no container, no cgroup, no mount point, no spill dir, no mount under the state dir.
+      expect(await fc.leftovers()).toEqual([]);
+      expect(fs.existsSync(stats!.path)).toBe(false);
+      expect(fs.existsSync(stats!.spillDir)).toBe(false);
+      expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(fc.name);
+      expect(await engine.listManaged(labels)).toEqual([]);
+    }, 120_000);
+  }
 
   it('a python function in 128 MiB writing 2 × 60 MiB then 160 MiB: 0 OOM kills on Ephemera, OOM-killed on tmpfs, slower on overlay', async () => {
     const run = async (tmp: TmpMode) => {
