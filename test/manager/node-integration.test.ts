@@ -63,11 +63,10 @@ describe.skipIf(why !== undefined)('node: daemon + tenant manager + Ephemera /tm
     }
   });
 
-  it('the mount reports to the manager, and the IO container borrows while the CPU container runs', async () => {
-    const cpuProfile = { peakMemoryBytes: 4 * MiB, largestFileBytes: 0 };
-    const ioProfile = { peakMemoryBytes: 2 * MiB, largestFileBytes: 256 * MiB };
-    const start = async (fn: string, limitMiB: number, profile: typeof cpuProfile) => {
-      const fc = await engine.start({
+  const cpuProfile = { peakMemoryBytes: 4 * MiB, largestFileBytes: 0 };
+  const ioProfile = { peakMemoryBytes: 2 * MiB, largestFileBytes: 256 * MiB };
+  const start = async (fn: string, limitMiB: number, profile: typeof cpuProfile) => {
+    const fc = await engine.start({
         image,
         command: ['/bin/sh', '-c'],
         memoryMiB: limitMiB,
@@ -79,7 +78,9 @@ describe.skipIf(why !== undefined)('node: daemon + tenant manager + Ephemera /tm
       containers.push(fc);
       await manager.addContainer({ id: fc.id, tenant: 'acme', function: fn, initialLimitBytes: limitMiB * MiB, profile, invoker: fc, cgroupPath: fc.cgroupPath });
       return fc;
-    };
+  };
+
+  it('the mount reports to the manager, and the IO container borrows while the CPU container runs', async () => {
     const cpu = await start('cpu', 300, cpuProfile);
     const io = await start('io', 150, ioProfile);
 
@@ -107,5 +108,32 @@ describe.skipIf(why !== undefined)('node: daemon + tenant manager + Ephemera /tm
     expect(manager.limitOf(cpu.id)).toBe(300 * MiB);
     expect(manager.loanTable()).toEqual([]);
     expect(ioResult.oomKills).toBe(0);
+  }, 120_000);
+
+  it('the manager crashes while a loan is open: recovered from Docker labels, the mount rejoins, limits back to the policy, /tmp data intact', async () => {
+    const cpu = await start('cpu2', 300, cpuProfile);
+    const io = await start('io2', 150, ioProfile);
+    const write = await io.invoke(['dd if=/dev/urandom of=/tmp/keep bs=1M count=24 status=none && md5sum /tmp/keep']);
+    expect(write.exitCode, write.stderr).toBe(0);
+    const sum = write.stdout.split(' ')[0];
+    const cpuRun = manager.invoke(cpu.id, ['sleep 3']).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const ioRun = manager.invoke(io.id, ['sleep 2']).catch(() => undefined);
+    await until(() => manager.loanTable().length, (n) => n === 1, 10_000, 'a loan to the IO container');
+    expect(await manager.limitOf(io.id)).toBeGreaterThan(150 * MiB);
+    await manager.crash(); // the invocations go on in their containers; nobody manages their limits
+    await Promise.all([cpuRun, ioRun]);
+    const limitIn = async (fc: FunctionContainer) => Number(fs.readFileSync(path.join(fc.cgroupPath!, 'memory.limit_in_bytes'), 'utf8'));
+    expect(await limitIn(io)).toBeGreaterThan(150 * MiB); // the dead manager's loan is still in the kernel
+    manager = await TenantManager.recover(new Docker(), { tenant: 'acme', stateDir, limitWriter: new DockerLimitWriter(new Docker()), mountGraceMs: 500 });
+    await manager.idle();
+    expect(manager.status().containers.map((c) => c.id)).toEqual(expect.arrayContaining([cpu.id, io.id])); // rebuilt from labels
+    await until(() => limitIn(io), (v) => v === 150 * MiB, 10_000, "the IO container's limit back at 150 MiB");
+    expect(await limitIn(cpu)).toBe(300 * MiB);
+    expect(manager.loanTable()).toEqual([]);
+    await until(() => manager.status().containers.find((c) => c.id === io.id)?.mountConnected ?? false, (v) => v, 10_000, 'the IO mount rejoined the new manager');
+    const read = await io.invoke(['md5sum /tmp/keep']);
+    expect(read.stdout.split(' ')[0]).toBe(sum);
+    expect(manager.counts.inconsistent).toBe(0);
   }, 120_000);
 });
