@@ -26,6 +26,8 @@ export interface NodeAgentOptions {
   /** Remove containers an earlier process of this node left (default true). */
   recoverOnStart?: boolean;
   logger?: pino.Logger;
+  /** The controller's agent token, sent as `Authorization: Bearer …` when the link opens. */
+  token?: string;
 }
 
 type ResultMessage = Extract<AgentMessage, { type: 'result' }>;
@@ -122,7 +124,11 @@ export class NodeAgent {
 
   private connect(): void {
     if (this.closed) return;
-    const ws = new WebSocket(this.linkUrl(), { handshakeTimeout: 5000, maxPayload: 16 * 1024 * 1024 });
+    const ws = new WebSocket(this.linkUrl(), {
+      handshakeTimeout: 5000,
+      maxPayload: 16 * 1024 * 1024,
+      ...(this.options.token ? { headers: { authorization: `Bearer ${this.options.token}` } } : {}),
+    });
     this.ws = ws;
     ws.on('open', () => {
       this.lastHeard = Date.now();
@@ -141,6 +147,13 @@ export class NodeAgent {
       this.onMessage(message);
     });
     ws.on('pong', () => (this.lastHeard = Date.now()));
+    ws.on('unexpected-response', (_req, res) => {
+      // A refusal is a configuration error (wrong or missing token): say so plainly, keep retrying
+      // (the controller's token file may be fixed), never print the token.
+      if (res.statusCode === 401) this.log.error({ node: this.name, code: 'E_AUTH' }, 'the controller refused this agent: wrong or missing agent token');
+      else this.log.warn({ node: this.name, status: res.statusCode }, 'the controller refused the agent link');
+      ws.terminate();
+    });
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'controller link error'));
     ws.on('close', () => {
       if (this.ws !== ws) return;

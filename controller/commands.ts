@@ -11,6 +11,23 @@ import { NodeDaemon } from '../fusefs/daemon';
 import Docker from 'dockerode';
 import { DockerLimitWriter, TenantManager } from '../manager/index';
 import { DockerTaskExecutor, NodeAgent, defaultNodeLimitBytes } from '../agent/index';
+import { ensureTenantToken, tokenPath } from '../link/index';
+import { readFile } from 'node:fs/promises';
+
+/** The controller's agent token lives beside the tenants' link tokens, under this name. */
+const AGENT_TOKEN_NAME = 'agents';
+const DEFAULT_CONTROLLER_STATE = process.env.EPHEMERA_STATE_DIR ?? '/var/lib/ephemera/controller';
+
+/** The agent token from `file`, or from the local controller's default place; undefined when neither exists. */
+async function readAgentToken(file: string | undefined): Promise<string | undefined> {
+  const where = file ?? tokenPath(DEFAULT_CONTROLLER_STATE, AGENT_TOKEN_NAME);
+  try {
+    return (await readFile(where, 'utf8')).trim() || undefined;
+  } catch (err) {
+    if (file) throw new ControllerError('E_BAD_ARGS', `cannot read the agent token file ${file}: ${errorMessage(err)}`);
+    return undefined;
+  }
+}
 
 const SCORINGS: Scoring[] = ['complementarity', 'min-gap', 'most-free'];
 
@@ -76,23 +93,31 @@ export function registerControllerCommands(program: Command): void {
     .command('controller')
     .description('run the cluster controller: node states, deploy/profile/invoke API, Kubernetes scheduler extender')
     .option('--listen <host:port>', 'address of the HTTP API and the agent link', parseListen, { host: '127.0.0.1', port: 7070 })
-    .option('--state-dir <dir>', 'durable state (function profiles)', process.env.EPHEMERA_STATE_DIR ?? '/var/lib/ephemera/controller')
+    .option('--state-dir <dir>', 'durable state (function profiles, agent token)', DEFAULT_CONTROLLER_STATE)
     .addOption(new Option('--scoring <scoring>', 'placement scoring (default: the policy file\'s, else complementarity)').choices(SCORINGS))
     .option('--policy <file>', 'policy configuration (YAML or JSON); its scheduler section applies')
     .option('--heartbeat-ms <ms>', 'agents send a heartbeat this often', positiveInt('--heartbeat-ms'), 2000)
     .option('--node-timeout-ms <ms>', 'an agent silent (or disconnected) this long is lost', positiveInt('--node-timeout-ms'), 6000)
-    .action(async (opts: { listen: { host: string; port: number }; stateDir: string; scoring?: Scoring; policy?: string; heartbeatMs: number; nodeTimeoutMs: number }) => {
+    .option('--no-agent-token', 'accept any agent that reaches the port (default: agents present the token in <state-dir>/tokens/agents.token)')
+    .action(async (opts: { listen: { host: string; port: number }; stateDir: string; scoring?: Scoring; policy?: string; heartbeatMs: number; nodeTimeoutMs: number; agentToken: boolean }) => {
       const policy = opts.policy ? loadPolicyConfig(opts.policy) : undefined;
+      const stateDir = path.resolve(opts.stateDir);
+      // Generated once (0600) and reused: give the file to each node's agent (--agent-token-file).
+      const agentToken = opts.agentToken ? await ensureTenantToken(stateDir, AGENT_TOKEN_NAME) : undefined;
       const ctl = await Controller.start({
         host: opts.listen.host,
         port: opts.listen.port,
-        stateDir: path.resolve(opts.stateDir),
+        stateDir,
         scoring: opts.scoring ?? policy?.scheduler.scoring ?? 'complementarity',
         indexedFromNodes: policy?.scheduler.indexedFromNodes ?? 256,
         heartbeatMs: opts.heartbeatMs,
         nodeTimeoutMs: opts.nodeTimeoutMs,
+        ...(agentToken ? { agentToken } : {}),
       });
-      process.stdout.write(`ephemera controller listening on ${ctl.url} (scoring ${ctl.state.scoring}, agents at ${ctl.url.replace(/^http/, 'ws')}/agents)\n`);
+      process.stdout.write(
+        `ephemera controller listening on ${ctl.url} (scoring ${ctl.state.scoring}, agents at ${ctl.url.replace(/^http/, 'ws')}/agents, ` +
+          `${agentToken ? `agent token in ${tokenPath(stateDir, AGENT_TOKEN_NAME)}` : 'no agent token'})\n`,
+      );
       await waitForSignal();
       await ctl.close();
     });
@@ -118,8 +143,9 @@ export function registerControllerCommands(program: Command): void {
     .option('--memory-fraction <f>', 'share of MemTotal set aside for functions when --node-limit is not given', fraction, 0.75)
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
     .option('--no-sharing', 'no tenant managers: containers keep their own limits (no lending)')
+    .option('--agent-token-file <file>', "the controller's agent token (default: $EPHEMERA_AGENT_TOKEN_FILE, else the local controller's, if there is one)")
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean }) => {
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -146,12 +172,14 @@ export function registerControllerCommands(program: Command): void {
         if (opts.controller) {
           const engine = await Engine.connect({ tmpProvider: provider });
           const limitBytes = opts.nodeLimit !== undefined ? opts.nodeLimit * MiB : defaultNodeLimitBytes(opts.memoryFraction);
+          const token = await readAgentToken(opts.agentTokenFile ?? process.env.EPHEMERA_AGENT_TOKEN_FILE);
           agent = await NodeAgent.start({
             controllerUrl: opts.controller,
             name: opts.name,
             limitBytes,
             executor: new DockerTaskExecutor(engine, opts.name, {}, tmp, opts.sharing ? managerOf : undefined),
             reconnectMaxMs: opts.reconnectMaxMs,
+            ...(token ? { token } : {}),
           });
           process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}, /tmp ${opts.tmp}, sharing ${opts.sharing ? 'on' : 'off'}\n`);
         }

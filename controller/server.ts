@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type pino from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { tokensEqual } from '../link/index';
 import { z } from 'zod';
 import { MiB, type Scoring } from '../policy';
 import { ControllerError, errorMessage, issuesFrom, type RequestIssue } from './errors';
@@ -45,6 +46,11 @@ export interface ControllerOptions {
   /** Time limit of a profiling run (all inputs). */
   profileTimeoutMs?: number;
   logger?: pino.Logger;
+  /**
+   * Agents must present this token (`Authorization: Bearer …`) to join; a link without it, or with
+   * another, is refused before any message. Undefined: any agent that reaches the port may join.
+   */
+  agentToken?: string;
 }
 
 export type TaskStatus = 'running' | 'succeeded' | 'failed';
@@ -162,6 +168,14 @@ export class Controller {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path !== AGENT_PATH || this.closed) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      const token = options.agentToken;
+      const presented = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (token !== undefined && (presented === undefined || !tokensEqual(presented, token))) {
+        // Never log the presented token.
+        this.log.warn({ remote: req.socket.remoteAddress }, 'agent link refused: missing or wrong token');
+        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
         return;
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));

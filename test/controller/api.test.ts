@@ -4,7 +4,8 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller, FunctionStore, isControllerError } from '../../controller/index';
-import { api, startController } from './harness';
+import { NodeAgent } from '../../agent/index';
+import { api, quiet, startController } from './harness';
 
 describe('HTTP API: invalid requests get 400 with every reason and change nothing', () => {
   let ctl: Controller;
@@ -89,6 +90,49 @@ describe('durable function store', () => {
       expect(JSON.parse(await readFile(path.join(dir, 'functions.json'), 'utf8')).functions).toHaveLength(1);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('agent link token', () => {
+  let ctl: Controller;
+  let stateDir: string;
+  // The link is what is tested: an executor that is never asked to run anything.
+  const idle = {
+    run: () => Promise.reject(new Error('not used')),
+    profile: () => Promise.reject(new Error('not used')),
+    recover: async () => 0,
+    close: async () => undefined,
+  };
+  const agent = (name: string, token?: string) =>
+    NodeAgent.start({ controllerUrl: ctl.url, name, limitBytes: 1024 * 1048576, executor: idle, reconnectMinMs: 100, reconnectMaxMs: 200, recoverOnStart: false, logger: quiet, ...(token ? { token } : {}) });
+  beforeAll(async () => {
+    stateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-ctl-token-'));
+    ctl = await startController(stateDir, { agentToken: 'a'.repeat(64) });
+  });
+  afterAll(async () => {
+    await ctl?.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('refuses an agent without the token or with another one (401, never registered); admits the right one', async () => {
+    const none = await agent('n-none');
+    const wrong = await agent('n-wrong', 'b'.repeat(64));
+    const raw = await new Promise<number | undefined>((resolve) => {
+      const ws = new WebSocket(`${ctl.url.replace('http', 'ws')}/agents`);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode));
+      ws.on('open', () => resolve(undefined));
+      ws.on('error', () => undefined);
+    });
+    expect(raw).toBe(401);
+    const right = await agent('n-right', 'a'.repeat(64));
+    try {
+      await right.registered();
+      await new Promise((r) => setTimeout(r, 500)); // the refused ones have retried a few times meanwhile
+      const nodes = (await api(ctl.url, 'GET', '/nodes')).body.nodes.map((n: { name: string }) => n.name);
+      expect(nodes).toEqual(['n-right']);
+    } finally {
+      await Promise.all([none.close(), wrong.close(), right.close()]);
     }
   });
 });
