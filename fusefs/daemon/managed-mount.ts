@@ -215,6 +215,7 @@ export class ManagedMount implements MountMetricsSource {
       promotions: t.promotions,
       promotedBytes: t.promotedBytes,
       overBudgetOpenBytes: this.balancer.overBudgetOpenBytes,
+      alarms: this.adapter?.stats.alarms ?? 0,
       ...(withInodes
         ? {
             inodeTable: this.mount.inodeStats().map((s) => ({

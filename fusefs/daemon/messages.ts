@@ -145,6 +145,8 @@ export interface MountStats {
   promotedBytes: number;
   /** Bytes over budget that stayed in memory because their files were open at the last enforcement. */
   overBudgetOpenBytes: number;
+  /** Memory alarms the adapter raised (it could not get under the mark; sent to the tenant manager). */
+  alarms: number;
   /** Per inode; last open/close on the daemon's monotonic clock (ms), null when never. */
   inodeTable?: Array<{ ino: number; tier: 'memory' | 'disk'; size: number; allocated: number; openCount: number; lastOpenMs: number | null; lastCloseMs: number | null }>;
 }
