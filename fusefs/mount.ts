@@ -168,6 +168,16 @@ export class EphemeraMount {
   }
 }
 
+/** CAP_SYS_ADMIN (bit 21) in this process's effective set, from /proc/self/status. */
+function hasCapSysAdmin(): boolean {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return hex === undefined || (BigInt(`0x${hex}`) & (1n << 21n)) !== 0n;
+  } catch {
+    return true; // no /proc to tell: let mount(2) answer
+  }
+}
+
 function sanitize(p: string): string {
   return p.replace(/[^A-Za-z0-9]+/g, '_').slice(-48);
 }
@@ -182,6 +192,9 @@ export function preflight(mountpoint: string): void {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
   } catch {
     throw new EphemeraError('E_NO_FUSE', '/dev/fuse is missing or not accessible (load the fuse module, or run the container with --device /dev/fuse)');
+  }
+  if (!hasCapSysAdmin()) {
+    throw new EphemeraError('E_NOT_ROOT', 'mounting needs CAP_SYS_ADMIN (the FUSE mount, the memory tier tmpfs, passthrough): run as root, or give the container --cap-add SYS_ADMIN');
   }
   let st: fs.Stats | undefined;
   try {

@@ -51,6 +51,17 @@ describe.skipIf(skip)('ephemera mount', () => {
       execFileSync('umount', [busy]);
     }
     expect(runCli(['mount', base, '--queues', 'x']).stderr).toContain('E_BAD_OPTION');
+    // No /dev/fuse (a private /dev in a mount namespace), and no CAP_SYS_ADMIN (dropped from the bounding set).
+    const target = path.join(base, 'ok');
+    fs.mkdirSync(target);
+    const noFuse = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none /dev && exec "${process.execPath}" "${CLI}" mount "${target}"`], { encoding: 'utf8', timeout: 30_000 });
+    expect(noFuse.status).not.toBe(0);
+    expect(noFuse.stderr.trim().split('\n')).toHaveLength(1);
+    expect(noFuse.stderr).toContain('E_NO_FUSE');
+    const noCap = spawnSync('setpriv', ['--bounding-set=-sys_admin', '--inh-caps=-sys_admin', process.execPath, CLI, 'mount', target], { encoding: 'utf8', timeout: 30_000 });
+    expect(noCap.status).not.toBe(0);
+    expect(noCap.stderr.trim().split('\n')).toHaveLength(1);
+    expect(noCap.stderr).toContain('E_NOT_ROOT');
   });
 
   it('--size binds both tiers: a file growing while open on the disk tier (--budget 0) gets ENOSPC at the quota', async () => {
