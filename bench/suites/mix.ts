@@ -9,10 +9,11 @@ import { MiB, parsePolicyConfig, type ContainerProfile } from '../../policy/inde
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
 
 /**
- * The thesis' mix (notes §8.5): a CPU container (300 MB, big loop) and an IO container (150 MB, two
- * files of 128 MB) of one tenant, run together, with sharing, without sharing, and with no manager
- * (overlay /tmp). Until the Ephemera tmp provider exists every variant's /tmp is Docker overlay, so
- * the rows measure the lending (limits, loaned MB over time, OOM kills), not the store. Then the
+ * The thesis' mix (notes §8.5): a CPU container (300 MB, a busy shell loop standing in for the
+ * thesis' big factorial: pure CPU, no memory to speak of) and an IO container (150 MB, two files of
+ * 128 MB) of one tenant, run together: on an Ephemera /tmp with sharing (`ephemera`), without
+ * (`ephemera-noshare`), and on Docker's overlay /tmp with no manager. Reported: both jobs' times,
+ * OOM kills, the loaned MB (peak, mean, and over time as a line per variant). Then the
  * manager's decision latency per event with Docker excluded (in-memory limits, instant invocations)
  * at 200…1,000 events/s and 1…10 containers (thesis: ~6 µs; < 60 µs).
  */
@@ -25,7 +26,35 @@ const IO_SCRIPT = 'for f in a b; do dd if=/dev/zero of=/tmp/$f bs=1M count=$1 2>
 type Variant = 'ephemera' | 'ephemera-noshare' | 'overlay';
 const VARIANTS: Variant[] = ['ephemera', 'ephemera-noshare', 'overlay'];
 
-async function runMix(engine: Engine, variant: Variant, pass: number, quick: boolean, stateDir: string, runLabel: Record<string, string>): Promise<BenchResult> {
+/** At most this many points of the loaned-MB-over-time line per run. */
+const LOAN_SERIES_POINTS = 20;
+
+/**
+ * The loaned MB over time (sampled every 100 ms) as a sweep over `t_s`, one result per point, so the
+ * report draws it as a line per variant: each point is the mean of its time bucket.
+ */
+function loanSeries(samples: ReadonlyArray<{ t: number; mb: number }>, variant: Variant, pass: number): BenchResult[] {
+  if (samples.length === 0) return [];
+  const span = samples[samples.length - 1]!.t;
+  const bucketS = Math.max(0.5, Math.ceil((span / LOAN_SERIES_POINTS) * 2) / 2);
+  const buckets = new Map<number, number[]>();
+  for (const s of samples) {
+    const t = Math.floor(s.t / bucketS) * bucketS;
+    buckets.set(t, [...(buckets.get(t) ?? []), s.mb]);
+  }
+  return [...buckets].map(([t, mbs]) => ({
+    suite: 'mix',
+    target: variant,
+    workload: 'loaned-over-time',
+    parameters: { t_s: Math.round(t * 10) / 10 },
+    pass,
+    phase: 'n/a',
+    figures: { loaned_mb: mbs.reduce((a, b) => a + b, 0) / mbs.length },
+    oomKills: null,
+  }));
+}
+
+async function runMix(engine: Engine, variant: Variant, pass: number, quick: boolean, stateDir: string, runLabel: Record<string, string>): Promise<BenchResult[]> {
   const tenant = `mix${pass}`;
   // The Ephemera variants' /tmp is a node-daemon mount per container (the engine's provider).
   const tmp: TmpMode = variant === 'overlay' ? { kind: 'overlay' } : { kind: 'bind' };
@@ -34,6 +63,7 @@ async function runMix(engine: Engine, variant: Variant, pass: number, quick: boo
   const [cpu, io] = await Promise.all([start('cpu', 300, CPU_PROFILE, CPU_SCRIPT), start('io', 150, IO_PROFILE, IO_SCRIPT)]);
   let manager: TenantManager | undefined;
   const loaned: number[] = [];
+  const series: Array<{ t: number; mb: number }> = [];
   let sampler: NodeJS.Timeout | undefined;
   try {
     const cpuArgs = [quick ? '300000' : '3000000'];
@@ -50,13 +80,18 @@ async function runMix(engine: Engine, variant: Variant, pass: number, quick: boo
         await manager.addContainer({ id: fc.id, tenant, function: fc.spec.function, initialLimitBytes: fc.spec.memoryMiB * MiB, profile, invoker: fc, cgroupPath: fc.cgroupPath });
       }
       const m = manager;
-      sampler = setInterval(() => loaned.push(m.loanTable().reduce((s, l) => s + l.bytes, 0) / MiB), 100);
+      const t0 = performance.now();
+      sampler = setInterval(() => {
+        const mb = m.loanTable().reduce((s, l) => s + l.bytes, 0) / MiB;
+        loaned.push(mb);
+        series.push({ t: (performance.now() - t0) / 1000, mb });
+      }, 100);
       cpuRun = m.invoke(cpu.id, cpuArgs);
       await m.idle();
       ioRun = m.invoke(io.id, ioArgs);
     }
     const [c, i] = await Promise.all([cpuRun, ioRun]);
-    return {
+    const run: BenchResult = {
       suite: 'mix',
       target: variant,
       workload: 'cpu+io',
@@ -71,6 +106,7 @@ async function runMix(engine: Engine, variant: Variant, pass: number, quick: boo
       },
       oomKills: c.oomKills + i.oomKills,
     };
+    return [run, ...loanSeries(series, variant, pass)];
   } finally {
     if (sampler) clearInterval(sampler);
     await manager?.close();
@@ -158,9 +194,9 @@ export const mixSuite: Suite = {
           throwIfAborted(signal);
           opts.progress?.({ done, total, label: `pass ${pass} · ${variant} · cpu+io` });
           try {
-            const r = await runMix(variant === 'overlay' ? engine : ephemeraEngine!, variant, pass, opts.quick, variant === 'overlay' ? stateDir : provider!.stateDir!, runLabel);
-            opts.log(`${variant}: io ${r.figures.io_s!.toFixed(2)} s, cpu ${r.figures.cpu_s!.toFixed(2)} s, loaned peak ${r.figures.loaned_mb_peak!.toFixed(0)} MB, oom ${r.oomKills}`);
-            results.push(r);
+            const [r, ...overTime] = await runMix(variant === 'overlay' ? engine : ephemeraEngine!, variant, pass, opts.quick, variant === 'overlay' ? stateDir : provider!.stateDir!, runLabel);
+            opts.log(`${variant}: io ${r!.figures.io_s!.toFixed(2)} s, cpu ${r!.figures.cpu_s!.toFixed(2)} s, loaned peak ${r!.figures.loaned_mb_peak!.toFixed(0)} MB, oom ${r!.oomKills}`);
+            results.push(r!, ...overTime);
           } catch (err) {
             const failure = { target: variant, pass, workload: 'cpu+io', code: (err as { code?: string }).code ?? 'E_MIX', message: (err as Error).message };
             if (!opts.onFailure) throw err;
