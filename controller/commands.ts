@@ -144,8 +144,9 @@ export function registerControllerCommands(program: Command): void {
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
     .option('--no-sharing', 'no tenant managers: containers keep their own limits (no lending)')
     .option('--agent-token-file <file>', "the controller's agent token (default: $EPHEMERA_AGENT_TOKEN_FILE, else the local controller's, if there is one)")
+    .option('--tmp-size <MiB>', "size quota of each container's /tmp over both tiers (ENOSPC beyond, as a sized tmpfs; default: bounded by the disk only)", positiveInt('--tmp-size'))
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string }) => {
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -153,7 +154,11 @@ export function registerControllerCommands(program: Command): void {
       // more memory than many functions leave idle).
       const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir });
       process.stdout.write(`ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (${recovery.remounted.length} mount(s) recovered)\n`);
-      const provider = await EphemeraTmpProvider.start({ socketPath: daemon.paths.socket, oomPause: opts.oomPause });
+      const provider = await EphemeraTmpProvider.start({
+        socketPath: daemon.paths.socket,
+        oomPause: opts.oomPause,
+        ...(opts.tmpSize !== undefined ? { sizeQuotaBytes: opts.tmpSize * MiB } : {}),
+      });
       let agent: NodeAgent | undefined;
       // One tenant manager per tenant, opened on its first container; it lends memory between that
       // tenant's running containers and is the one writer of their limits.

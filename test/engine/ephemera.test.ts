@@ -90,6 +90,39 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
     }, 120_000);
   }
 
+  it('a sized /tmp (node --tmp-size): a function writing past it gets ENOSPC, not an OOM kill or a full node disk; removal leaves no loop mount', async () => {
+    const sizedState = fs.mkdtempSync(path.join('/var/tmp', 'ephemera-sized-'));
+    const sized = await EphemeraTmpProvider.start({ stateDir: sizedState, sizeQuotaBytes: 32 << 20 });
+    const sizedEngine = await Engine.connect({ tmpProvider: sized });
+    try {
+      const fc = await sizedEngine.start({ image: images.busybox!, command: ['/bin/sh', '-c'], memoryMiB: 256, tmp: { kind: 'bind' }, user: 'fn', labels });
+      try {
+        // A large file on the disk tier (no size hint: new files start there), growing while open.
+        const r = await fc.invoke(['dd if=/dev/zero of=/tmp/big bs=1M count=64 2>&1; echo "rc=$?"; df -k /tmp | tail -1']);
+        console.log(`[ephemera /tmp] sized: ${r.stdout.trim().split('\n').join(' | ')}`);
+        expect(r.stdout).toMatch(/No space left on device/);
+        expect(r.stdout).toMatch(/rc=1/);
+        expect(r.oomKills).toBe(0);
+        expect((await sized.stats(fc.name)).diskTierBounded).toBe(true);
+      } finally {
+        await fc.remove();
+      }
+      expect(await fc.leftovers()).toEqual([]);
+      // Only the daemon's shared parent of mount points is left (until the daemon stops): no FUSE
+      // mount, no memory-tier tmpfs, no disk-tier loop file system.
+      const under = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((mp) => mp.startsWith(sizedState));
+      expect(under).toEqual([path.join(sizedState, 'mounts')]);
+    } finally {
+      await sized.close();
+      try {
+        cleanupNodeDaemon(sizedState);
+      } catch {
+        /* nothing left */
+      }
+      fs.rmSync(sizedState, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('a python function in 128 MiB writing 2 × 60 MiB then 160 MiB: 0 OOM kills on Ephemera, OOM-killed on tmpfs, slower on overlay', async () => {
     const run = async (tmp: TmpMode) => {
       const fc = await engine.start({ image: images.fn!, command: ['python3', '-c', WRITER], memoryMiB: 128, tmp, user: 'fn', labels });
