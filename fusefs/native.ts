@@ -57,6 +57,8 @@ export interface NativeCounters {
   unanswered: number;
   exceptions: number;
   malformed: number;
+  /** Replies whose size broke the opcode table's reply layout (answered EIO instead): a handler bug. */
+  badReplies: number;
   /** Allocating fallocates the daemon did itself although a container was attached (charged to the daemon). */
   unchargedFallocates: number;
 }

@@ -105,13 +105,13 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   const auto* h = reinterpret_cast<const fuse_in_header*>(buf);
   int idx = static_cast<int>(OpIndex::UNKNOWN);
   uint32_t arg_size = 0;
-  bool replies = true;
+  ReplyShape shape = ShapeOf<Empty>();  // an unknown opcode is answered with an error alone
   switch (h->opcode) {
-#define EPHEMERA_CASE(num, Name, Arg, rep) \
+#define EPHEMERA_CASE(num, Name, Arg, Out) \
   case num:                                \
     idx = static_cast<int>(OpIndex::Name); \
     arg_size = ArgSize<Arg>();             \
-    replies = rep;                         \
+    shape = ShapeOf<Out>();                \
     break;
     EPHEMERA_OPCODES(EPHEMERA_CASE)
 #undef EPHEMERA_CASE
@@ -121,11 +121,11 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   // SETXATTR without FUSE_SETXATTR_EXT carries the 8-byte compat header.
   if (h->opcode == FUSE_SETXATTR) arg_size = sizeof(SetxattrInCompat);
   counters_.count[idx]++;
-  Reply reply(sink, h->unique, replies, &counters_.unanswered);
+  Reply reply(sink, h->unique, shape, &counters_.unanswered, &counters_.bad_replies);
   if (h->len != len || len < sizeof(fuse_in_header) + arg_size) {
     counters_.malformed++;
     counters_.errors[idx]++;
-    if (replies) reply.Error(EINVAL);
+    if (shape.replies) reply.Error(EINVAL);
     return;
   }
   if (idx == static_cast<int>(OpIndex::UNKNOWN)) {
@@ -142,7 +142,7 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   Request req(h, arg, arg + arg_size, len - sizeof(fuse_in_header) - arg_size);
   try {
     switch (h->opcode) {
-#define EPHEMERA_CALL(num, Name, Arg, rep) \
+#define EPHEMERA_CALL(num, Name, Arg, Out) \
   case num:                                \
     Op##Name(req, reply);                  \
     break;

@@ -93,6 +93,7 @@ struct OpCounters {
   std::atomic<uint64_t> unanswered{0};  // replies sent by the Reply destructor (handler bug)
   std::atomic<uint64_t> exceptions{0};  // C++ exceptions caught at dispatch (answered EIO)
   std::atomic<uint64_t> malformed{0};   // too short / bad length / missing strings
+  std::atomic<uint64_t> bad_replies{0}; // a reply whose size broke the opcode table's layout (sent EIO instead)
   OpCounters() {
     for (int i = 0; i < kOpCount; ++i) count[i] = 0, errors[i] = 0;
   }
@@ -183,7 +184,7 @@ class Filesystem {
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
 
  private:
-#define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, replies) void Op##Name(const Request& req, Reply& reply);
+#define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, Out) void Op##Name(const Request& req, Reply& reply);
   EPHEMERA_OPCODES(EPHEMERA_DECLARE_HANDLER)
 #undef EPHEMERA_DECLARE_HANDLER
 

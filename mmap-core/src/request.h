@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string_view>
 #include "fuse_abi.h"
+#include "opcodes.h"
 
 namespace ephemera {
 
@@ -68,8 +69,8 @@ class Request {
 
 class Reply {
  public:
-  Reply(ReplySink* sink, uint64_t unique, bool expects_reply, std::atomic<uint64_t>* unanswered)
-      : sink_(sink), unique_(unique), pending_(expects_reply), unanswered_(unanswered) {}
+  Reply(ReplySink* sink, uint64_t unique, ReplyShape shape, std::atomic<uint64_t>* unanswered, std::atomic<uint64_t>* bad_replies)
+      : sink_(sink), unique_(unique), pending_(shape.replies), shape_(shape), unanswered_(unanswered), bad_replies_(bad_replies) {}
   Reply(const Reply&) = delete;
   Reply& operator=(const Reply&) = delete;
   ~Reply() {
@@ -97,6 +98,12 @@ class Reply {
  private:
   void Send(const void* a, size_t alen, const void* b, size_t blen) {
     if (!pending_) return;  // a second answer is a bug; the first one stands
+    if (!error_ && !shape_.any_size && alen + blen != shape_.size) {
+      // The opcode table says what this reply carries; anything else would be misread by the
+      // kernel (or refused with EINVAL): answer EIO and count the handler bug.
+      bad_replies_->fetch_add(1, std::memory_order_relaxed);
+      error_ = EIO;
+    }
     pending_ = false;
     fuse_out_header out{};
     out.unique = unique_;
@@ -117,8 +124,10 @@ class Reply {
   ReplySink* sink_;
   uint64_t unique_;
   bool pending_;
+  ReplyShape shape_;
   int error_ = 0;
   std::atomic<uint64_t>* unanswered_;
+  std::atomic<uint64_t>* bad_replies_;
 };
 
 }  // namespace ephemera

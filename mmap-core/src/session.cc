@@ -349,6 +349,7 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("unanswered", static_cast<double>(c.unanswered.load()));
     o.Set("exceptions", static_cast<double>(c.exceptions.load()));
     o.Set("malformed", static_cast<double>(c.malformed.load()));
+    o.Set("badReplies", static_cast<double>(c.bad_replies.load()));
     o.Set("unchargedFallocates", static_cast<double>(fs_->uncharged_fallocates()));
     return o;
   }

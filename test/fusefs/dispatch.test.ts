@@ -190,5 +190,23 @@ describe('dispatcher (bytes in, bytes out, no mount)', () => {
     const c = s.counters();
     expect(c.unanswered).toBe(0);
     expect(c.exceptions).toBe(0);
+    expect(c.badReplies).toBe(0); // every successful reply had its opcode's layout
+  });
+
+  it('successful replies have the size the opcode table gives their layout (entry 128, attr 104, CREATE 144, INIT 64)', () => {
+    const s = newFs();
+    const init = header(s.dispatch(request(OP.INIT, 0n, initBody())));
+    expect(init.len - 16).toBe(64);
+    const mk = header(s.dispatch(request(OP.MKDIR, 1n, mkdirBody('sz'))));
+    expect(mk.len - 16).toBe(128); // fuse_entry_out
+    const attr = header(s.dispatch(request(OP.GETATTR, mk.body.readBigUInt64LE(0), Buffer.alloc(16))));
+    expect(attr.len - 16).toBe(104); // fuse_attr_out
+    const create = Buffer.alloc(16); // fuse_create_in: flags, mode, umask, open_flags
+    create.writeUInt32LE(0o100, 0); // O_CREAT
+    create.writeUInt32LE(0o100644, 4);
+    const cr = header(s.dispatch(request(OP.CREATE, 1n, Buffer.concat([create, cstr('f')]))));
+    expect(cr.error).toBe(0);
+    expect(cr.len - 16).toBe(144); // fuse_entry_out + fuse_open_out
+    expect(s.counters().badReplies).toBe(0);
   });
 });
