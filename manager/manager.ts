@@ -374,7 +374,11 @@ export class TenantManager {
   // --- queue --------------------------------------------------------------------------------------
 
   private async runQueue(e: Entry): Promise<void> {
-    await this.schedule(false, async () => {
+    // The invocation does not wait for its loans: the start plan (evict → lower → raise, tens of
+    // ms per Docker update, one plan at a time per tenant) runs beside it and the loan lands a
+    // moment into the run. Until then the container has its own limit, as without sharing: its
+    // store spills to disk under the mark, and an alarm is answered before any queued plan.
+    const started = this.schedule(false, async () => {
       await this.decideAndRun('start', (snap) => ({ plan: planOnStart(snap, e.id, this.policy), extra: null }));
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'start plan failed'));
     while (e.queue.length > 0 && !this.closed) {
@@ -389,6 +393,7 @@ export class TenantManager {
       }
       e.queue.shift();
     }
+    await started; // its loans are open (or failed) before they can be returned
     e.running = false;
     if (this.closed || !this.entries.has(e.id)) return;
     await this.schedule(false, async () => {

@@ -71,6 +71,13 @@ export const PolicyConfigSchema = z
         antiThrashWindowMs: z.number().int().nonnegative().default(2000),
         /** The original only brings back open files; closed ones may be promoted too when this is on. */
         promoteClosed: z.boolean().default(false),
+        /**
+         * Closed files are promoted only once no file was opened or closed for this long. A function
+         * writing file after file would otherwise write its next file (dirty page cache, which cgroup
+         * v1 cannot reclaim until written back) beside the promoted, unreclaimable copy of the last
+         * one: measured, a charged copy OOM-killed that way when a loan raised the limit mid-run.
+         */
+        promoteQuietMs: z.number().int().nonnegative().default(1000),
       })
       .prefault({}),
 

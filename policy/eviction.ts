@@ -67,7 +67,8 @@ export interface PromotionPlan {
 /**
  * Chooses disk-tier inodes to bring back into `roomBytes` of memory: open inodes first, most
  * recently opened first (the ones being used now); closed ones only if configured, most recently
- * closed first. First-fit: an inode larger than what is left is skipped, a smaller later one may fit.
+ * closed first, and only once the store has been quiet (no open or close) for `promoteQuietMs`.
+ * First-fit: an inode larger than what is left is skipped, a smaller later one may fit.
  */
 export function planPromotion(
   snapshot: Pick<StoreSnapshot, 'nowMs' | 'inodes'>,
@@ -79,9 +80,11 @@ export function planPromotion(
   );
   const newestFirst = (time: (i: InodeStat) => number | null) => (a: InodeStat, b: InodeStat) =>
     (time(b) ?? -Infinity) - (time(a) ?? -Infinity) || a.ino - b.ino;
+  const quietSince = snapshot.nowMs - config.eviction.promoteQuietMs;
+  const quiet = snapshot.inodes.every((i) => (i.lastOpenMs ?? -Infinity) <= quietSince && (i.lastCloseMs ?? -Infinity) <= quietSince);
   const order = [
     ...onDisk.filter((i) => i.openCount > 0).sort(newestFirst((i) => i.lastOpenMs)),
-    ...(config.eviction.promoteClosed
+    ...(config.eviction.promoteClosed && quiet
       ? onDisk.filter((i) => i.openCount === 0).sort(newestFirst((i) => i.lastCloseMs))
       : []),
   ];

@@ -42,7 +42,7 @@ describe('policy configuration', () => {
     expect(yaml.scheduler.scoring).toBe('min-gap');
     const json = loadPolicyConfig(write('p.json', JSON.stringify({ safetyFactor: 1.2, eviction: { antiThrashWindowMs: 500 } })));
     expect(json.safetyFactor).toBe(1.2);
-    expect(json.eviction).toEqual({ antiThrashWindowMs: 500, promoteClosed: false });
+    expect(json.eviction).toEqual({ antiThrashWindowMs: 500, promoteClosed: false, promoteQuietMs: 1000 });
   });
 
   it('a bad file is rejected with E_BAD_CONFIG listing the path and reason of every issue', () => {

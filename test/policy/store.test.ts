@@ -8,6 +8,7 @@ import {
   MiB,
   planEviction,
   planPromotion,
+  parsePolicyConfig,
   type InodeStat,
 } from '../../policy';
 
@@ -58,6 +59,21 @@ describe('eviction', () => {
     ];
     expect(planPromotion({ nowMs: now, inodes }, 4 * MiB, config)).toEqual({ promotions: [1], bytes: 3 * MiB });
     expect(planPromotion({ nowMs: now, inodes }, 9 * MiB, config).promotions).toEqual([2, 1]);
+  });
+
+  it('promotes closed files only once the store has been quiet (no open or close) for promoteQuietMs', () => {
+    const cfg = parsePolicyConfig({ eviction: { promoteClosed: true } });
+    const now = 100_000;
+    const closed = inode(1, { tier: 'disk', openCount: 0, lastOpenMs: 10, lastCloseMs: 20, sizeBytes: 1 * MiB });
+    expect(planPromotion({ nowMs: now, inodes: [closed] }, 4 * MiB, cfg).promotions).toEqual([1]);
+    // Another file was just closed (a function writing file after file): wait.
+    const justClosed = inode(2, { tier: 'memory', openCount: 0, lastOpenMs: now - 300, lastCloseMs: now - 200 });
+    expect(planPromotion({ nowMs: now, inodes: [closed, justClosed] }, 4 * MiB, cfg).promotions).toEqual([]);
+    // …or just opened: wait too.
+    const justOpened = inode(3, { tier: 'disk', openCount: 1, lastOpenMs: now - 10, sizeBytes: 8 * MiB });
+    expect(planPromotion({ nowMs: now, inodes: [closed, justOpened] }, 4 * MiB, cfg).promotions).toEqual([]);
+    // Quiet for the window: it comes back.
+    expect(planPromotion({ nowMs: now + 1000, inodes: [closed, justClosed] }, 4 * MiB, cfg).promotions).toEqual([1]);
   });
 
   it('the adapter evicts the excess over limit − headroom and otherwise promotes into the room', () => {
