@@ -96,6 +96,8 @@ export class EphemeraTmpProvider implements TmpProvider {
   async attach(containerName: string, cgroupPath: string): Promise<void> {
     const id = mountId(containerName);
     if (this.profiling.has(id)) return; // the profiling run measures the function alone: files stay on disk
+    // With the container's id the mount joins its tenant manager's link.
+    const containerId = containerIdOfCgroup(cgroupPath);
     try {
       await this.client.call({
         type: 'attach-cgroup',
@@ -103,8 +105,7 @@ export class EphemeraTmpProvider implements TmpProvider {
         cgroup: cgroupPath,
         sizeHint: this.hints.get(id) ?? this.opts.sizeHintBytes ?? null,
         oomPause: this.opts.oomPause ?? false,
-        // With the container's id the mount joins its tenant manager's link.
-        ...(containerIdOfCgroup(cgroupPath) ? { containerId: containerIdOfCgroup(cgroupPath)! } : {}),
+        ...(containerId ? { containerId } : {}),
       });
     } catch (err) {
       throw new EngineError('E_TMP_PROVIDER', `cannot tie the Ephemera /tmp of ${containerName} to ${cgroupPath}: ${errorMessage(err)}`, undefined, err);
@@ -138,4 +139,3 @@ export class EphemeraTmpProvider implements TmpProvider {
 export function mountId(containerName: string): string {
   return containerName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128);
 }
-
