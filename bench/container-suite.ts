@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Engine, isEngineError, type FunctionContainer, type ImageRecipe, type InvocationResult } from '../engine/index';
+import { SIZE_HINT_LABEL } from '../engine/ephemera-provider';
 import { checkContainerTargets, openContainerTarget, type ContainerTarget, type ContainerTargetName } from './container-targets';
 import { BenchError, errorCode, errorMessage } from './errors';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from './frame';
@@ -24,6 +25,11 @@ export interface ContainerCase {
   timeoutMs: number;
   /** Adds the container's create → ready time (`start_ms`) to the cold row. */
   recordStart?: boolean;
+  /**
+   * The function's largest file, MiB: what its profiling run would record as F and the controller
+   * hands the mount as its placement hint (new files straight to memory when 1.1 × F fits).
+   */
+  largestFileMiB?: number;
 }
 
 export interface ContainerSuiteDefinition {
@@ -219,7 +225,7 @@ async function runCase(
       tmp: target.tmp,
       user: 'fn',
       function: `${suite}-${c.workload}`.slice(0, 60),
-      labels,
+      labels: c.largestFileMiB === undefined ? labels : { ...labels, [SIZE_HINT_LABEL]: String(c.largestFileMiB * 1024 * 1024) },
     });
     // An invocation in flight does not watch the signal: removing its container ends it at once.
     const started = fc;

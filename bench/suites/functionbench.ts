@@ -25,6 +25,7 @@ export function functionbenchCases(quick: boolean): ContainerCase[] {
     image: 'function',
     memoryMiB: 150,
     argv: [EPH_WORK, mode, '/tmp', '32', String(ops)],
+    largestFileMiB: 32,
     phases: ['cold', 'warm'],
     timeoutMs: quick ? 120_000 : 600_000,
   });
@@ -37,6 +38,7 @@ export function functionbenchCases(quick: boolean): ContainerCase[] {
       image: 'function',
       memoryMiB: 64,
       argv: [EPH_WORK, 'huffman', '/tmp', String(mib)],
+      largestFileMiB: mib, // the input; the coded output is about as large
       phases: ['cold', 'warm'] as const,
       // ~3 syscalls per input byte: about 5 s per MiB on a loaded 2-core VM.
       timeoutMs: 60_000 + mib * 30_000,
@@ -48,6 +50,7 @@ export function functionbenchCases(quick: boolean): ContainerCase[] {
       memoryMiB: 64,
       prepare: [EPH_WORK, 'gen', '/tmp/input.dat', String(mib)],
       argv: GZIP_TIMED,
+      largestFileMiB: mib,
       phases: ['cold', 'warm'] as const,
       timeoutMs: 120_000,
     })),

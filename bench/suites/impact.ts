@@ -42,6 +42,7 @@ export function impactCases(quick: boolean): ContainerCase[] {
     image: 'function',
     memoryMiB: p.limitMiB,
     argv: [EPH_WORK, 'impact', '/tmp', String(p.fileMiB), String(p.ops)],
+    largestFileMiB: p.fileMiB,
     phases: ['cold', 'warm'],
     // The original's 32 MiB point took 165 s at 500k ops on overlay; a stuck invocation must not eat the cap.
     timeoutMs: quick ? 120_000 : 600_000,
