@@ -170,7 +170,9 @@ export class TierBalancer {
     // Only closed inodes can move, so the policy's open-first list is narrowed to closed ones,
     // which it then takes most recently closed first.
     const closedOnDisk = snap.inodes.filter((i) => i.tier === 'disk' && i.openCount === 0);
-    const config: PolicyConfig = { ...this.options.policy, eviction: { ...this.options.policy.eviction, promoteClosed: true } };
+    // No quiet period: that guards a container's memory cgroup against dirty page cache beside a
+    // promoted copy; a budget without a cgroup has no such edge (the adapter owns cgroup mounts).
+    const config: PolicyConfig = { ...this.options.policy, eviction: { ...this.options.policy.eviction, promoteClosed: true, promoteQuietMs: 0 } };
     const plan = planPromotion({ nowMs: snap.nowMs, inodes: closedOnDisk }, room, config);
     this.retryAfterAntiThrash(closedOnDisk, snap.nowMs, plan.promotions);
     for (const ino of plan.promotions) {
