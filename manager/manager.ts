@@ -374,11 +374,10 @@ export class TenantManager {
   // --- queue --------------------------------------------------------------------------------------
 
   private async runQueue(e: Entry): Promise<void> {
-    // The invocation does not wait for its loans: the start plan (evict → lower → raise, tens of
-    // ms per Docker update, one plan at a time per tenant) runs beside it and the loan lands a
-    // moment into the run. Until then the container has its own limit, as without sharing: its
-    // store spills to disk under the mark, and an alarm is answered before any queued plan.
-    const started = this.schedule(false, async () => {
+    // The loans open before the first invocation runs: a function that needs its memory at once
+    // has it from its first instruction (the thesis' order; measured cost: the plan's Docker
+    // updates, tens of ms each, sit on that invocation's latency).
+    await this.schedule(false, async () => {
       await this.decideAndRun('start', (snap) => ({ plan: planOnStart(snap, e.id, this.policy), extra: null }));
     }).catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'start plan failed'));
     while (e.queue.length > 0 && !this.closed) {
@@ -393,7 +392,6 @@ export class TenantManager {
       }
       e.queue.shift();
     }
-    await started; // its loans are open (or failed) before they can be returned
     e.running = false;
     if (this.closed || !this.entries.has(e.id)) return;
     await this.schedule(false, async () => {
