@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import {
   DEFAULT_POLICY_CONFIG,
   decidePlacement,
+  scaled,
   planEviction,
   planPromotion,
   type InodeStat as PolicyInodeStat,
@@ -391,7 +392,14 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       { sizeHintBytes: this.opts.sizeHintBytes ?? null, budgetBytes: budget, memoryTierBytes: u.memoryTierBytes },
       this.policy,
     );
-    this.mount.setPlacement({ memoryBudget: budget, newFilesOnDisk: decision.tier === 'disk' });
+    const hint = this.opts.sizeHintBytes ?? null;
+    this.mount.setPlacement({
+      memoryBudget: budget,
+      newFilesOnDisk: decision.tier === 'disk',
+      // The hint is one file's size: each open memory-tier file may grow to it, so the native
+      // rule places a further new file in memory only if all of them still fit.
+      reservePerOpenFile: hint === null ? 0 : scaled(hint, this.policy),
+    });
   }
 
   private raiseAlarm(shortfallBytes: number, oomPaused: boolean, resolve: () => void): void {

@@ -97,6 +97,8 @@ export interface PlacementRule {
   memoryBudget?: number;
   /** Write new files on the disk tier and promote them when closed (files that may outgrow memory while open). */
   newFilesOnDisk?: boolean;
+  /** What an open file may grow to (hint × safety factor): a new file goes to memory only if it and every open memory-tier file can each reach it within the budget. */
+  reservePerOpenFile?: number;
 }
 
 export interface NativeSession {

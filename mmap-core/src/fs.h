@@ -104,6 +104,10 @@ struct OpCounters {
 struct PlacementRule {
   uint64_t memory_budget = UINT64_MAX;  // bytes the memory tier may hold
   bool new_files_on_disk = false;       // write new files on the disk tier, promote on close
+  // What a file may grow to while open (the profile's largest file × the safety factor): a new
+  // file goes to memory only if it and every memory-tier file open now can each grow to this
+  // within the budget. 0: no hint, only the budget counts.
+  uint64_t reserve_per_open_file = 0;
 };
 
 struct MoveTicket {
@@ -207,6 +211,8 @@ class Filesystem {
   uint64_t BytesUsed();  // requires mu_
   // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
   void LiveTierBytes(uint64_t* memory, uint64_t* disk);
+  // Whether a new file fits on the memory tier under the placement rule (requires mu_).
+  bool NewFileFitsInMemory();
 
   FsOptions opts_;
   Store store_;

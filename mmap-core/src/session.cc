@@ -173,6 +173,8 @@ class Session : public Napi::ObjectWrap<Session> {
     double budget = GetNumber(o, "memoryBudget", -1);
     r.memory_budget = budget < 0 ? UINT64_MAX : static_cast<uint64_t>(budget);
     r.new_files_on_disk = GetBool(o, "newFilesOnDisk", false);
+    double reserve = GetNumber(o, "reservePerOpenFile", 0);
+    r.reserve_per_open_file = reserve > 0 ? static_cast<uint64_t>(reserve) : 0;
     fs_->SetPlacement(r);
     return info.Env().Undefined();
   }

@@ -97,6 +97,29 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     }
   });
 
+  it('with a size hint that fits once, a second file open at the same time goes to disk: 2 × 100 MiB at once in 150 MiB, 0 OOM kills', async () => {
+    cg = await createTestCgroup({ limitBytes: 150 * MiB });
+    mount = await open('two-open');
+    // 1.1 × 100 MiB fits under 150 MiB − headroom − the writer once, not twice.
+    await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 100 * MiB });
+    await new Promise((r) => setTimeout(r, 100));
+    const py = [
+      'import os',
+      `a = os.open('${mount.mountpoint}/a', os.O_WRONLY | os.O_CREAT, 0o644)`,
+      `b = os.open('${mount.mountpoint}/b', os.O_WRONLY | os.O_CREAT, 0o644)`,
+      'chunk = b"z" * (1 << 20)',
+      'for _ in range(100):',
+      '    os.write(a, chunk); os.write(b, chunk)',
+      'os.close(a); os.close(b)',
+      `print(os.stat('${mount.mountpoint}/a').st_size + os.stat('${mount.mountpoint}/b').st_size)`,
+    ].join('\n');
+    child = spawnInCgroup(cg.cgroup, 'python3', ['-c', py]);
+    const code = await child.exited;
+    expect(code, child.stdoutText()).toBe(0);
+    expect(child.stdoutText().trim()).toBe(String(200 * MiB));
+    expect(cg.cgroup.oomState().oomKills).toBe(0);
+  });
+
   it('accounting: 64 MiB written through the mount lands on the writer cgroup, not the daemon; a promotion too', async () => {
     cg = await createTestCgroup({ limitBytes: 512 * MiB });
     mount = await open('acct');
