@@ -363,10 +363,7 @@ export class NodeDaemon {
 /** What a removed mount leaves: its spill dir and mount point, when the daemon made them. */
 export function removeMountLeftovers(record: MountRecord): void {
   // A dead daemon's sized disk tier is still mounted inside the spill dir: detach it first.
-  const diskTier = SizedDiskTier.dirFor(record.spillDir);
-  if (isMountPoint(diskTier)) unmountQuietly(diskTier);
-  fs.rmSync(`${diskTier}.img`, { force: true });
-  if (!isMountPoint(diskTier)) fs.rmSync(diskTier, { recursive: true, force: true });
+  SizedDiskTier.remove(record.spillDir);
   if (record.createdSpillDir) fs.rmSync(record.spillDir, { recursive: true, force: true });
   else {
     for (const name of safeReaddir(record.spillDir)) if (name.endsWith('.spill')) fs.rmSync(path.join(record.spillDir, name), { force: true });

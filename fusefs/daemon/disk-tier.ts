@@ -35,7 +35,6 @@ export class SizedDiskTier {
     readonly dir: string,
     private readonly image: string,
     private readonly device: string,
-    private quotaBytes: number,
   ) {}
 
   /** The directory the store keeps its disk-tier files in (a mount point of its own). */
@@ -43,11 +42,26 @@ export class SizedDiskTier {
     return path.join(spillDir, 'tier');
   }
 
+  /**
+   * Removes a disk tier from `spillDir`: its file system (lazily unmounted; the loop device goes
+   * with it), its image and its mount point. Also what a dead daemon left: its files were O_TMPFILE
+   * or reachable only through that daemon, so nothing anyone can reach is lost.
+   */
+  static remove(spillDir: string): void {
+    const dir = SizedDiskTier.dirFor(spillDir);
+    unmountQuietly(dir);
+    fs.rmSync(`${dir}.img`, { force: true });
+    try {
+      if (!isMountPoint(dir)) fs.rmdirSync(dir);
+    } catch {
+      /* absent, or a lazy unmount still busy: cleanup retries */
+    }
+  }
+
   static create(spillDir: string, sizeQuota: number): SizedDiskTier {
     const dir = SizedDiskTier.dirFor(spillDir);
     const image = `${dir}.img`;
-    if (isMountPoint(dir)) unmountQuietly(dir); // a dead daemon's leftover: its files were unreachable
-    fs.rmSync(image, { force: true });
+    SizedDiskTier.remove(spillDir); // a dead daemon's leftover
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     let device = '';
     try {
@@ -61,26 +75,21 @@ export class SizedDiskTier {
       // Detaching a mounted loop device only marks it autoclear: it goes with the unmount.
       run('losetup', ['-d', device]);
       fs.chmodSync(dir, 0o700);
-      const tier = new SizedDiskTier(dir, image, device, 0);
+      const tier = new SizedDiskTier(dir, image, device);
       tier.resize(sizeQuota);
       return tier;
     } catch (e) {
-      unmountQuietly(dir);
-      if (device && !isMountPoint(dir)) {
+      SizedDiskTier.remove(spillDir);
+      if (device) {
         try {
           run('losetup', ['-d', device]);
         } catch {
           /* not attached, or already autoclear */
         }
       }
-      fs.rmSync(image, { force: true });
       if (e instanceof EphemeraError) throw e;
       throw new EphemeraError('E_MOUNT', `cannot make the disk tier's ${sizeQuota}-byte file system on ${dir}: ${stderrOf(e)}`);
     }
-  }
-
-  get size(): number {
-    return this.quotaBytes;
   }
 
   /** Bytes the tier's files hold (what counts against the quota). */
@@ -96,7 +105,6 @@ export class SizedDiskTier {
   resize(sizeQuota: number): void {
     if (sizeQuota === 0) {
       this.setReserve(0); // no quota: the whole image
-      this.quotaBytes = 0;
       return;
     }
     const used = this.usedBytes();
@@ -119,17 +127,10 @@ export class SizedDiskTier {
     }
     const reserve = Math.max(0, Math.floor((room - (sizeQuota - used)) / s.bsize) * s.bsize);
     this.setReserve(reserve);
-    this.quotaBytes = sizeQuota;
   }
 
   close(): void {
-    unmountQuietly(this.dir);
-    fs.rmSync(this.image, { force: true });
-    try {
-      fs.rmdirSync(this.dir);
-    } catch {
-      /* a lazy unmount still busy: cleanup retries */
-    }
+    SizedDiskTier.remove(path.dirname(this.dir));
   }
 
   private reserveBytes(): number {
