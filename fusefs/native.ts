@@ -68,9 +68,30 @@ export interface NativeUsage {
   openFiles: number;
   bytesMemory: number;
   bytesDisk: number;
+  /** Hard links beyond each file's first name: they count against the inode quota, as on tmpfs. */
+  links: number;
+  /** Names, symlink targets and xattrs held on the daemon's heap: they count against the size quota. */
+  nameBytes: number;
+  /** The quotas in force (0 given = tmpfs's defaults: half of RAM, half of RAM's pages). */
+  sizeQuota: number;
+  inodeQuota: number;
+  filesMemory: number;
+  filesDisk: number;
+  openMemory: number;
+  openDisk: number;
+  /** Moves refused because a process still mapped the file. */
+  movesRefusedMapped: number;
+  /** Memory-tier files moved to disk before an OPEN for writing was answered. */
+  demotedAtOpen: number;
+  /** Such opens admitted in memory: another handle or a mapping held the file. */
+  admittedUnmovable: number;
+  /** Moves whose mapping check could not run (file leases off). */
+  movesUnverified: number;
+  fallocateTimeouts: number;
 }
 export interface NativeInodeStat {
   ino: number;
+  generation: number;
   tier: 'memory' | 'disk';
   size: number;
   allocated: number;

@@ -90,7 +90,15 @@ Filesystem::Filesystem(FsOptions opts, StoreOptions store_opts)
   root->dir->parent = FUSE_ROOT_ID;
   slots_[FUSE_ROOT_ID] = std::move(root);
   live_inodes_ = 1;
+  // tmpfs's defaults (mm/shmem.c): half of RAM, and half of RAM's pages for inodes.
+  struct sysinfo si;
+  uint64_t ram = sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : (1ULL << 34);
+  default_size_quota_ = ram / 2;
+  default_inode_quota_ = ram / 4096 / 2;
 }
+
+uint64_t Filesystem::SizeQuota() const { return opts_.size_quota ? opts_.size_quota : default_size_quota_; }
+uint64_t Filesystem::InodeQuota() const { return opts_.inode_quota ? opts_.inode_quota : default_inode_quota_; }
 
 Filesystem::~Filesystem() = default;
 
@@ -169,8 +177,24 @@ Inode* Filesystem::Get(uint64_t ino) {
 }
 
 int Filesystem::ReserveInode() const {
-  if (opts_.inode_quota && live_inodes_ >= opts_.inode_quota) return ENOSPC;
+  if (live_inodes_ + extra_links_ >= InodeQuota()) return ENOSPC;
   return 0;
+}
+
+int Filesystem::ReserveMeta(uint64_t bytes) {
+  if (BytesUsed() + bytes > SizeQuota()) return ENOSPC;
+  return 0;
+}
+
+void Filesystem::AddEntry(Inode* dir, const std::string& name, uint64_t ino) {
+  dir->dir->Insert(name, ino);
+  meta_bytes_ += name.size();
+}
+
+void Filesystem::RemoveEntry(Inode* dir, const std::string& name) {
+  if (!dir->dir->cookie_of.count(name)) return;
+  dir->dir->Erase(name);
+  meta_bytes_ -= std::min<uint64_t>(meta_bytes_, name.size());
 }
 
 Inode* Filesystem::NewInode(uint32_t mode, uint32_t uid, uint32_t gid) {
@@ -208,6 +232,9 @@ void Filesystem::MaybeFree(Inode* in) {
   if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
   if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
   Unaccount(in);
+  uint64_t held = in->link.size();
+  for (auto& [k, v] : in->xattrs) held += k.size() + v.size();
+  meta_bytes_ -= std::min(meta_bytes_, held);
   uint64_t ino = in->ino;
   slots_[ino].reset();  // closes the backing fd: the memory goes back at once
   free_slots_.push_back(ino);
@@ -226,7 +253,7 @@ void Filesystem::FillAttr(Inode* in, fuse_attr* a) {
   timespec atime = in->atime, mtime = in->mtime, ctime = in->ctime;
   if (in->data) {
     struct stat st;
-    if (fstat(in->data->fd, &st) == 0) {
+    if (in->data->Stat(&st) == 0) {
       a->size = st.st_size;
       a->blocks = st.st_blocks;
       // Under passthrough the kernel writes the backing file, so its times are the truth.
@@ -275,7 +302,7 @@ int Filesystem::CheckName(std::string_view name) const {
 uint64_t Filesystem::BytesUsed() {
   uint64_t memory = 0, disk = 0;
   LiveTierBytes(&memory, &disk);
-  return memory + disk;
+  return memory + disk + meta_bytes_;
 }
 
 void Filesystem::LiveTierBytes(uint64_t* memory, uint64_t* disk) {
@@ -284,7 +311,7 @@ void Filesystem::LiveTierBytes(uint64_t* memory, uint64_t* disk) {
   for (Inode* in : open_files_) {
     if (!in->data) continue;
     struct stat st;
-    if (fstat(in->data->fd, &st) != 0) continue;
+    if (in->data->Stat(&st) != 0) continue;
     uint64_t& total = in->data->tier == Tier::kMemory ? *memory : *disk;
     total = total - std::min(total, in->accounted_bytes) + static_cast<uint64_t>(st.st_blocks) * 512;
   }
@@ -303,6 +330,23 @@ bool Filesystem::NewFileFitsInMemory() {
     if (in->data && in->data->tier == Tier::kMemory) committed += reserve;
   }
   return committed + reserve <= budget;
+}
+
+bool Filesystem::ReopenFitsInMemory(Inode* in, uint64_t size) {
+  // The rule for a new file, with this file's own bytes set aside: it may grow to the hint (or
+  // stays what it is when already bigger), beside every other open memory-tier file at the hint.
+  if (placement_.new_files_on_disk) return false;
+  const uint64_t budget = placement_.memory_budget;
+  if (budget == UINT64_MAX) return true;
+  const uint64_t reserve = placement_.reserve_per_open_file;
+  uint64_t committed = mem_bytes_.load();
+  committed -= std::min(committed, in->accounted_bytes);
+  for (Inode* other : open_files_) {
+    if (other != in && other->data && other->data->tier == Tier::kMemory) committed += reserve;
+  }
+  uint64_t need = std::max(reserve, size);
+  if (reserve == 0) need = size;
+  return committed + need <= budget && (reserve != 0 || committed + size < budget);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,13 +482,13 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
   if (in.valid & FATTR_SIZE) {
     if (node->is_dir()) return reply.Error(EISDIR);
     if (!node->data) return reply.Error(EINVAL);
-    if (opts_.size_quota) {
-      struct stat st;
-      if (fstat(node->data->fd, &st) == 0 && in.size > static_cast<uint64_t>(st.st_size) &&
-          BytesUsed() + (in.size - st.st_size) > opts_.size_quota)
-        return reply.Error(ENOSPC);  // a sized tmpfs would refuse the blocks later; we refuse now
-    }
-    if (ftruncate(node->data->fd, static_cast<off_t>(in.size)) != 0) return reply.Error(errno);
+    struct stat st;
+    if (int e = node->data->Stat(&st)) return reply.Error(e);
+    if (in.size > static_cast<uint64_t>(st.st_size) && BytesUsed() + (in.size - st.st_size) > SizeQuota())
+      return reply.Error(ENOSPC);  // a sized tmpfs would refuse the blocks later; we refuse now
+    FdRef fd;
+    if (int e = node->data->Open(O_RDWR, &fd)) return reply.Error(e);
+    if (ftruncate(fd->fd, static_cast<off_t>(in.size)) != 0) return reply.Error(errno);
     node->ctime = now;
     if (node->open_count == 0) Account(node);
   }
@@ -463,7 +507,11 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
     else if (in.valid & FATTR_MTIME) times[1] = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
     if (times[0].tv_nsec != UTIME_OMIT) node->atime = times[0];
     if (times[1].tv_nsec != UTIME_OMIT) node->mtime = times[1];
-    if (node->data && futimens(node->data->fd, times) != 0) return reply.Error(errno);
+    if (node->data) {
+      FdRef fd;
+      if (int e = node->data->Open(O_RDWR, &fd)) return reply.Error(e);
+      if (futimens(fd->fd, times) != 0) return reply.Error(errno);
+    }
     node->ctime = now;
   }
   if (in.valid & FATTR_CTIME) node->ctime = {static_cast<time_t>(in.ctime), static_cast<long>(in.ctimensec)};
@@ -482,16 +530,21 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   if (dir->nlink == 0) return ENOENT;  // a removed directory takes no new entries
   std::string key(name);
   if (dir->dir->Find(key)) return EEXIST;
+  // The one admission point for a new inode: the inode quota, and its name and symlink target
+  // against the size quota (they live on the daemon's heap).
   if (int e = ReserveInode()) return e;
+  if (int e = ReserveMeta(key.size() + (link ? link->size() : 0))) return e;
   std::shared_ptr<FileData> data;
   if (S_ISREG(mode)) {
     Tier tier = Tier::kMemory;
     if (store_.has_disk_tier() && (placement_.new_files_on_disk || !NewFileFitsInMemory())) tier = Tier::kDisk;
-    if (opts_.size_quota && mem_bytes_.load() + disk_bytes_.load() >= opts_.size_quota) return ENOSPC;
-    int fd = store_.NewFile(tier, slots_.size());
-    if (fd < 0 && tier == Tier::kMemory && store_.has_disk_tier()) tier = Tier::kDisk, fd = store_.NewFile(tier, slots_.size());
-    if (fd < 0) return -fd;
-    data = std::make_shared<FileData>(fd, tier);
+    if (BytesUsed() >= SizeQuota()) return ENOSPC;
+    // The inode number and generation it will get (NewInode takes the last free slot, or a new one).
+    uint64_t next = free_slots_.empty() ? slots_.size() : free_slots_.back();
+    uint64_t gen = next < slot_generation_.size() ? slot_generation_[next] + 1 : 1;
+    int e = store_.NewFile(tier, next, gen, &data);
+    if (e && tier == Tier::kMemory && store_.has_disk_tier()) tier = Tier::kDisk, e = store_.NewFile(tier, next, gen, &data);
+    if (e) return e;
   }
   uint32_t gid = req.h().gid;
   if (dir->mode & S_ISGID) {  // BSD group semantics for setgid directories, as tmpfs does
@@ -509,8 +562,8 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   } else {
     in->nlink = 1;
   }
-  if (link) in->link = *link;
-  dir->dir->Insert(key, in->ino);
+  if (link) in->link = *link, meta_bytes_ += link->size();
+  AddEntry(dir, key, in->ino);
   dir->mtime = dir->ctime = in->ctime;
   *out = in;
   return 0;
@@ -574,8 +627,12 @@ void Filesystem::OpLINK(const Request& req, Reply& reply) {
   std::string key(name);
   if (dir->dir->Find(key)) return reply.Error(EEXIST);
   if (target->nlink >= 0xffffffffu - 1) return reply.Error(EMLINK);
-  dir->dir->Insert(key, target->ino);
+  // tmpfs charges every link against nr_inodes, and its name takes room like any name.
+  if (int e = ReserveInode()) return reply.Error(e);
+  if (int e = ReserveMeta(key.size())) return reply.Error(e);
+  AddEntry(dir, key, target->ino);
   target->nlink++;
+  extra_links_++;
   timespec now = Now();
   target->ctime = dir->mtime = dir->ctime = now;
   ReplyEntry(target, reply);
@@ -599,7 +656,8 @@ void Filesystem::OpUNLINK(const Request& req, Reply& reply) {
   Inode *dir, *in;
   if (int e = ResolveEntry(req, &key, &dir, &in)) return reply.Error(e);
   if (in->is_dir()) return reply.Error(EISDIR);
-  dir->dir->Erase(key);
+  RemoveEntry(dir, key);
+  if (in->nlink > 1) extra_links_--;
   in->nlink--;
   in->ctime = dir->mtime = dir->ctime = Now();
   MaybeFree(in);
@@ -613,7 +671,7 @@ void Filesystem::OpRMDIR(const Request& req, Reply& reply) {
   if (int e = ResolveEntry(req, &key, &dir, &in)) return reply.Error(e);
   if (!in->is_dir()) return reply.Error(ENOTDIR);
   if (!in->dir->empty()) return reply.Error(ENOTEMPTY);
-  dir->dir->Erase(key);
+  RemoveEntry(dir, key);
   dir->nlink--;
   in->nlink = 0;
   in->ctime = dir->mtime = dir->ctime = Now();
@@ -637,10 +695,10 @@ int Filesystem::DoRename(uint64_t olddir_ino, std::string_view oldname, uint64_t
   timespec now = Now();
   if (flags & kRenameExchange) {
     if (!dst) return ENOENT;
-    od->dir->Erase(okey);
-    nd->dir->Erase(nkey);
-    od->dir->Insert(okey, dst->ino);
-    nd->dir->Insert(nkey, src->ino);
+    RemoveEntry(od, okey);
+    RemoveEntry(nd, nkey);
+    AddEntry(od, okey, dst->ino);
+    AddEntry(nd, nkey, src->ino);
     if (od != nd) {
       if (src->is_dir()) src->dir->parent = nd->ino, od->nlink--, nd->nlink++;
       if (dst->is_dir()) dst->dir->parent = od->ino, nd->nlink--, od->nlink++;
@@ -667,18 +725,23 @@ int Filesystem::DoRename(uint64_t olddir_ino, std::string_view oldname, uint64_t
       p = pi->dir->parent;
     }
   }
+  // The new name may be longer than the old: it takes room like any name.
+  if (nkey.size() > okey.size() + (dst ? nkey.size() : 0)) {
+    if (int e = ReserveMeta(nkey.size() - okey.size())) return e;
+  }
   if (dst) {
-    nd->dir->Erase(nkey);
+    RemoveEntry(nd, nkey);
     if (dst->is_dir()) {
       dst->nlink = 0;
       nd->nlink--;
     } else {
+      if (dst->nlink > 1) extra_links_--;
       dst->nlink--;
     }
     dst->ctime = now;
   }
-  od->dir->Erase(okey);
-  nd->dir->Insert(nkey, src->ino);
+  RemoveEntry(od, okey);
+  AddEntry(nd, nkey, src->ino);
   if (src->is_dir() && od != nd) {
     src->dir->parent = nd->ino;
     od->nlink--;
@@ -712,13 +775,26 @@ void Filesystem::OpRENAME2(const Request& req, Reply& reply) {
 int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
   memset(out, 0, sizeof(*out));
   out->fh = in->ino;
-  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY) {
-    if (ftruncate(in->data->fd, 0) != 0) return errno;
+  const bool writing = (flags & O_ACCMODE) != O_RDONLY;
+  if ((flags & O_TRUNC) && writing) {
+    FdRef fd;
+    if (int e = in->data->Open(O_RDWR, &fd)) return e;
+    if (ftruncate(fd->fd, 0) != 0) return errno;
     in->ctime = in->mtime = Now();
+    if (in->open_count == 0) Account(in);
+  }
+  // Before the handle pins an fd of ours: the mapping check must see only other files.
+  if (writing && in->data->tier == Tier::kMemory) {
+    if (int e = AdmitWrite(in)) return e;
+  }
+  if (!in->data->pinned) {
+    FdRef fd;
+    if (int e = in->data->Open(O_RDWR, &fd)) return e;
+    in->data->pinned = std::move(fd);
   }
   if (passthrough_ && backing_) {
     if (in->backing_id < 0) {
-      int id = backing_->Open(in->data->fd);
+      int id = backing_->Open(in->data->pinned->fd);
       if (id >= 0) in->backing_id = id;
     }
     if (in->backing_id >= 0) {
@@ -795,6 +871,8 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
         }
         // Under passthrough we never see writes: the backing file says what the file holds now.
         Account(in);
+        // A closed file costs no fd (a memfd, having no name, keeps its own).
+        if (in->data && in->data->dirfd >= 0) in->data->pinned.reset();
         if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
       }
       MaybeFree(in);
@@ -820,18 +898,17 @@ void Filesystem::OpSYNCFS(const Request&, Reply& reply) { reply.Ok(); }
 // The backing file of inode `ino`, held so the caller can do its I/O without the lock (a tier move
 // swaps the inode's data, never the file under a reader). Requires mu_. 0, ENOENT, or `no_data`
 // for an inode without data (a directory, a symlink, a fifo).
-int Filesystem::DataOf(uint64_t ino, int no_data, std::shared_ptr<FileData>* out) {
+int Filesystem::DataOf(uint64_t ino, int no_data, FdRef* out) {
   Inode* node = Get(ino);
   if (!node) return ENOENT;
   if (!node->data) return no_data;
-  *out = node->data;
-  return 0;
+  return node->data->Open(O_RDWR, out);  // the handle's pinned fd: requests with a handle come here
 }
 
 void Filesystem::OpREAD(const Request& req, Reply& reply) {
   // Reached only without passthrough (writeback mode or a refused backing registration).
   const auto& in = req.In<fuse_read_in>();
-  std::shared_ptr<FileData> data;
+  FdRef data;
   {
     std::lock_guard lock(mu_);
     if (int e = DataOf(req.nodeid(), EISDIR, &data)) return reply.Error(e);
@@ -846,17 +923,15 @@ void Filesystem::OpREAD(const Request& req, Reply& reply) {
 void Filesystem::OpWRITE(const Request& req, Reply& reply) {
   const auto& in = req.In<fuse_write_in>();
   if (req.payload_len() < in.size) return reply.Error(EINVAL);
-  std::shared_ptr<FileData> data;
+  FdRef data;
   {
     std::lock_guard lock(mu_);
     if (int e = DataOf(req.nodeid(), EISDIR, &data)) return reply.Error(e);
-    if (opts_.size_quota) {
-      struct stat st;
-      uint64_t end = in.offset + in.size;
-      if (fstat(data->fd, &st) == 0 && end > static_cast<uint64_t>(st.st_size) &&
-          BytesUsed() + (end - st.st_size) > opts_.size_quota)
-        return reply.Error(ENOSPC);
-    }
+    struct stat st;
+    uint64_t end = in.offset + in.size;
+    if (fstat(data->fd, &st) == 0 && end > static_cast<uint64_t>(st.st_size) &&
+        BytesUsed() + (end - st.st_size) > SizeQuota())
+      return reply.Error(ENOSPC);
   }
   ssize_t n = pwrite(data->fd, req.payload(), in.size, static_cast<off_t>(in.offset));
   if (n < 0) return reply.Error(errno);
@@ -871,7 +946,8 @@ namespace {
 // 0 on success, the errno fallocate failed with (> 0), or -1 when the helper could not run or could
 // not join the cgroup. posix_spawn (vfork + exec) is safe from this multithreaded process; it costs
 // about a millisecond, paid only by allocating fallocates on the memory tier.
-int ChargedFallocate(const Filesystem::ChargeAgent& agent, int fd, uint32_t mode, uint64_t offset, uint64_t length) {
+int ChargedFallocate(const Filesystem::ChargeAgent& agent, int fd, uint32_t mode, uint64_t offset, uint64_t length,
+                      std::atomic<uint64_t>* timeouts) {
   posix_spawn_file_actions_t actions;
   if (posix_spawn_file_actions_init(&actions) != 0) return -1;
   posix_spawn_file_actions_adddup2(&actions, fd, 3);  // dup2 clears O_CLOEXEC on the copy
@@ -883,9 +959,25 @@ int ChargedFallocate(const Filesystem::ChargeAgent& agent, int fd, uint32_t mode
   int e = posix_spawn(&pid, agent.helper.c_str(), &actions, nullptr, argv, envp);
   posix_spawn_file_actions_destroy(&actions);
   if (e != 0) return -1;
+  // Bounded: a helper stuck in a cgroup that is OOM-paused or frozen must not hold a serving
+  // thread for ever. After the deadline it is killed and the call answered ENOSPC (allocating here
+  // instead would charge the container's pages to the daemon, past the container's limit).
+  constexpr int64_t kDeadlineMs = 5000;
+  const int64_t deadline = NowMs() + kDeadlineMs;
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
+  for (int delay_us = 200;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return -1;
+    if (NowMs() > deadline) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      timeouts->fetch_add(1);
+      return ENOSPC;
+    }
+    usleep(delay_us);
+    delay_us = std::min(delay_us * 2, 20000);
   }
   if (!WIFEXITED(status)) return -1;
   int code = WEXITSTATUS(status);
@@ -897,14 +989,16 @@ int ChargedFallocate(const Filesystem::ChargeAgent& agent, int fd, uint32_t mode
 
 void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
   const auto& in = req.In<fuse_fallocate_in>();
-  std::shared_ptr<FileData> data;
+  FdRef data;
+  Tier tier = Tier::kMemory;
   ChargeAgent agent;
   {
     std::lock_guard lock(mu_);
     if (int e = DataOf(req.nodeid(), ENODEV, &data)) return reply.Error(e);
-    if (opts_.size_quota && !(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > opts_.size_quota)
+    tier = Get(req.nodeid())->data->tier;
+    if (!(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > SizeQuota())
       return reply.Error(ENOSPC);
-    if (data->tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && placement_.memory_budget != UINT64_MAX) {
+    if (tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && placement_.memory_budget != UINT64_MAX) {
       // Pages an open file allocates cannot be spilled, so an allocation past the container's room
       // would end in an OOM kill; tmpfs answers ENOSPC when full, and so do we.
       struct stat st{};
@@ -917,8 +1011,8 @@ void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
     }
     agent = charge_agent_;
   }
-  if (data->tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && !agent.cgroup_dir.empty()) {
-    int r = ChargedFallocate(agent, data->fd, in.mode, in.offset, in.length);
+  if (tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && !agent.cgroup_dir.empty()) {
+    int r = ChargedFallocate(agent, data->fd, in.mode, in.offset, in.length, &fallocate_timeouts_);
     if (r == 0) return reply.Ok();
     if (r > 0) return reply.Error(r);
     uncharged_fallocates_.fetch_add(1);  // helper unavailable: allocate here rather than fail the function
@@ -935,7 +1029,7 @@ void Filesystem::SetChargeAgent(ChargeAgent a) {
 
 void Filesystem::OpLSEEK(const Request& req, Reply& reply) {
   const auto& in = req.In<fuse_lseek_in>();
-  std::shared_ptr<FileData> data;
+  FdRef data;
   {
     std::lock_guard lock(mu_);
     if (int e = DataOf(req.nodeid(), EINVAL, &data)) return reply.Error(e);
@@ -955,13 +1049,13 @@ void Filesystem::OpCOPY_FILE_RANGE(const Request& req, Reply& reply) {
   // anyway and the adapter counts it, so the copy is served here.
   if (passthrough_) return reply.Error(ENOSYS);
   const auto& in = req.In<fuse_copy_file_range_in>();
-  std::shared_ptr<FileData> src, dst;
+  FdRef src, dst;
   {
     std::lock_guard lock(mu_);
     if (!Get(req.nodeid()) || !Get(in.nodeid_out)) return reply.Error(ENOENT);
     if (int e = DataOf(req.nodeid(), EINVAL, &src)) return reply.Error(e);
     if (int e = DataOf(in.nodeid_out, EINVAL, &dst)) return reply.Error(e);
-    if (opts_.size_quota && BytesUsed() + in.len > opts_.size_quota) {
+    if (BytesUsed() + in.len > SizeQuota()) {
       struct stat st;
       if (fstat(dst->fd, &st) == 0 && in.off_out + in.len > static_cast<uint64_t>(st.st_size))
         return reply.Error(ENOSPC);
@@ -1050,11 +1144,7 @@ void Filesystem::OpSTATFS(const Request&, Reply& reply) {
   std::lock_guard lock(mu_);
   fuse_statfs_out out{};
   const uint32_t bsize = 4096;
-  uint64_t total = opts_.size_quota;
-  if (!total) {
-    struct sysinfo si;
-    total = sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : (1ULL << 34);
-  }
+  uint64_t total = SizeQuota();
   uint64_t used = BytesUsed();
   out.st.bsize = bsize;
   out.st.frsize = bsize;
@@ -1062,8 +1152,9 @@ void Filesystem::OpSTATFS(const Request&, Reply& reply) {
   uint64_t used_blocks = (used + bsize - 1) / bsize;
   out.st.bfree = out.st.blocks > used_blocks ? out.st.blocks - used_blocks : 0;
   out.st.bavail = out.st.bfree;
-  out.st.files = opts_.inode_quota ? opts_.inode_quota : 1 << 20;
-  out.st.ffree = out.st.files > live_inodes_ ? out.st.files - live_inodes_ : 0;
+  out.st.files = InodeQuota();
+  uint64_t inodes_used = live_inodes_ + extra_links_;
+  out.st.ffree = out.st.files > inodes_used ? out.st.files - inodes_used : 0;
   out.st.namelen = kMaxName;
   reply.Ok(out);
 }
@@ -1093,9 +1184,15 @@ void Filesystem::OpSETXATTR(const Request& req, Reply& reply) {
   Inode* node = Get(req.nodeid());
   if (!node) return reply.Error(ENOENT);
   std::string key(name);
-  bool exists = node->xattrs.count(key) > 0;
+  auto found = node->xattrs.find(key);
+  bool exists = found != node->xattrs.end();
   if ((in.flags & XATTR_CREATE) && exists) return reply.Error(EEXIST);
   if ((in.flags & XATTR_REPLACE) && !exists) return reply.Error(ENODATA);
+  uint64_t before = exists ? key.size() + found->second.size() : 0, after = key.size() + in.size;
+  if (after > before) {
+    if (int e = ReserveMeta(after - before)) return reply.Error(e);
+  }
+  meta_bytes_ = meta_bytes_ - std::min(meta_bytes_, before) + after;
   node->xattrs[key] = std::string(reinterpret_cast<const char*>(value), in.size);
   node->ctime = Now();
   reply.Ok();
@@ -1144,7 +1241,10 @@ void Filesystem::OpREMOVEXATTR(const Request& req, Reply& reply) {
   std::lock_guard lock(mu_);
   Inode* node = Get(req.nodeid());
   if (!node) return reply.Error(ENOENT);
-  if (node->xattrs.erase(std::string(name)) == 0) return reply.Error(ENODATA);
+  auto found = node->xattrs.find(std::string(name));
+  if (found == node->xattrs.end()) return reply.Error(ENODATA);
+  meta_bytes_ -= std::min<uint64_t>(meta_bytes_, found->first.size() + found->second.size());
+  node->xattrs.erase(found);
   node->ctime = Now();
   reply.Ok();
 }
@@ -1153,15 +1253,20 @@ void Filesystem::OpREMOVEXATTR(const Request& req, Reply& reply) {
 // Introspection for the control plane
 
 std::vector<InodeStat> Filesystem::InodeStats() {
+  // No syscall per closed file: a closed file changes only through requests we see, and its
+  // figures are kept at every close, truncate and move. Open files are read through their fd.
   std::lock_guard lock(mu_);
   std::vector<InodeStat> out;
+  out.reserve(live_inodes_);
   for (auto& s : slots_) {
     if (!s || !s->data) continue;
-    struct stat st{};
-    fstat(s->data->fd, &st);
-    out.push_back({s->ino, s->data->tier, static_cast<uint64_t>(st.st_size),
-                   static_cast<uint64_t>(st.st_blocks) * 512, s->open_count, s->last_open_ms, s->last_close_ms,
-                   s->last_move_ms});
+    uint64_t size = s->data->size, allocated = s->accounted_bytes;
+    if (s->open_count > 0 && s->data->pinned) {
+      struct stat st{};
+      if (fstat(s->data->pinned->fd, &st) == 0) size = st.st_size, allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+    out.push_back({s->ino, s->generation, s->data->tier, size, allocated, s->open_count, s->last_open_ms,
+                   s->last_close_ms, s->last_move_ms});
   }
   return out;
 }
@@ -1170,11 +1275,26 @@ Filesystem::Usage Filesystem::GetUsage() {
   std::lock_guard lock(mu_);
   Usage u;
   u.inodes = live_inodes_;
-  for (auto& s : slots_)
-    if (s && s->data) u.files++;
-  for (Inode* in : open_files_)
-    if (in->data) u.open_files++;
+  u.links = extra_links_;
+  u.name_bytes = meta_bytes_;
+  u.size_quota = SizeQuota();
+  u.inode_quota = InodeQuota();
+  for (auto& s : slots_) {
+    if (!s || !s->data) continue;
+    u.files++;
+    (s->data->tier == Tier::kMemory ? u.files_memory : u.files_disk)++;
+  }
+  for (Inode* in : open_files_) {
+    if (!in->data) continue;
+    u.open_files++;
+    (in->data->tier == Tier::kMemory ? u.open_memory : u.open_disk)++;
+  }
   LiveTierBytes(&u.bytes_memory, &u.bytes_disk);
+  u.moves_refused_mapped = moves_refused_mapped_.load();
+  u.demoted_at_open = demoted_at_open_.load();
+  u.admitted_unmovable = admitted_unmovable_.load();
+  u.moves_unverified = moves_unverified_.load();
+  u.fallocate_timeouts = fallocate_timeouts_.load();
   return u;
 }
 
@@ -1198,7 +1318,8 @@ void Filesystem::Account(Inode* in) {
   Unaccount(in);
   if (!in->data) return;
   struct stat st;
-  if (fstat(in->data->fd, &st) != 0) return;
+  if (in->data->Stat(&st) != 0) return;
+  in->data->size = static_cast<uint64_t>(st.st_size);
   in->accounted_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
   (in->data->tier == Tier::kMemory ? mem_bytes_ : disk_bytes_) += in->accounted_bytes;
 }
@@ -1208,31 +1329,94 @@ void Filesystem::SetPlacement(PlacementRule r) {
   placement_ = r;
 }
 
-int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
-  std::lock_guard lock(mu_);
-  Inode* in = Get(ino);
+bool Filesystem::StillMapped(int fd) {
+  // A write lease is granted only while no other open file of the inode exists (fs/locks.c,
+  // check_conflicting_open: i_writecount and i_readcount must be ours alone). A closed FUSE file
+  // still mapped keeps its passthrough backing file open in the mapping, so it shows here; and
+  // a mapping can be made only through an OPEN, which bumps open_epoch, so checking at begin and
+  // at commit (both under mu_) covers the whole move. The lease is dropped at once.
+  if (fcntl(fd, F_SETLEASE, F_WRLCK) == 0) {
+    fcntl(fd, F_SETLEASE, F_UNLCK);
+    return false;
+  }
+  if (errno == EAGAIN || errno == EBUSY) return true;
+  moves_unverified_.fetch_add(1);  // leases off (fs.leases-enable=0) or unsupported: cannot tell
+  return false;
+}
+
+int Filesystem::PrepareMove(Inode* in, Tier to, PendingMove* mv) {
   if (!in || !in->data) return ENOENT;
   if (in->data->tier == to) return EALREADY;
   if (in->open_count > 0) return EBUSY;
-  for (auto& [tok, mv] : moves_)
-    if (mv.ino == ino) return EINPROGRESS;
-  int fd = store_.NewFile(to, ino);
-  if (fd < 0) return -fd;
-  struct stat st;
-  if (fstat(in->data->fd, &st) != 0) {
-    int e = errno;
-    close(fd);
+  if (to == Tier::kDisk && !store_.has_disk_tier()) return ENOSPC;
+  for (auto& [tok, other] : moves_)
+    if (other.ino == in->ino) return EINPROGRESS;
+  FdRef src;
+  if (in->data->pinned) {
+    src = in->data->pinned;  // a memfd: its own fd (no name to open read-only)
+  } else if (int e = in->data->Open(O_RDONLY, &src)) {
     return e;
   }
-  auto target = std::make_shared<FileData>(fd, to);
+  if (in->data->dirfd >= 0 && StillMapped(src->fd)) {
+    moves_refused_mapped_.fetch_add(1);
+    return EBUSY;
+  }
+  std::shared_ptr<FileData> target;
+  if (int e = store_.NewFile(to, in->ino, in->generation, &target)) return e;
+  FdRef dst;
+  if (int e = target->Open(O_RDWR, &dst)) return e;
+  struct stat st;
+  if (fstat(src->fd, &st) != 0) return errno;
+  mv->ino = in->ino;
+  mv->generation = in->generation;
+  mv->epoch = in->open_epoch;
+  mv->source = in->data;
+  mv->target = std::move(target);
+  mv->src = std::move(src);
+  mv->dst = std::move(dst);
+  mv->size = static_cast<uint64_t>(st.st_size);
+  return 0;
+}
+
+int Filesystem::FinishMove(Inode* in, PendingMove& mv) {
+  // Only onto the inode the move started from: the same slot, generation and data (a file that
+  // took a freed slot meanwhile, or one truncated and rewritten, is not this copy's).
+  if (!in || !in->data || in->generation != mv.generation || in->data != mv.source) return ENOENT;
+  if (in->open_count > 0 || in->open_epoch != mv.epoch) return EBUSY;  // opened meanwhile
+  if (in->data->dirfd >= 0 && StillMapped(mv.src->fd)) {
+    moves_refused_mapped_.fetch_add(1);
+    return EBUSY;
+  }
+  struct stat old_st, new_st;
+  if (fstat(mv.src->fd, &old_st) != 0 || fstat(mv.dst->fd, &new_st) != 0) return EIO;
+  if (old_st.st_size != new_st.st_size) return EIO;  // a torn copy is never published
+  // The attributes come from the backing file: carry the times over, and remember the new
+  // file's ctime so FillAttr keeps showing the inode's own ctime until data changes again.
+  timespec times[2] = {old_st.st_atim, old_st.st_mtim};
+  futimens(mv.dst->fd, times);
+  if (Later(old_st.st_ctim, in->ctime)) in->ctime = old_st.st_ctim;
+  fstat(mv.dst->fd, &new_st);
+  in->data_ctime_base = new_st.st_ctim;
+  Unaccount(in);
+  if (mv.target->dirfd < 0) mv.target->pinned = mv.dst;  // a memfd keeps its fd
+  in->data = std::move(mv.target);
+  in->last_move_ms = NowMs();
+  Account(in);
+  return 0;
+}
+
+int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
+  std::lock_guard lock(mu_);
+  PendingMove mv;
+  if (int e = PrepareMove(Get(ino), to, &mv)) return e;
   uint64_t token = next_move_token_++;
-  moves_[token] = PendingMove{ino, in->open_epoch, target};
   t->token = token;
   t->ino = ino;
-  t->src_fd = in->data->fd;
-  t->dst_fd = fd;
-  t->size = static_cast<uint64_t>(st.st_size);
+  t->src_fd = mv.src->fd;
+  t->dst_fd = mv.dst->fd;
+  t->size = mv.size;
   t->to = to;
+  moves_[token] = std::move(mv);  // owns both fds until commit or abort
   return 0;
 }
 
@@ -1242,24 +1426,7 @@ int Filesystem::CommitMove(uint64_t token) {
   if (it == moves_.end()) return ENOENT;
   PendingMove mv = std::move(it->second);
   moves_.erase(it);
-  Inode* in = Get(mv.ino);
-  if (!in || !in->data) return ENOENT;  // unlinked meanwhile: the copy is simply dropped
-  if (in->open_count > 0 || in->open_epoch != mv.epoch) return EBUSY;  // opened meanwhile
-  struct stat old_st, new_st;
-  if (fstat(in->data->fd, &old_st) != 0 || fstat(mv.target->fd, &new_st) != 0) return EIO;
-  if (old_st.st_size != new_st.st_size) return EIO;  // a torn copy is never published
-  // The attributes come from the backing file: carry the times over, and remember the new
-  // file's ctime so FillAttr keeps showing the inode's own ctime until data changes again.
-  timespec times[2] = {old_st.st_atim, old_st.st_mtim};
-  futimens(mv.target->fd, times);
-  if (Later(old_st.st_ctim, in->ctime)) in->ctime = old_st.st_ctim;
-  fstat(mv.target->fd, &new_st);
-  in->data_ctime_base = new_st.st_ctim;
-  Unaccount(in);
-  in->data = std::move(mv.target);
-  in->last_move_ms = NowMs();
-  Account(in);
-  return 0;
+  return FinishMove(Get(mv.ino), mv);
 }
 
 void Filesystem::AbortMove(uint64_t token) {
@@ -1312,20 +1479,40 @@ int CopyData(int src, int dst, uint64_t size) {
 }
 }  // namespace
 
+int Filesystem::AdmitWrite(Inode* in) {
+  // An OPEN for writing follows the rule a new file follows: growth while open cannot be seen
+  // (passthrough) and an open file cannot be spilled, so the decision is made before answering.
+  if (!store_.has_disk_tier()) return 0;
+  uint64_t size = in->data->size;
+  if (in->open_count > 0) {
+    // Another handle has it open: it passed this check when it opened, and refusing a second
+    // writer of an open log would break ordinary programs. Admitted; the first open's
+    // reservation (every open memory-tier file counts at the hint) covers it.
+    if (!ReopenFitsInMemory(in, size)) admitted_unmovable_.fetch_add(1);
+    return 0;
+  }
+  if (ReopenFitsInMemory(in, size)) return 0;
+  PendingMove mv;
+  int e = PrepareMove(in, Tier::kDisk, &mv);
+  if (e == EBUSY || e == EINPROGRESS) {
+    // Mapped by a process (moving would strand its writes) or a promotion's copy is running:
+    // admitted in memory, and counted, as tmpfs would hold it.
+    admitted_unmovable_.fetch_add(1);
+    return 0;
+  }
+  if (e) return e == ENOSPC ? ENOSPC : 0;
+  // The copy runs under the lock: it happens once per file that outgrew memory (a log reopened
+  // for appending moves on the first reopen that does not fit and stays on disk while written).
+  if (int c = CopyData(mv.src->fd, mv.dst->fd, mv.size)) return c == ENOSPC ? ENOSPC : EIO;
+  if (int f = FinishMove(in, mv)) return f == EBUSY ? 0 : EIO;
+  demoted_at_open_.fetch_add(1);
+  return 0;
+}
+
 int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
   MoveTicket t;
   if (int e = BeginMove(ino, to, &t)) return e;
-  // The source stays open (we hold its FileData through the inode) while we copy without the lock.
-  std::shared_ptr<FileData> keep_src;
-  {
-    std::lock_guard lock(mu_);
-    Inode* in = Get(ino);
-    if (in) keep_src = in->data;
-  }
-  if (!keep_src) {
-    AbortMove(t.token);
-    return ENOENT;
-  }
+  // The pending move owns both fds until commit or abort: the copy runs without the lock.
   if (int e = CopyData(t.src_fd, t.dst_fd, t.size)) {
     AbortMove(t.token);
     return e;
@@ -1337,14 +1524,14 @@ int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
 
 
 int Filesystem::SyncDiskTier() {
-  std::vector<std::shared_ptr<FileData>> files;
+  int files = 0;
   {
     std::lock_guard lock(mu_);
     for (auto& slot : slots_)
-      if (slot && slot->data && slot->data->tier == Tier::kDisk) files.push_back(slot->data);
+      if (slot && slot->data && slot->data->tier == Tier::kDisk) files++;
   }
-  for (auto& f : files) fdatasync(f->fd);  // outside the lock: the disk is slow, requests are not
-  return static_cast<int>(files.size());
+  store_.SyncDisk();  // outside the lock: the disk is slow, requests are not
+  return files;
 }
 
 }  // namespace ephemera

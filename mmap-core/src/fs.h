@@ -83,8 +83,12 @@ struct FsOptions {
   bool xattrs = false;
   std::string mode = "auto";        // auto | passthrough | writeback | none (unit tests)
   uint32_t max_write = 1 << 20;
-  uint64_t size_quota = 0;   // bytes over both tiers; 0 = unlimited (statfs shows RAM)
-  uint64_t inode_quota = 0;  // 0 = unlimited (1M shown)
+  // Caps like a sized tmpfs's: bytes over both tiers, names and symlink targets included (tmpfs
+  // counts them in its pages; here they sit on the daemon's heap); inodes, hard links included (as
+  // tmpfs counts a link against nr_inodes). 0 = the tmpfs default: half of RAM, and half of RAM's
+  // pages for inodes.
+  uint64_t size_quota = 0;
+  uint64_t inode_quota = 0;
 };
 
 struct OpCounters {
@@ -110,6 +114,8 @@ struct PlacementRule {
   uint64_t reserve_per_open_file = 0;
 };
 
+// A move's fds stay open, owned by the pending move, from BeginMove until Commit or Abort, so the
+// numbers handed to a copy helper cannot be closed and reused meanwhile.
 struct MoveTicket {
   uint64_t token = 0;
   uint64_t ino = 0;
@@ -121,6 +127,7 @@ struct MoveTicket {
 
 struct InodeStat {
   uint64_t ino;
+  uint64_t generation;
   Tier tier;
   uint64_t size;
   uint64_t allocated;
@@ -151,6 +158,15 @@ class Filesystem {
   std::vector<InodeStat> InodeStats();
   struct Usage {
     uint64_t inodes = 0, files = 0, bytes_memory = 0, bytes_disk = 0, open_files = 0;
+    uint64_t links = 0;         // hard links beyond each file's first name (count as inodes)
+    uint64_t name_bytes = 0;    // names, symlink targets and xattrs held on the daemon's heap
+    uint64_t size_quota = 0, inode_quota = 0;  // in force (defaults resolved)
+    uint64_t files_memory = 0, files_disk = 0, open_memory = 0, open_disk = 0;
+    uint64_t moves_refused_mapped = 0;  // a process still mapped the file
+    uint64_t demoted_at_open = 0;       // memory-tier files moved to disk before an OPEN for writing
+    uint64_t admitted_unmovable = 0;    // such opens admitted in memory: another handle or a mapping held the file
+    uint64_t moves_unverified = 0;      // the mapping check could not run (no leases here)
+    uint64_t fallocate_timeouts = 0;
   };
   Usage GetUsage();
   void SetQuotas(uint64_t size_quota, uint64_t inode_quota);
@@ -170,6 +186,8 @@ class Filesystem {
   // Returns the number of files synced.
   int SyncDiskTier();
   // Called after the last close of a regular file (ino, allocated bytes, tier).
+  // The init error of the store (a tier directory that could not be prepared), 0 if none.
+  int store_error(std::string* what) const { return store_.init_error(what); }
   void set_on_close(std::function<void(uint64_t, uint64_t, Tier)> f) { on_close_ = std::move(f); }
   uint64_t tier_bytes(Tier t) const { return t == Tier::kMemory ? mem_bytes_.load() : disk_bytes_.load(); }
   // Where an allocating fallocate on the memory tier runs: a short-lived charged-copy helper that
@@ -202,8 +220,26 @@ class Filesystem {
                const std::string* link, Inode** out);
   int CheckName(std::string_view name) const;
   int ResolveEntry(const Request& req, std::string* key, Inode** dir, Inode** child);
-  int DataOf(uint64_t ino, int no_data, std::shared_ptr<FileData>* out);  // requires mu_
+  int DataOf(uint64_t ino, int no_data, FdRef* out);  // requires mu_
   int ReserveInode() const;  // ENOSPC when the inode quota is reached (requires mu_)
+  // ENOSPC when `bytes` more of names/targets would pass the size quota (requires mu_).
+  int ReserveMeta(uint64_t bytes);
+  void AddEntry(Inode* dir, const std::string& name, uint64_t ino);    // requires mu_
+  void RemoveEntry(Inode* dir, const std::string& name);               // requires mu_
+  uint64_t SizeQuota() const;
+  uint64_t InodeQuota() const;
+  struct PendingMove;
+  // Starts a move of `in` (closed, not mapped) to `to`: opens the source read-only and makes the
+  // target (requires mu_).
+  int PrepareMove(Inode* in, Tier to, PendingMove* mv);
+  // Publishes a finished copy onto the inode it started from (requires mu_).
+  int FinishMove(Inode* in, PendingMove& mv);
+  // Whether a process still maps (or holds open) the backing file behind `fd` (opened read-only
+  // by us): a write lease is refused while any other open file of the inode exists, and a
+  // mapping holds one. Requires mu_, so no OPEN of ours runs meanwhile.
+  bool StillMapped(int fd);
+  // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
+  int AdmitWrite(Inode* in);  // requires mu_
   int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
   int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
   void ReadDir(const Request& req, Reply& reply, bool plus);
@@ -213,6 +249,9 @@ class Filesystem {
   void LiveTierBytes(uint64_t* memory, uint64_t* disk);
   // Whether a new file fits on the memory tier under the placement rule (requires mu_).
   bool NewFileFitsInMemory();
+  // Whether `in`, opened for writing, may stay on the memory tier under the same rule, its own
+  // bytes set aside (requires mu_).
+  bool ReopenFitsInMemory(Inode* in, uint64_t size);
 
   FsOptions opts_;
   Store store_;
@@ -222,6 +261,11 @@ class Filesystem {
   std::vector<uint64_t> free_slots_;
   std::vector<uint64_t> slot_generation_;
   uint64_t live_inodes_ = 0;
+  uint64_t extra_links_ = 0;  // nlink - 1 summed over non-directories (requires mu_)
+  uint64_t meta_bytes_ = 0;   // names + symlink targets + xattrs (requires mu_)
+  uint64_t default_size_quota_ = 0, default_inode_quota_ = 0;
+  std::atomic<uint64_t> moves_refused_mapped_{0}, demoted_at_open_{0}, admitted_unmovable_{0}, moves_unverified_{0},
+      fallocate_timeouts_{0};
   OpCounters counters_;
   std::atomic<bool> initialized_{false};
   std::atomic<bool> passthrough_{false};
@@ -242,9 +286,10 @@ class Filesystem {
   void Account(Inode* in);  // refresh in->accounted_bytes and the tier totals (requires mu_)
   void Unaccount(Inode* in);
   struct PendingMove {
-    uint64_t ino;
-    uint64_t epoch;
-    std::shared_ptr<FileData> target;
+    uint64_t ino = 0, generation = 0, epoch = 0;
+    std::shared_ptr<FileData> source, target;
+    FdRef src, dst;
+    uint64_t size = 0;
   };
   std::unordered_map<uint64_t, PendingMove> moves_;
   uint64_t next_move_token_ = 1;

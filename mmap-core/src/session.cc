@@ -88,6 +88,13 @@ class Session : public Napi::ObjectWrap<Session> {
     so.memory_dir = GetString(o, "memoryDir", "");
     so.spill_dir = GetString(o, "spillDir", "");
     fs_ = std::make_unique<Filesystem>(fo, so);
+    std::string what;
+    if (int e = fs_->store_error(&what)) {
+      fs_.reset();
+      Napi::Error err = Napi::Error::New(info.Env(), "cannot prepare the " + what + ": " + strerror(e));
+      err.Set("code", Napi::String::New(info.Env(), "E_STORE"));
+      throw err;
+    }
     topts_.mountpoint = GetString(o, "mountpoint", "");
     topts_.queues = static_cast<int>(GetNumber(o, "queues", 2));
     if (topts_.queues < 1 || topts_.queues > 16) throw Napi::RangeError::New(info.Env(), "queues must be 1..16");
@@ -365,6 +372,19 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("openFiles", static_cast<double>(u.open_files));
     o.Set("bytesMemory", static_cast<double>(u.bytes_memory));
     o.Set("bytesDisk", static_cast<double>(u.bytes_disk));
+    o.Set("links", static_cast<double>(u.links));
+    o.Set("nameBytes", static_cast<double>(u.name_bytes));
+    o.Set("sizeQuota", static_cast<double>(u.size_quota));
+    o.Set("inodeQuota", static_cast<double>(u.inode_quota));
+    o.Set("filesMemory", static_cast<double>(u.files_memory));
+    o.Set("filesDisk", static_cast<double>(u.files_disk));
+    o.Set("openMemory", static_cast<double>(u.open_memory));
+    o.Set("openDisk", static_cast<double>(u.open_disk));
+    o.Set("movesRefusedMapped", static_cast<double>(u.moves_refused_mapped));
+    o.Set("demotedAtOpen", static_cast<double>(u.demoted_at_open));
+    o.Set("admittedUnmovable", static_cast<double>(u.admitted_unmovable));
+    o.Set("movesUnverified", static_cast<double>(u.moves_unverified));
+    o.Set("fallocateTimeouts", static_cast<double>(u.fallocate_timeouts));
     return o;
   }
 
@@ -376,6 +396,7 @@ class Session : public Napi::ObjectWrap<Session> {
       const auto& s = stats[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("ino", static_cast<double>(s.ino));
+      o.Set("generation", static_cast<double>(s.generation));
       o.Set("tier", TierName(s.tier));
       o.Set("size", static_cast<double>(s.size));
       o.Set("allocated", static_cast<double>(s.allocated));

@@ -1,38 +1,179 @@
 #include "store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <vector>
 
 namespace ephemera {
+namespace {
 
-FileData::~FileData() {
+std::atomic<uint64_t> g_store_counter{0};
+
+constexpr const char* kStorePrefix = "store-";
+
+// Removes the files of directory `dirfd`/`name` and the directory itself (one level: a store holds
+// only files).
+void RemoveStoreDir(int parent, const char* name) {
+  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    DIR* d = fdopendir(fd);
+    if (d) {
+      std::vector<std::string> names;
+      while (dirent* e = readdir(d)) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+      }
+      for (auto& n : names) unlinkat(dirfd(d), n.c_str(), 0);
+      closedir(d);  // closes fd
+    } else {
+      close(fd);
+    }
+  }
+  unlinkat(parent, name, AT_REMOVEDIR);
+}
+
+}  // namespace
+
+BackingFd::~BackingFd() {
   if (fd >= 0) close(fd);
 }
 
-int Store::NewFile(Tier tier, uint64_t ino) const {
-  if (tier == Tier::kMemory) {
-    if (!opts_.memory_dir.empty()) {
-      int fd = open(opts_.memory_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-      if (fd >= 0) return fd;
-      if (errno != EOPNOTSUPP && errno != EISDIR) return -errno;
-    }
-    int fd = memfd_create("ephemera", MFD_CLOEXEC);
-    return fd >= 0 ? fd : -errno;
+FileData::~FileData() {
+  if (dirfd >= 0 && !name.empty()) unlinkat(dirfd, name.c_str(), 0);
+}
+
+int FileData::Open(int flags, FdRef* out) const {
+  if (pinned) {
+    *out = pinned;
+    return 0;
   }
-  if (opts_.spill_dir.empty()) return -ENOSPC;
-  // Spill files are named by inode number, never by user path; O_TMPFILE keeps even that name
-  // out of the directory while the file lives (a crash leaves nothing behind to clean).
-  int fd = open(opts_.spill_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd >= 0) return fd;
-  if (errno != EOPNOTSUPP) return -errno;
-  std::string path = opts_.spill_dir + "/" + std::to_string(ino) + ".spill";
-  fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return -errno;
-  unlink(path.c_str());
-  return fd;
+  if (dirfd < 0) return EBADF;  // a memfd is always pinned
+  int fd = openat(dirfd, name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return errno;
+  *out = std::make_shared<BackingFd>(fd);
+  return 0;
+}
+
+int FileData::Stat(struct stat* st) const {
+  if (pinned) return fstat(pinned->fd, st) == 0 ? 0 : errno;
+  if (dirfd < 0) return EBADF;
+  return fstatat(dirfd, name.c_str(), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+}
+
+Store::Store(StoreOptions opts) : opts_(std::move(opts)) {
+  name_ = std::string(kStorePrefix) + std::to_string(getpid()) + "-" + std::to_string(g_store_counter.fetch_add(1));
+  if (!opts_.memory_dir.empty()) memory_error_ = Prepare(opts_.memory_dir, &memory_dirfd_);
+  if (!opts_.spill_dir.empty()) disk_error_ = Prepare(opts_.spill_dir, &disk_dirfd_);
+}
+
+int Store::Prepare(const std::string& root, int* dirfd) {
+  SweepDeadStores(root);
+  int rootfd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) return errno;
+  // A leftover of this very pid (a daemon killed and restarted under the same pid) holds nothing
+  // anyone can reach: start empty.
+  if (mkdirat(rootfd, name_.c_str(), 0700) != 0) {
+    if (errno != EEXIST) {
+      int e = errno;
+      close(rootfd);
+      return e;
+    }
+    RemoveStoreDir(rootfd, name_.c_str());
+    if (mkdirat(rootfd, name_.c_str(), 0700) != 0) {
+      int e = errno;
+      close(rootfd);
+      return e;
+    }
+  }
+  *dirfd = openat(rootfd, name_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = *dirfd < 0 ? errno : 0;
+  close(rootfd);
+  return e;
+}
+
+Store::~Store() {
+  // Every FileData is gone by now (the inode table dies first): the directories are empty.
+  auto drop = [this](int& fd, const std::string& root) {
+    if (fd < 0) return;
+    close(fd);
+    fd = -1;
+    int rootfd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) return;
+    RemoveStoreDir(rootfd, name_.c_str());
+    close(rootfd);
+  };
+  drop(memory_dirfd_, opts_.memory_dir);
+  drop(disk_dirfd_, opts_.spill_dir);
+}
+
+int Store::init_error(std::string* what) const {
+  if (memory_error_) {
+    *what = "memory tier directory " + opts_.memory_dir;
+    return memory_error_;
+  }
+  if (disk_error_) {
+    *what = "disk tier directory " + opts_.spill_dir;
+    return disk_error_;
+  }
+  return 0;
+}
+
+int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out) {
+  if (tier == Tier::kMemory && memory_dirfd_ < 0) {
+    if (!opts_.memory_dir.empty()) return memory_error_ ? memory_error_ : EIO;
+    int fd = memfd_create("ephemera", MFD_CLOEXEC);
+    if (fd < 0) return errno;
+    auto data = std::make_shared<FileData>(tier, -1, std::string());
+    data->pinned = std::make_shared<BackingFd>(fd);
+    *out = std::move(data);
+    return 0;
+  }
+  int dirfd = tier == Tier::kMemory ? memory_dirfd_ : disk_dirfd_;
+  if (dirfd < 0) return ENOSPC;  // no disk tier
+  // The serial makes every name unique for the store's life: an old FileData that a reader still
+  // holds unlinks its own name when it goes, never a newer file's.
+  std::string name = std::to_string(ino) + "." + std::to_string(generation) + "." + std::to_string(serial_.fetch_add(1));
+  int fd = openat(dirfd, name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return errno;
+  close(fd);  // a closed file costs no fd; the caller opens it when a handle needs it
+  *out = std::make_shared<FileData>(tier, dirfd, std::move(name));
+  return 0;
+}
+
+int Store::SyncDisk() const {
+  if (disk_dirfd_ < 0) return 0;
+  return syncfs(disk_dirfd_) == 0 ? 0 : errno;
+}
+
+int SweepDeadStores(const std::string& root) {
+  int rootfd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) return 0;
+  int dupfd = dup(rootfd);
+  DIR* d = dupfd >= 0 ? fdopendir(dupfd) : nullptr;
+  if (!d) {
+    if (dupfd >= 0) close(dupfd);
+    close(rootfd);
+    return 0;
+  }
+  std::vector<std::string> dead;
+  const size_t plen = strlen(kStorePrefix);
+  while (dirent* e = readdir(d)) {
+    if (strncmp(e->d_name, kStorePrefix, plen) != 0) continue;
+    long pid = strtol(e->d_name + plen, nullptr, 10);
+    if (pid <= 0 || pid == getpid()) continue;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) dead.emplace_back(e->d_name);
+  }
+  closedir(d);
+  for (auto& n : dead) RemoveStoreDir(rootfd, n.c_str());
+  close(rootfd);
+  return static_cast<int>(dead.size());
 }
 
 }  // namespace ephemera

@@ -1,10 +1,18 @@
-// Backing files of regular inodes. The memory tier is a file on a private tmpfs mounted
-// huge=within_size (large folios: 2.7–3.7x faster 1 MiB I/O than a default tmpfs, measured in
-// design.md) created with O_TMPFILE so it has no name anyone could find, or a memfd where no such
-// tmpfs was given. Under passthrough the pages are charged to the writer's memory cgroup.
+// Backing files of regular inodes, as named files in a per-mount directory on each tier's file
+// system: the memory tier on a private tmpfs mounted huge=within_size (large folios: 2.7–3.7x
+// faster 1 MiB I/O than a default tmpfs, measured in design.md), the disk tier in the spill
+// directory. A closed file costs no fd: it is opened while a FUSE handle, a move or a check needs
+// it, so the daemon's fds are bounded by open files, not by files (one fd per file made 20,000
+// files one container's EMFILE for the whole node). Names are `<ino>.<generation>.<serial>`, so a
+// restarted daemon can tell which inode a file belonged to. Where no memory directory is given the
+// memory tier is a memfd, which has no name and keeps its fd for its life (unit tests only).
+// Under passthrough the pages are charged to the writer's memory cgroup.
 #pragma once
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace ephemera {
@@ -13,15 +21,34 @@ enum class Tier : uint8_t { kMemory = 0, kDisk = 1 };
 
 inline const char* TierName(Tier t) { return t == Tier::kMemory ? "memory" : "disk"; }
 
-// One regular file's data; owns its fd. Swapped whole (never mutated in place) when an inode
-// moves between tiers, so a reader holding the old one keeps a consistent file.
+// An open descriptor of a backing file. Shared by whoever does I/O on it without the lock, so a
+// tier move or a last close never closes an fd under a reader.
+struct BackingFd {
+  int fd;
+  explicit BackingFd(int f) : fd(f) {}
+  ~BackingFd();
+  BackingFd(const BackingFd&) = delete;
+  BackingFd& operator=(const BackingFd&) = delete;
+};
+using FdRef = std::shared_ptr<BackingFd>;
+
+// One regular file's data. Swapped whole (never mutated in place) when an inode moves between
+// tiers, so a reader holding the old one keeps a consistent file. The last owner unlinks it.
 struct FileData {
-  int fd = -1;
   Tier tier = Tier::kMemory;
-  FileData(int f, Tier t) : fd(f), tier(t) {}
+  int dirfd = -1;     // the tier's directory (owned by the Store); -1: a memfd
+  std::string name;   // in that directory
+  FdRef pinned;       // held while a FUSE handle is open, and always for a memfd (requires mu_)
+  uint64_t size = 0;  // st_size as of the last accounting (a closed file changes only through us)
+  FileData(Tier t, int dir, std::string n) : tier(t), dirfd(dir), name(std::move(n)) {}
   ~FileData();
   FileData(const FileData&) = delete;
   FileData& operator=(const FileData&) = delete;
+
+  // The pinned fd, or a fresh one opened with `flags` (O_RDWR / O_RDONLY); 0 or errno.
+  int Open(int flags, FdRef* out) const;
+  // fstat through the pinned fd, else by name: no fd for a closed file. 0 or errno.
+  int Stat(struct stat* st) const;
 };
 
 struct StoreOptions {
@@ -31,14 +58,31 @@ struct StoreOptions {
 
 class Store {
  public:
-  explicit Store(StoreOptions opts) : opts_(std::move(opts)) {}
-  // A new empty backing file on `tier`, or -errno.
-  int NewFile(Tier tier, uint64_t ino) const;
-  bool has_disk_tier() const { return !opts_.spill_dir.empty(); }
+  explicit Store(StoreOptions opts);
+  ~Store();
+  // A new empty backing file for inode `ino`:`generation` on `tier`; 0 or errno.
+  int NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out);
+  bool has_disk_tier() const { return disk_dirfd_ >= 0; }
+  // Why a tier directory given in the options could not be prepared (errno, 0 = fine): the
+  // session refuses to start rather than serve without the tier it was asked for.
+  int init_error(std::string* what) const;
   const StoreOptions& options() const { return opts_; }
+  // Writes back the disk tier's file system (one syncfs, not one fd per file). 0 or errno.
+  int SyncDisk() const;
+  // This mount's directory name on both tiers (`store-<pid>-<n>`).
+  const std::string& name() const { return name_; }
 
  private:
+  int Prepare(const std::string& root, int* dirfd);
   StoreOptions opts_;
+  std::string name_;
+  int memory_dirfd_ = -1, disk_dirfd_ = -1;
+  int memory_error_ = 0, disk_error_ = 0;
+  std::atomic<uint64_t> serial_{0};
 };
+
+// Removes `store-<pid>-*` directories under `root` whose process is gone (a killed daemon's
+// files: they belong to no mount any more). Returns how many it removed.
+int SweepDeadStores(const std::string& root);
 
 }  // namespace ephemera
