@@ -229,7 +229,9 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
   it('accounting: an allocating fallocate on the memory tier lands on the caller, not the daemon', async () => {
     cg = await createTestCgroup({ limitBytes: 512 * MiB });
     mount = await open('falloc');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir });
+    // The profile's hint (64 MiB): a memory-tier file reopened for writing stays in memory only
+    // where the hint says it fits (without one it would go to disk at OPEN, as a new file does).
+    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
     const home = MemoryCgroup.fromPid('self');
     const daemonCg = await createTestCgroup();
     daemonCg.cgroup.addProcess(process.pid);
