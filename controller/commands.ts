@@ -144,7 +144,7 @@ export function registerControllerCommands(program: Command): void {
     .option('--reconnect-max-ms <ms>', 'longest wait between reconnection attempts', positiveInt('--reconnect-max-ms'), 5000)
     .option('--no-sharing', 'no tenant managers: containers keep their own limits (no lending)')
     .option('--agent-token-file <file>', "the controller's agent token (default: $EPHEMERA_AGENT_TOKEN_FILE, else the local controller's, if there is one)")
-    .option('--tmp-size <MiB>', "size quota of each container's /tmp over both tiers (ENOSPC beyond, as a sized tmpfs; default: bounded by the disk only)", positiveInt('--tmp-size'))
+    .option('--tmp-size <MiB>', "size quota of each container's /tmp over both tiers (ENOSPC beyond, as a sized tmpfs; default: half of RAM as Docker's --tmpfs, at most a quarter of the disk tier's free space)", positiveInt('--tmp-size'))
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
     .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number }) => {
       const tmp: TmpMode | undefined =

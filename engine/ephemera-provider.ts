@@ -1,5 +1,8 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
+import { defaultTmpSizeBytes } from '../policy';
 import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
 import { EngineError, errorMessage } from './errors';
 import { containerIdOfCgroup } from './cgroup';
@@ -18,7 +21,7 @@ export interface EphemeraProviderOptions {
   sizeHintBytes?: number | null;
   /** Pause the v1 OOM killer at the limit and raise an alarm for an emergency loan (1 s watchdog). */
   oomPause?: boolean;
-  /** Size quota of each /tmp over both tiers, bytes; 0 = bounded by the disk only. */
+  /** Size quota of each /tmp over both tiers, bytes; default: policy's defaultTmpSizeBytes (half of RAM, at most a quarter of the disk tier's free space). */
   sizeQuotaBytes?: number;
   /** Log level of a daemon started in this process (to stderr); default `warn`, or $EPHEMERA_LOG_LEVEL. */
   logLevel?: string;
@@ -34,12 +37,16 @@ export interface EphemeraProviderOptions {
 export class EphemeraTmpProvider implements TmpProvider {
   private readonly profiling = new Set<string>();
   private readonly hints = new Map<string, number | null>();
+  /** Every /tmp gets a size quota: an unbounded disk tier would let one container fill the node's disk. */
+  readonly sizeQuotaBytes: number;
 
   private constructor(
     private readonly client: DaemonClient,
     private readonly ownDaemon: NodeDaemon | undefined,
     private readonly opts: EphemeraProviderOptions,
-  ) {}
+  ) {
+    this.sizeQuotaBytes = opts.sizeQuotaBytes && opts.sizeQuotaBytes > 0 ? opts.sizeQuotaBytes : defaultTmpSizeBytes({ ramBytes: os.totalmem(), diskFreeBytes: freeBytesAt(ownDaemon?.paths.spillRoot ?? '/var/lib/ephemera') });
+  }
 
   static async start(opts: EphemeraProviderOptions = {}): Promise<EphemeraTmpProvider> {
     let daemon: NodeDaemon | undefined;
@@ -81,7 +88,7 @@ export class EphemeraTmpProvider implements TmpProvider {
         // Until the cgroup is attached the budget bounds the memory tier; afterwards the memory
         // adapter keeps the container's rss + shmem under limit − headroom.
         budget: options.profiling ? 0 : limit,
-        sizeQuota: this.opts.sizeQuotaBytes ?? 0,
+        sizeQuota: this.sizeQuotaBytes,
         inodeQuota: 0,
         owner: spec.tenant ?? 'default',
         newFilesOnDisk: options.profiling,
@@ -138,4 +145,12 @@ export class EphemeraTmpProvider implements TmpProvider {
 /** Mount ids are container names made safe for the daemon's id rules. */
 export function mountId(containerName: string): string {
   return containerName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128);
+}
+
+/** Free bytes on the file system holding `dir` (its nearest existing ancestor). */
+function freeBytesAt(dir: string): number {
+  let d = path.resolve(dir);
+  while (!fs.existsSync(d) && d !== path.dirname(d)) d = path.dirname(d);
+  const st = fs.statfsSync(d);
+  return st.bavail * st.bsize;
 }

@@ -319,16 +319,19 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       // its next pages would have to fit beside the promoted (unreclaimable) copy, and on cgroup v1
       // with a busy disk they do not (CI saw the 2×60+160 MiB writer OOM-killed that way). So
       // promotions wait for the writer to close; a quiet container's leftovers are written back.
-      const inodes = this.snapshotInodes();
+      // The store's own counters answer "anything to promote? anyone writing on disk?": the idle
+      // path never walks the inode table (hundreds of thousands of files would stall every
+      // tenant's watcher on this thread), only a promotion that has room does.
+      const counts = this.mount.usage();
       let dirty = this.dirtyBytes();
-      const writing = inodes.some((i) => i.tier === 'disk' && i.openCount > 0);
+      const writing = counts.openDisk > 0;
       if (dirty > DIRTY_WRITEBACK_FLOOR && !writing) {
         await this.mount.syncDiskTier();
         dirty = this.dirtyBytes();
       }
       const room = dirty > DIRTY_WRITEBACK_FLOOR && writing ? 0 : u.markBytes - u.usageBytes - dirty;
-      if (Number.isFinite(room) && room > 0) {
-        const plan = planPromotion({ nowMs: monotonicMs(), inodes }, room, this.policy);
+      if (Number.isFinite(room) && room > 0 && counts.filesDisk > counts.openDisk) {
+        const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
         for (const ino of plan.promotions) {
           // A shrink asked meanwhile wins: promoting now would only have to be spilled again.
           if (this.targetLimit !== undefined || this.closed) break;

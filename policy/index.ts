@@ -31,7 +31,7 @@ export type {
   NodeState,
   TaskSpec,
 } from './snapshots';
-export { decidePlacement, type PlacementDecision } from './placement';
+export { decidePlacement, defaultTmpSizeBytes, type PlacementDecision } from './placement';
 export {
   planEviction,
   planPromotion,

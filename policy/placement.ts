@@ -20,3 +20,15 @@ export function decidePlacement(request: PlacementRequest, config: PolicyConfig)
     ? { tier: 'memory', reason: 'fits-in-budget' }
     : { tier: 'disk', reason: 'exceeds-budget' };
 }
+
+/**
+ * The size quota every container's `/tmp` gets under `ephemera node` when the operator sets none:
+ * Docker's `--tmpfs` default (half of RAM), but never more than a quarter of what the disk tier's
+ * file system has free when the node starts, so one container cannot fill the node's `/var/lib`.
+ * Rounded down to a MiB, at least 64 MiB.
+ */
+export function defaultTmpSizeBytes(node: { ramBytes: number; diskFreeBytes: number }): number {
+  const MiB = 1 << 20;
+  const bytes = Math.min(node.ramBytes / 2, node.diskFreeBytes / 4);
+  return Math.max(64 * MiB, Math.floor(bytes / MiB) * MiB);
+}

@@ -149,7 +149,7 @@ export class ManagedMount implements MountMetricsSource {
       freedBytes,
       spilled: this.adapter.stats.spills - before.spills,
       shortfallBytes: Math.max(0, bytes - freedBytes),
-      busy: this.mount.inodeStats().filter((s) => s.tier === 'memory' && s.openCount > 0).length,
+      busy: this.mount.usage().openMemory,
       memoryBytes: u.memoryTierBytes,
     };
   }

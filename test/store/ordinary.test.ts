@@ -138,9 +138,12 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     const a = path.join(m.mountpoint, 'a');
     fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
     const inoA = fs.statSync(a).ino;
+    const inodes = m.usage().inodes;
     const ticket = m.beginMove(inoA, 'disk');
-    // The file goes away and a new one of the same size takes its slot (the inode number is reused).
+    // The file goes away and a new one of the same size takes its slot (the inode number is reused
+    // once the kernel's FORGET, which comes asynchronously, has freed it).
     fs.unlinkSync(a);
+    await until(() => m.usage().inodes < inodes, 10000, 'the FORGET of the unlinked file');
     const b = path.join(m.mountpoint, 'b');
     fs.writeFileSync(b, Buffer.alloc(1 * MiB, 0x62));
     const inoB = fs.statSync(b).ino;
@@ -159,6 +162,24 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     const t2 = m.beginMove(inoB, 'disk');
     m.abortMove(t2.token);
     expect(() => fs.fstatSync(t2.srcFd)).toThrow();
+  });
+
+  it('a move started before unlink never commits onto the file that took the slot (generation)', async () => {
+    const m = await open('generation');
+    const a = path.join(m.mountpoint, 'a');
+    fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
+    const inodes = m.usage().inodes;
+    const inoA = fs.statSync(a).ino;
+    const ticket = m.beginMove(inoA, 'disk');
+    fs.unlinkSync(a);
+    await until(() => m.usage().inodes < inodes, 10000, 'the FORGET of the unlinked file');
+    const b = path.join(m.mountpoint, 'b');
+    fs.writeFileSync(b, Buffer.alloc(1 * MiB, 0x62));
+    expect(fs.statSync(b).ino).toBe(inoA); // the same slot: only the generation tells them apart
+    // The copy of a's bytes is finished (written from memory here) and committed: refused.
+    fs.writeSync(ticket.dstFd, Buffer.alloc(1 * MiB, 0x61), 0, 1 * MiB, 0);
+    expect(m.commitMove(ticket.token)).not.toBe(0);
+    expect(fs.readFileSync(b).equals(Buffer.alloc(1 * MiB, 0x62))).toBe(true);
   });
 
   it('100,000 files in one mount while a second keeps creating: fds bounded by open handles, not files', async () => {
