@@ -44,7 +44,7 @@ describe('container targets', () => {
   });
 
   it('every new suite is registered', () => {
-    for (const name of ['fio', 'policy', 'schedule', 'mix', 'impact', 'functionbench', 'workloads', 'sharing', 'overhead']) expect(findSuite(name)?.name).toBe(name);
+    for (const name of ['fio', 'policy', 'schedule', 'mix', 'impact', 'functionbench', 'workloads', 'sharing', 'overhead', 'ordinary']) expect(findSuite(name)?.name).toBe(name);
   });
 });
 

@@ -13,7 +13,7 @@ import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroup
 import { cleanupDir, mountUnavailableReason } from '../support/mount';
 
 const MiB = 1 << 20;
-const PROGRAMS = path.join(__dirname, 'programs.py');
+const PROGRAMS = path.join(__dirname, '..', '..', 'bench', 'workloads', 'ordinary.py'); // also the bench's workload
 const why = mountUnavailableReason() ?? cgroupV1Unavailable() ?? undefined;
 if (why) console.warn(`\n!!! SKIPPING store v2 ordinary-program tests: ${why}\n`);
 
@@ -139,6 +139,8 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
     const inoA = fs.statSync(a).ino;
     const inodes = m.usage().inodes;
+    // RELEASE follows close() asynchronously: a move starts only on a closed file.
+    await until(() => m.inodeStats().find((st) => st.ino === inoA)?.openCount === 0, 5000, 'the release of a');
     const ticket = m.beginMove(inoA, 'disk');
     // The file goes away and a new one of the same size takes its slot (the inode number is reused
     // once the kernel's FORGET, which comes asynchronously, has freed it).
@@ -159,6 +161,7 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     expect(fs.readFileSync(b).equals(Buffer.alloc(1 * MiB, 0x62))).toBe(true);
     expect(m.inodeStats().find((s) => s.ino === inoB)!.tier).toBe('memory');
     // An abort closes the move's fds.
+    await until(() => m.inodeStats().find((st) => st.ino === inoB)?.openCount === 0, 5000, 'the release of b');
     const t2 = m.beginMove(inoB, 'disk');
     m.abortMove(t2.token);
     expect(() => fs.fstatSync(t2.srcFd)).toThrow();
@@ -170,6 +173,8 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
     const inodes = m.usage().inodes;
     const inoA = fs.statSync(a).ino;
+    // RELEASE follows close() asynchronously: a move starts only on a closed file.
+    await until(() => m.inodeStats().find((st) => st.ino === inoA)?.openCount === 0, 5000, 'the release of a');
     const ticket = m.beginMove(inoA, 'disk');
     fs.unlinkSync(a);
     await until(() => m.usage().inodes < inodes, 10000, 'the FORGET of the unlinked file');

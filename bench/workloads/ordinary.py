@@ -1,5 +1,5 @@
 # What ordinary programs do to /tmp, one pattern per sub-command; each prints one JSON line and
-# exits 0 only if every byte it wrote came back. Run inside a memory cgroup by the store tests.
+# exits 0 only if every byte it wrote came back. Run in a memory cgroup by test/store and `ephemera bench ordinary`.
 #   append DIR MIB [PAUSE_AT]  a log closed, reopened and appended to, 1 MiB per reopen (`>>` in a
 #                        loop); pauses 2.5 s after PAUSE_AT MiB (the store may promote it meanwhile)
 #   sqlite DIR MIB       a database created (8 MiB), closed, left 2.5 s (the store may promote it),
