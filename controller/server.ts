@@ -686,10 +686,11 @@ export class Controller {
     const method = req.method ?? 'GET';
     // The action is a route pattern, never the raw path: a path may hold a secret (the extender's) or a
     // token pasted in the wrong place, and audit lines must hold neither.
-    const audit: AuditEntry = { who: 'anonymous', action: `${method} (no route)` };
+    const audit: AuditEntry = { who: 'anonymous', action: '' };
     try {
       const url = new URL(req.url ?? '/', 'http://controller');
       const path = url.pathname.replace(/\/+$/, '') || '/';
+      audit.action = `${method} ${ROUTE_PATTERNS.find(([re]) => re.test(path))?.[1] ?? '(no route)'}`;
       // Open, and says nothing beyond being up.
       if (method === 'GET' && path === '/healthz') return reply(res, 200, { ok: true });
       if (path === '/scheduler' || path.startsWith('/scheduler/')) return await this.handleExtender(req, res, path, method);
@@ -735,7 +736,6 @@ export class Controller {
       return reply(res, 200, { functions: this.functions.list().filter((f) => tenant === undefined || f.tenant === tenant) });
     }
     if (route === 'POST /functions') {
-      audit.action = 'POST /functions';
       const tenant = actingTenant(p, 'deploying');
       const body = await readJson(req);
       const name = (body as { name?: unknown } | null)?.name;
@@ -757,7 +757,6 @@ export class Controller {
     }
     const fnMatch = /^\/functions\/([^/]+)(\/invoke)?$/.exec(path);
     if (fnMatch && ((method === 'GET' || method === 'DELETE') && !fnMatch[2])) {
-      audit.action = `${method} /functions/:name`;
       const name = parseName(fnMatch[1]!);
       const named = query().tenant;
       // The operator reaches one tenant's function by naming the tenant; a tenant only its own.
@@ -770,7 +769,6 @@ export class Controller {
       return reply(res, 200, fn);
     }
     if (fnMatch && method === 'POST' && fnMatch[2]) {
-      audit.action = 'POST /functions/:name/invoke';
       const tenant = actingTenant(p, 'invoking');
       const issues: RequestIssue[] = [];
       const nameParsed = NAME.safeParse(decodeURIComponent(fnMatch[1]!));
@@ -800,7 +798,6 @@ export class Controller {
       return reply(res, 200, { tokens: this.credentials.list(query().tenant) });
     }
     if (route === 'POST /tokens') {
-      audit.action = 'POST /tokens';
       requireOperator(p, 'POST /tokens');
       const body = TokenBodySchema.safeParse(await readJson(req));
       if (!body.success) throw badRequest(issuesFrom('body', body.error.issues));
@@ -810,7 +807,6 @@ export class Controller {
     }
     const tokenMatch = /^\/tokens\/([^/]+)$/.exec(path);
     if (tokenMatch && method === 'DELETE') {
-      audit.action = 'DELETE /tokens/:id';
       requireOperator(p, 'DELETE /tokens/:id');
       const id = decodeURIComponent(tokenMatch[1]!);
       if (!/^[0-9a-f]{16}$/.test(id)) throw badRequest([{ path: 'params.id', reason: 'a token id is 16 hex digits (GET /tokens lists them)' }]);
@@ -820,7 +816,6 @@ export class Controller {
     }
     const limitsMatch = /^\/tenants\/([^/]+)\/limits$/.exec(path);
     if (limitsMatch && (method === 'GET' || method === 'PUT')) {
-      audit.action = `${method} /tenants/:tenant/limits`;
       const tenant = TENANT_NAME.safeParse(decodeURIComponent(limitsMatch[1]!));
       if (!tenant.success) throw badRequest(issuesFrom('params.tenant', tenant.error.issues));
       audit.target = `tenant:${tenant.data}`;
@@ -871,6 +866,20 @@ export class Controller {
     );
   }
 }
+
+/** What an audit line calls a request: its route's pattern, never the path (which holds names and may hold secrets). */
+const ROUTE_PATTERNS: [RegExp, string][] = [
+  [/^\/nodes$/, '/nodes'],
+  [/^\/metrics$/, '/metrics'],
+  [/^\/functions$/, '/functions'],
+  [/^\/functions\/[^/]+$/, '/functions/:name'],
+  [/^\/functions\/[^/]+\/invoke$/, '/functions/:name/invoke'],
+  [/^\/tasks$/, '/tasks'],
+  [/^\/tasks\/[^/]+$/, '/tasks/:id'],
+  [/^\/tokens$/, '/tokens'],
+  [/^\/tokens\/[^/]+$/, '/tokens/:id'],
+  [/^\/tenants\/[^/]+\/limits$/, '/tenants/:tenant/limits'],
+];
 
 /** Errors for another tenant's object name none of it (tenant, function, arguments). */
 function forbidden(): ControllerError {
