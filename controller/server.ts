@@ -738,8 +738,9 @@ export class Controller {
     if (route === 'POST /functions') {
       const tenant = actingTenant(p, 'deploying');
       const body = await readJson(req);
-      const name = (body as { name?: unknown } | null)?.name;
-      if (typeof name === 'string') audit.target = `${tenant}/${name}`;
+      // Only a valid name reaches the audit line: the body is the client's, not yet checked.
+      const name = NAME.safeParse((body as { name?: unknown } | null)?.name);
+      if (name.success) audit.target = `${tenant}/${name.data}`;
       return reply(res, 201, await this.deploy(tenant, body));
     }
     if (route === 'GET /tasks') {
