@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +7,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NodeAgent, type TaskExecutor } from '../../agent/index';
 import { buildProgram } from '../../cli/main';
-import { Controller, EXTENDER_TOKEN_NAME, isControllerError, resolveToken } from '../../controller/index';
+import { Controller, EXTENDER_TOKEN_NAME, isControllerError, resolveToken, TenantCredentials } from '../../controller/index';
 import { readTenantToken } from '../../link/index';
 import { api, quiet, startController, tokenFor, waitForTask } from './harness';
 
@@ -323,6 +323,29 @@ describe('authenticated API: tenants bound to their credentials', () => {
     ];
     for (const s of secrets) expect(log).not.toContain(s);
     expect(log).not.toMatch(/ept_[0-9a-f]{16}_/);
+  });
+});
+
+describe('tenant credentials on disk', () => {
+  it('tokens (hashed) and limits survive a restart; a revoked one stays revoked; a tenants.json others may read is refused', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'eph-ctl-cred-'));
+    try {
+      const first = await TenantCredentials.open(dir);
+      const kept = await first.issue('t1');
+      const gone = await first.issue('t1');
+      await first.revoke(gone.id);
+      await first.setLimits('t1', { functions: 3 });
+      const again = await TenantCredentials.open(dir);
+      expect(again.authenticate(kept.token)).toEqual({ tenant: 't1', tokenId: kept.id });
+      expect(again.authenticate(gone.token)).toBeUndefined();
+      // Same id, another secret: refused.
+      expect(again.authenticate(kept.token.replace(/.$/, (c) => (c === '0' ? '1' : '0')))).toBeUndefined();
+      expect(again.limits('t1')).toEqual({ functions: 3 });
+      await chmod(path.join(dir, 'tenants.json'), 0o644);
+      expect(isControllerError(await TenantCredentials.open(dir).catch((e: unknown) => e), 'E_STATE')).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
