@@ -7,6 +7,12 @@ export type ControllerErrorCode =
   | 'E_BAD_REQUEST'
   /** A command-line option is malformed. */
   | 'E_BAD_ARGS'
+  /** No credential, or one the controller does not know (revoked, mistyped). */
+  | 'E_UNAUTHORIZED'
+  /** A valid credential asked for another tenant's object, or a route its kind may not use. */
+  | 'E_FORBIDDEN'
+  /** A per-tenant limit the operator set (functions, concurrent invocations, memory) would be exceeded. */
+  | 'E_LIMIT'
   /** No such function, task or route. */
   | 'E_NOT_FOUND'
   /** A function with that name is already deployed for the tenant. */
@@ -35,6 +41,10 @@ export interface RequestIssue {
 const HTTP_STATUS: Record<ControllerErrorCode, number> = {
   E_BAD_REQUEST: 400,
   E_BAD_ARGS: 400,
+  E_UNAUTHORIZED: 401,
+  E_FORBIDDEN: 403,
+  // 429: the request is fine and may succeed later (a running invocation ends, a function is deleted).
+  E_LIMIT: 429,
   E_NOT_FOUND: 404,
   E_EXISTS: 409,
   E_NO_CAPACITY: 503,

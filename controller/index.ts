@@ -1,5 +1,7 @@
 /** The cluster controller: node states for all tenants, deploy/profile/invoke API, Kubernetes extender. */
-export { Controller, type ControllerOptions, type TaskRecord, type TaskStatus } from './server';
+export { Controller, OPERATOR_TOKEN_NAME, EXTENDER_TOKEN_NAME, type ControllerOptions, type TaskRecord, type TaskStatus } from './server';
+export { TenantCredentials, TenantLimitsSchema, describePrincipal, isLoopbackHost, type Principal, type TenantLimits, type TokenInfo } from './auth';
+export { ControllerClient, resolveToken } from './client';
 export { ClusterState, type NodeView, type NodeStatus, type RegisterOutcome } from './state';
 export { FunctionStore, demandBytes, functionKey, type FunctionRecord, type ProfileRecord } from './store';
 export { ControllerError, isControllerError, type ControllerErrorCode, type RequestIssue } from './errors';

@@ -1,11 +1,24 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type pino from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { tokensEqual } from '../link/index';
+import { ensureTenantToken, tokensEqual } from '../link/index';
 import { z } from 'zod';
 import { MiB, type Scoring } from '../policy';
+import {
+  authenticate,
+  bearerToken,
+  describePrincipal,
+  isLoopbackHost,
+  TENANT_NAME,
+  TenantCredentials,
+  TenantLimitsSchema,
+  type Principal,
+} from './auth';
 import { ControllerError, errorMessage, issuesFrom, type RequestIssue } from './errors';
 import { ExtenderArgsSchema, extenderFilter, extenderPrioritize } from './extender';
 import { createLogger } from './log';
@@ -51,6 +64,35 @@ export interface ControllerOptions {
    * another, is refused before any message. Undefined: any agent that reaches the port may join.
    */
   agentToken?: string;
+  /** The operator's bearer token (cluster-wide routes); default: `<stateDir>/tokens/operator.token`, made once (0600). */
+  operatorToken?: string;
+  /**
+   * The extender routes' secret path segment (kube-scheduler `urlPrefix: https://…/scheduler/<secret>`);
+   * default: `<stateDir>/tokens/extender.token`, made once (0600).
+   */
+  extenderSecret?: string;
+  /** Serve HTTPS (and WSS for agents). `clientCaFile`: a scheduler client certificate it signs may call the extender routes. */
+  tls?: { certFile: string; keyFile: string; clientCaFile?: string };
+  /** Accept a non-loopback `host` without `tls`: a TLS-terminating proxy is the only way to the port. */
+  behindTlsProxy?: boolean;
+}
+
+/** Token files beside `agents.token` in `<stateDir>/tokens/`. */
+export const OPERATOR_TOKEN_NAME = 'operator';
+export const EXTENDER_TOKEN_NAME = 'extender';
+
+/** The per-request record an audit line is written from once the answer is sent. */
+interface AuditEntry {
+  who: string;
+  action: string;
+  target?: string;
+  code?: string;
+}
+
+interface Secrets {
+  operatorToken: string;
+  extenderSecret: string;
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
 }
 
 export type TaskStatus = 'running' | 'succeeded' | 'failed';
@@ -80,7 +122,8 @@ const BYTES = z.number().int().nonnegative();
 const DeployBodySchema = z
   .object({
     name: NAME,
-    tenant: NAME.default('default'),
+    /** Older clients name the tenant; it must be the credential's own (the credential decides). */
+    tenant: NAME.optional(),
     image: z.string().min(1),
     command: z.array(z.string().min(1)).min(1),
     /** T_lim in MiB (Docker's floor is 6). */
@@ -96,7 +139,7 @@ const DeployBodySchema = z
 
 const InvokeBodySchema = z
   .object({
-    tenant: NAME.default('default'),
+    tenant: NAME.optional(),
     args: z.array(z.string()).default([]),
     timeoutMs: z.number().int().positive().max(3_600_000).optional(),
     /** false: answer 202 as soon as the task is placed; poll `GET /tasks/:id`. */
@@ -104,7 +147,8 @@ const InvokeBodySchema = z
   })
   .strict();
 
-const TenantQuerySchema = z.object({ tenant: NAME.default('default') });
+const TenantQuerySchema = z.object({ tenant: NAME.optional() });
+const TokenBodySchema = z.object({ tenant: TENANT_NAME, label: z.string().max(200).optional() }).strict();
 const MAX_BODY_BYTES = 4 * MiB;
 const KEPT_FINISHED_TASKS = 10_000;
 
@@ -137,11 +181,13 @@ export class Controller {
   readonly state: ClusterState;
   readonly metrics: ControllerMetrics;
   readonly functions: FunctionStore;
+  readonly credentials: TenantCredentials;
   readonly heartbeatMs: number;
   readonly nodeTimeoutMs: number;
   private readonly options: ControllerOptions;
   private readonly log: pino.Logger;
   private readonly server: Server;
+  private readonly secrets: Secrets;
   private readonly wss: WebSocketServer;
   private readonly links = new Map<string, AgentConnection>();
   private readonly connections = new Set<AgentConnection>();
@@ -151,9 +197,11 @@ export class Controller {
   private readonly profiles = new Map<string, PendingProfile>();
   private closed = false;
 
-  private constructor(options: ControllerOptions, functions: FunctionStore) {
+  private constructor(options: ControllerOptions, functions: FunctionStore, credentials: TenantCredentials, secrets: Secrets) {
     this.options = options;
     this.functions = functions;
+    this.credentials = credentials;
+    this.secrets = secrets;
     this.heartbeatMs = options.heartbeatMs ?? 2000;
     this.nodeTimeoutMs = options.nodeTimeoutMs ?? 3 * this.heartbeatMs;
     if (this.nodeTimeoutMs <= this.heartbeatMs) {
@@ -162,7 +210,13 @@ export class Controller {
     this.log = options.logger ?? createLogger('controller');
     this.state = new ClusterState({ scoring: options.scoring ?? 'complementarity', indexedFromNodes: options.indexedFromNodes ?? 256 });
     this.metrics = new ControllerMetrics(this.state);
-    this.server = createServer((req, res) => void this.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    const tls = secrets.tls;
+    // With a client CA, a certificate is asked for but not required: tenants present bearer tokens, and
+    // only the extender routes look at `authorized`.
+    this.server = tls
+      ? createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: false } : {}) }, handler)
+      : createServer(handler);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MiB });
     this.server.on('upgrade', (req, socket: Socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -183,16 +237,48 @@ export class Controller {
   }
 
   static async start(options: ControllerOptions): Promise<Controller> {
+    const host = options.host ?? '127.0.0.1';
+    if (!isLoopbackHost(host) && !options.tls && !options.behindTlsProxy) {
+      throw new ControllerError(
+        'E_BAD_ARGS',
+        `refusing to listen on ${host} without TLS: every request carries a bearer token. Give a certificate and key (--tls-cert, --tls-key), ` +
+          'or --behind-tls-proxy when a TLS-terminating proxy is the only way to this port',
+      );
+    }
     const functions = await FunctionStore.open(options.stateDir);
-    const controller = new Controller(options, functions);
+    const credentials = await TenantCredentials.open(options.stateDir);
+    const readPem = async (file: string, what: string) => {
+      try {
+        return await readFile(file);
+      } catch (err) {
+        throw new ControllerError('E_BAD_ARGS', `cannot read the TLS ${what} ${file}: ${errorMessage(err)}`);
+      }
+    };
+    const secrets: Secrets = {
+      operatorToken: options.operatorToken ?? (await ensureTenantToken(options.stateDir, OPERATOR_TOKEN_NAME)),
+      extenderSecret: options.extenderSecret ?? (await ensureTenantToken(options.stateDir, EXTENDER_TOKEN_NAME)),
+      ...(options.tls
+        ? {
+            tls: {
+              cert: await readPem(options.tls.certFile, 'certificate'),
+              key: await readPem(options.tls.keyFile, 'key'),
+              ...(options.tls.clientCaFile ? { ca: await readPem(options.tls.clientCaFile, 'client CA') } : {}),
+            },
+          }
+        : {}),
+    };
+    const controller = new Controller(options, functions, credentials, secrets);
     await new Promise<void>((resolve, reject) => {
       controller.server.once('error', reject);
-      controller.server.listen(options.port ?? 7070, options.host ?? '127.0.0.1', () => {
+      controller.server.listen(options.port ?? 7070, host, () => {
         controller.server.off('error', reject);
         resolve();
       });
     });
-    controller.log.info({ url: controller.url, scoring: controller.state.scoring, functions: functions.list().length }, 'controller listening');
+    controller.log.info(
+      { url: controller.url, scoring: controller.state.scoring, functions: functions.list().length, tokens: credentials.list().length, tls: !!secrets.tls, behindTlsProxy: !!options.behindTlsProxy },
+      'controller listening',
+    );
     return controller;
   }
 
@@ -203,7 +289,7 @@ export class Controller {
   get url(): string {
     const a = this.address;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return `http://${host}:${a.port}`;
+    return `${this.secrets.tls ? 'https' : 'http'}://${host}:${a.port}`;
   }
 
   /** Stops serving: agent links are dropped (agents keep their tasks and reconnect to the next controller). */
@@ -506,8 +592,8 @@ export class Controller {
     }
   }
 
-  /** Deploys a function: profiling run (or declared profile), then a durable record. */
-  async deploy(body: unknown): Promise<FunctionRecord> {
+  /** Deploys a function of `tenant` (the credential's): profiling run (or declared profile), then a durable record. */
+  async deploy(tenant: string, body: unknown): Promise<FunctionRecord> {
     const parsed = DeployBodySchema.safeParse(body);
     const issues: RequestIssue[] = parsed.success ? [] : issuesFrom('body', parsed.error.issues);
     const raw = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
@@ -515,10 +601,11 @@ export class Controller {
       issues.push({ path: 'body.inputs', reason: 'give representative inputs for a profiling run, or a declared profile' });
     }
     if (!parsed.success || issues.length > 0) throw badRequest(issues);
-    const b = parsed.data;
+    const b = { ...parsed.data, tenant: ownTenant(tenant, parsed.data.tenant) };
     if (this.functions.get(b.tenant, b.name) && !b.replace) {
       throw new ControllerError('E_EXISTS', `function ${b.tenant}/${b.name} is already deployed (set "replace": true to redeploy)`);
     }
+    this.checkDeployLimits(b.tenant, b.name, b.memoryMiB);
     const limitBytes = b.memoryMiB * MiB;
     let profile: FunctionRecord['profile'];
     if (b.profile) {
@@ -535,6 +622,8 @@ export class Controller {
       }
     }
     const record: FunctionRecord = { tenant: b.tenant, name: b.name, image: b.image, command: b.command, limitBytes, profile, deployedAt: new Date().toISOString() };
+    // Again: another deploy of this tenant may have finished during the profiling run.
+    this.checkDeployLimits(b.tenant, b.name, b.memoryMiB);
     await this.functions.put(record);
     this.log.info({ fn: `${b.tenant}/${b.name}`, limitMiB: b.memoryMiB, profile }, 'function deployed');
     return record;
@@ -544,87 +633,296 @@ export class Controller {
     return { scoring: this.state.scoring, nodes: this.state.nodes() };
   }
 
+  /** Removes a function; its running invocations finish (they carry their own copy of it). */
+  async undeploy(tenant: string, name: string): Promise<FunctionRecord> {
+    const fn = this.functions.get(tenant, name);
+    if (!fn) throw new ControllerError('E_NOT_FOUND', `no function ${tenant}/${name}`);
+    await this.functions.delete(tenant, name);
+    this.log.info({ fn: `${tenant}/${name}` }, 'function deleted');
+    return fn;
+  }
+
+  /** What the tenant holds now, against its limits. */
+  usage(tenant: string): { functions: number; concurrentInvocations: number; memoryMiB: number } {
+    const running = [...this.pending.values()].filter((p) => p.record.tenant === tenant);
+    return {
+      functions: this.functions.list().filter((f) => f.tenant === tenant).length,
+      concurrentInvocations: running.length,
+      memoryMiB: running.reduce((sum, p) => sum + p.record.limitBytes, 0) / MiB,
+    };
+  }
+
+  private checkDeployLimits(tenant: string, name: string, memoryMiB: number): void {
+    const limits = this.credentials.limits(tenant);
+    const others = this.functions.list().filter((f) => f.tenant === tenant && f.name !== name).length;
+    if (limits.functions !== undefined && others + 1 > limits.functions) {
+      throw new ControllerError('E_LIMIT', `tenant ${tenant} has ${others} function(s) deployed; its limit is ${limits.functions} (delete one first)`);
+    }
+    if (limits.memoryMiB !== undefined && memoryMiB > limits.memoryMiB) {
+      throw new ControllerError('E_LIMIT', `memoryMiB ${memoryMiB} exceeds tenant ${tenant}'s memory limit of ${limits.memoryMiB} MiB`);
+    }
+  }
+
+  /** Concurrent invocations and their memory (sum of T_lim), checked before placement. */
+  private checkInvokeLimits(fn: FunctionRecord): void {
+    const limits = this.credentials.limits(fn.tenant);
+    const now = this.usage(fn.tenant);
+    if (limits.concurrentInvocations !== undefined && now.concurrentInvocations + 1 > limits.concurrentInvocations) {
+      throw new ControllerError('E_LIMIT', `tenant ${fn.tenant} has ${now.concurrentInvocations} invocation(s) running; its limit of concurrent invocations is ${limits.concurrentInvocations}`);
+    }
+    const needMiB = fn.limitBytes / MiB;
+    if (limits.memoryMiB !== undefined && now.memoryMiB + needMiB > limits.memoryMiB) {
+      throw new ControllerError(
+        'E_LIMIT',
+        `tenant ${fn.tenant}'s running invocations hold ${now.memoryMiB} MiB and this one needs ${needMiB} MiB more; its memory limit is ${limits.memoryMiB} MiB`,
+      );
+    }
+  }
+
   // ------------------------------------------------------------------------------------------
   // HTTP
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? 'GET';
+    // The action is a route pattern, never the raw path: a path may hold a secret (the extender's) or a
+    // token pasted in the wrong place, and audit lines must hold neither.
+    const audit: AuditEntry = { who: 'anonymous', action: '' };
     try {
       const url = new URL(req.url ?? '/', 'http://controller');
       const path = url.pathname.replace(/\/+$/, '') || '/';
-      const method = req.method ?? 'GET';
-      const route = `${method} ${path}`;
-      if (route === 'GET /nodes') return reply(res, 200, this.nodes());
-      if (route === 'GET /functions') return reply(res, 200, { functions: this.functions.list() });
-      if (route === 'GET /metrics') {
-        const text = await this.metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-        res.end(text);
-        return;
+      audit.action = `${method} ${ROUTE_PATTERNS.find(([re]) => re.test(path))?.[1] ?? '(no route)'}`;
+      // Open, and says nothing beyond being up.
+      if (method === 'GET' && path === '/healthz') return reply(res, 200, { ok: true });
+      if (path === '/scheduler' || path.startsWith('/scheduler/')) return await this.handleExtender(req, res, path, method);
+      if (method !== 'GET' && method !== 'HEAD') res.once('close', () => this.writeAudit(audit, res));
+      const principal = authenticate(bearerToken(req.headers.authorization), this.secrets.operatorToken, this.credentials);
+      audit.who = describePrincipal(principal);
+      // Before any route is matched: without a credential nothing, not even which routes exist, is told.
+      if (!principal) {
+        throw new ControllerError('E_UNAUTHORIZED', 'a credential is needed: Authorization: Bearer <token> (a tenant token from `ephemera controller token create`, or the operator token)');
       }
-      if (route === 'GET /healthz') return reply(res, 200, { ok: true });
-      if (route === 'POST /functions') return reply(res, 201, await this.deploy(await readJson(req)));
-      if (route === 'POST /scheduler/filter' || route === 'POST /scheduler/prioritize') {
-        const args = ExtenderArgsSchema.safeParse(await readJson(req));
-        if (!args.success) {
-          const issues = issuesFrom('body', args.error.issues);
-          // kube-scheduler reads Error from the result; a 400 alone would only say "bad status".
-          if (path.endsWith('filter')) return reply(res, 400, { FailedNodes: {}, Error: issues.map((i) => `${i.path}: ${i.reason}`).join('; '), code: 'E_BAD_REQUEST', issues });
-          throw badRequest(issues);
-        }
-        const view = { scoring: this.state.scoring, nodeState: (n: string) => this.state.nodeState(n) };
-        return reply(res, 200, path.endsWith('filter') ? extenderFilter(args.data, view) : extenderPrioritize(args.data, view));
-      }
-      const fnMatch = /^\/functions\/([^/]+)(\/invoke)?$/.exec(path);
-      if (fnMatch && (method === 'GET' || (method === 'POST' && fnMatch[2]))) {
-        const name = decodeURIComponent(fnMatch[1]!);
-        const issues: RequestIssue[] = [];
-        const nameParsed = NAME.safeParse(name);
-        if (!nameParsed.success) issues.push(...issuesFrom('params.name', nameParsed.error.issues));
-        if (method === 'GET') {
-          const query = TenantQuerySchema.safeParse(Object.fromEntries(url.searchParams));
-          if (!query.success) issues.push(...issuesFrom('query', query.error.issues));
-          if (issues.length > 0 || !query.success) throw badRequest(issues);
-          const fn = this.functions.get(query.data.tenant, name);
-          if (!fn) throw new ControllerError('E_NOT_FOUND', `no function ${query.data.tenant}/${name}`);
-          return reply(res, 200, fn);
-        }
-        const body = InvokeBodySchema.safeParse(await readJson(req));
-        if (!body.success) issues.push(...issuesFrom('body', body.error.issues));
-        if (issues.length > 0 || !body.success) throw badRequest(issues);
-        const fn = this.functions.get(body.data.tenant, name);
-        if (!fn) throw new ControllerError('E_NOT_FOUND', `no function ${body.data.tenant}/${name} (deploy it with POST /functions)`);
-        const timeoutMs = body.data.timeoutMs ?? this.options.defaultInvokeTimeoutMs ?? 300_000;
-        const { record, done } = this.placeInvocation(fn, body.data.args, timeoutMs);
-        if (!body.data.wait) return reply(res, 202, record);
-        const finished = await done;
-        if (finished.status === 'succeeded') return reply(res, 200, finished);
-        // Lost node → 502, shutdown → 503; anything the node's engine reported (E_TIMEOUT, E_NO_IMAGE …) → 502.
-        const status = finished.error?.code === 'E_CLOSED' ? 503 : 502;
-        return reply(res, status, { code: finished.error?.code, message: finished.error?.message, task: finished });
-      }
-      const taskMatch = /^\/tasks\/([^/]+)$/.exec(path);
-      if (taskMatch && method === 'GET') {
-        const task = this.task(decodeURIComponent(taskMatch[1]!));
-        if (!task) throw new ControllerError('E_NOT_FOUND', `no task ${taskMatch[1]} (finished tasks are kept for the last ${KEPT_FINISHED_TASKS})`);
-        return reply(res, 200, task);
-      }
-      throw new ControllerError('E_NOT_FOUND', `no route ${route}`);
+      await this.route(principal, req, res, url, path, method, audit);
     } catch (err) {
-      if (err instanceof ControllerError) return reply(res, err.httpStatus, err.toJSON());
+      if (err instanceof ControllerError) {
+        audit.code = err.code;
+        return reply(res, err.httpStatus, err.toJSON(), err.code === 'E_UNAUTHORIZED' ? { 'www-authenticate': 'Bearer' } : {});
+      }
+      audit.code = 'E_INTERNAL';
       this.log.error({ err: errorMessage(err) }, 'request failed');
       return reply(res, 500, { code: 'E_INTERNAL', message: errorMessage(err) });
     }
   }
+
+  private async route(p: Principal, req: IncomingMessage, res: ServerResponse, url: URL, path: string, method: string, audit: AuditEntry): Promise<void> {
+    const route = `${method} ${path}`;
+    const query = () => {
+      const q = TenantQuerySchema.safeParse(Object.fromEntries(url.searchParams));
+      if (!q.success) throw badRequest(issuesFrom('query', q.error.issues));
+      return q.data;
+    };
+    if (route === 'GET /nodes') {
+      requireOperator(p, 'GET /nodes');
+      return reply(res, 200, this.nodes());
+    }
+    if (route === 'GET /metrics') {
+      requireOperator(p, 'GET /metrics');
+      const text = await this.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (route === 'GET /functions') {
+      const tenant = readScope(p, query().tenant);
+      return reply(res, 200, { functions: this.functions.list().filter((f) => tenant === undefined || f.tenant === tenant) });
+    }
+    if (route === 'POST /functions') {
+      const tenant = actingTenant(p, 'deploying');
+      const body = await readJson(req);
+      // Only a valid name reaches the audit line: the body is the client's, not yet checked.
+      const name = NAME.safeParse((body as { name?: unknown } | null)?.name);
+      if (name.success) audit.target = `${tenant}/${name.data}`;
+      return reply(res, 201, await this.deploy(tenant, body));
+    }
+    if (route === 'GET /tasks') {
+      const tenant = readScope(p, query().tenant);
+      const tasks = [...[...this.pending.values()].map((t) => t.record), ...this.finished.values()].filter((t) => tenant === undefined || t.tenant === tenant);
+      return reply(res, 200, { tasks: tasks.sort((a, b) => a.placedAt.localeCompare(b.placedAt)) });
+    }
+    const taskMatch = /^\/tasks\/([^/]+)$/.exec(path);
+    if (taskMatch && method === 'GET') {
+      const id = decodeURIComponent(taskMatch[1]!);
+      const task = this.task(id);
+      if (!task) throw new ControllerError('E_NOT_FOUND', `no task ${id} (finished tasks are kept for the last ${KEPT_FINISHED_TASKS})`);
+      if (p.kind === 'tenant' && task.tenant !== p.tenant) throw forbidden();
+      return reply(res, 200, task);
+    }
+    const fnMatch = /^\/functions\/([^/]+)(\/invoke)?$/.exec(path);
+    if (fnMatch && ((method === 'GET' || method === 'DELETE') && !fnMatch[2])) {
+      const name = parseName(fnMatch[1]!);
+      const named = query().tenant;
+      // The operator reaches one tenant's function by naming the tenant; a tenant only its own.
+      const tenant = p.kind === 'operator' ? named : readScope(p, named);
+      if (tenant === undefined) throw badRequest([{ path: 'query.tenant', reason: 'the operator names the tenant (?tenant=…)' }]);
+      audit.target = `${tenant}/${name}`;
+      if (method === 'DELETE') return reply(res, 200, await this.undeploy(tenant, name));
+      const fn = this.functions.get(tenant, name);
+      if (!fn) throw new ControllerError('E_NOT_FOUND', `no function ${tenant}/${name}`);
+      return reply(res, 200, fn);
+    }
+    if (fnMatch && method === 'POST' && fnMatch[2]) {
+      const tenant = actingTenant(p, 'invoking');
+      const issues: RequestIssue[] = [];
+      const nameParsed = NAME.safeParse(decodeURIComponent(fnMatch[1]!));
+      if (!nameParsed.success) issues.push(...issuesFrom('params.name', nameParsed.error.issues));
+      const body = InvokeBodySchema.safeParse(await readJson(req));
+      if (!body.success) issues.push(...issuesFrom('body', body.error.issues));
+      if (issues.length > 0 || !body.success || !nameParsed.success) throw badRequest(issues);
+      ownTenant(tenant, body.data.tenant);
+      const name = nameParsed.data;
+      audit.target = `${tenant}/${name}`;
+      const fn = this.functions.get(tenant, name);
+      if (!fn) throw new ControllerError('E_NOT_FOUND', `no function ${tenant}/${name} (deploy it with POST /functions)`);
+      this.checkInvokeLimits(fn);
+      const timeoutMs = body.data.timeoutMs ?? this.options.defaultInvokeTimeoutMs ?? 300_000;
+      const { record, done } = this.placeInvocation(fn, body.data.args, timeoutMs);
+      audit.target += ` task:${record.taskId}`;
+      if (!body.data.wait) return reply(res, 202, record);
+      const finished = await done;
+      if (finished.status === 'succeeded') return reply(res, 200, finished);
+      audit.code = finished.error?.code;
+      // Lost node → 502, shutdown → 503; anything the node's engine reported (E_TIMEOUT, E_NO_IMAGE …) → 502.
+      const status = finished.error?.code === 'E_CLOSED' ? 503 : 502;
+      return reply(res, status, { code: finished.error?.code, message: finished.error?.message, task: finished });
+    }
+    if (route === 'GET /tokens') {
+      requireOperator(p, 'GET /tokens');
+      return reply(res, 200, { tokens: this.credentials.list(query().tenant) });
+    }
+    if (route === 'POST /tokens') {
+      requireOperator(p, 'POST /tokens');
+      const body = TokenBodySchema.safeParse(await readJson(req));
+      if (!body.success) throw badRequest(issuesFrom('body', body.error.issues));
+      const issued = await this.credentials.issue(body.data.tenant, body.data.label);
+      audit.target = `tenant:${issued.tenant} token:${issued.id}`;
+      return reply(res, 201, issued);
+    }
+    const tokenMatch = /^\/tokens\/([^/]+)$/.exec(path);
+    if (tokenMatch && method === 'DELETE') {
+      requireOperator(p, 'DELETE /tokens/:id');
+      const id = decodeURIComponent(tokenMatch[1]!);
+      if (!/^[0-9a-f]{16}$/.test(id)) throw badRequest([{ path: 'params.id', reason: 'a token id is 16 hex digits (GET /tokens lists them)' }]);
+      audit.target = `token:${id}`;
+      if (!(await this.credentials.revoke(id))) throw new ControllerError('E_NOT_FOUND', `no token ${id}`);
+      return reply(res, 200, { revoked: id });
+    }
+    const limitsMatch = /^\/tenants\/([^/]+)\/limits$/.exec(path);
+    if (limitsMatch && (method === 'GET' || method === 'PUT')) {
+      const tenant = TENANT_NAME.safeParse(decodeURIComponent(limitsMatch[1]!));
+      if (!tenant.success) throw badRequest(issuesFrom('params.tenant', tenant.error.issues));
+      audit.target = `tenant:${tenant.data}`;
+      if (method === 'GET') {
+        readScope(p, tenant.data);
+        return reply(res, 200, { tenant: tenant.data, limits: this.credentials.limits(tenant.data), usage: this.usage(tenant.data) });
+      }
+      requireOperator(p, 'PUT /tenants/:tenant/limits');
+      const body = TenantLimitsSchema.safeParse(await readJson(req));
+      if (!body.success) throw badRequest(issuesFrom('body', body.error.issues));
+      await this.credentials.setLimits(tenant.data, body.data);
+      return reply(res, 200, { tenant: tenant.data, limits: body.data, usage: this.usage(tenant.data) });
+    }
+    throw new ControllerError('E_NOT_FOUND', `no route ${method} ${path}`);
+  }
+
+  /**
+   * kube-scheduler's extender config has no header field, so the scheduler proves itself by a client
+   * certificate the `--tls-client-ca` signed (`tlsConfig.certFile`/`keyFile`), or by the secret in its
+   * `urlPrefix` (`…/scheduler/<secret>`, then `/filter` and `/prioritize`).
+   */
+  private async handleExtender(req: IncomingMessage, res: ServerResponse, path: string, method: string): Promise<void> {
+    const m = /^\/scheduler\/(?:([^/]+)\/)?(filter|prioritize)$/.exec(path);
+    const secret = m?.[1];
+    const byCertificate = secret === undefined && (req.socket as Partial<TLSSocket>).authorized === true;
+    const bySecret = secret !== undefined && tokensEqual(secret, this.secrets.extenderSecret);
+    if (!m || !(byCertificate || bySecret)) {
+      throw new ControllerError('E_UNAUTHORIZED', "the scheduler extender routes need the scheduler's client certificate or the secret urlPrefix (<state-dir>/tokens/extender.token)");
+    }
+    if (method !== 'POST') throw new ControllerError('E_NOT_FOUND', `the extender's ${m[2]} is POST only`);
+    const isFilter = m[2] === 'filter';
+    const args = ExtenderArgsSchema.safeParse(await readJson(req));
+    if (!args.success) {
+      const issues = issuesFrom('body', args.error.issues);
+      // kube-scheduler reads Error from the result; a 400 alone would only say "bad status".
+      if (isFilter) return reply(res, 400, { FailedNodes: {}, Error: issues.map((i) => `${i.path}: ${i.reason}`).join('; '), code: 'E_BAD_REQUEST', issues });
+      throw badRequest(issues);
+    }
+    const view = { scoring: this.state.scoring, nodeState: (n: string) => this.state.nodeState(n) };
+    return reply(res, 200, isFilter ? extenderFilter(args.data, view) : extenderPrioritize(args.data, view));
+  }
+
+  /** One line per changing request once it is answered: who (token id, never the token), what, result. */
+  private writeAudit(a: AuditEntry, res: ServerResponse): void {
+    this.log.info(
+      { audit: { who: a.who, action: a.action, ...(a.target ? { target: a.target } : {}), status: res.statusCode, ...(a.code ? { code: a.code } : {}), ...(res.writableFinished ? {} : { aborted: true }) } },
+      'audit',
+    );
+  }
+}
+
+/** What an audit line calls a request: its route's pattern, never the path (which holds names and may hold secrets). */
+const ROUTE_PATTERNS: [RegExp, string][] = [
+  [/^\/nodes$/, '/nodes'],
+  [/^\/metrics$/, '/metrics'],
+  [/^\/functions$/, '/functions'],
+  [/^\/functions\/[^/]+$/, '/functions/:name'],
+  [/^\/functions\/[^/]+\/invoke$/, '/functions/:name/invoke'],
+  [/^\/tasks$/, '/tasks'],
+  [/^\/tasks\/[^/]+$/, '/tasks/:id'],
+  [/^\/tokens$/, '/tokens'],
+  [/^\/tokens\/[^/]+$/, '/tokens/:id'],
+  [/^\/tenants\/[^/]+\/limits$/, '/tenants/:tenant/limits'],
+];
+
+/** Errors for another tenant's object name none of it (tenant, function, arguments). */
+function forbidden(): ControllerError {
+  return new ControllerError('E_FORBIDDEN', "a tenant token reaches its own tenant's functions, invocations and tasks only");
+}
+
+function requireOperator(p: Principal, route: string): void {
+  if (p.kind !== 'operator') throw new ControllerError('E_FORBIDDEN', `${route} is cluster-wide: it needs the operator token`);
+}
+
+/** Deploy and invoke act as one tenant: a tenant token's. The operator holds no functions of its own. */
+function actingTenant(p: Principal, what: string): string {
+  if (p.kind === 'operator') throw new ControllerError('E_FORBIDDEN', `${what} acts for a tenant: use that tenant's token (POST /tokens makes one)`);
+  return p.tenant;
+}
+
+/** A tenant named in a body must be the credential's: the credential decides, the body may only agree. */
+function ownTenant(tenant: string, named: string | undefined): string {
+  if (named !== undefined && named !== tenant) throw forbidden();
+  return tenant;
+}
+
+/** Reads: a tenant sees its own tenant; the operator every tenant (undefined), or the one it names. */
+function readScope(p: Principal, named: string | undefined): string | undefined {
+  if (p.kind === 'operator') return named;
+  return ownTenant(p.tenant, named);
+}
+
+function parseName(raw: string): string {
+  const parsed = NAME.safeParse(decodeURIComponent(raw));
+  if (!parsed.success) throw badRequest(issuesFrom('params.name', parsed.error.issues));
+  return parsed.data;
 }
 
 function badRequest(issues: RequestIssue[]): ControllerError {
   return new ControllerError('E_BAD_REQUEST', `invalid request: ${issues.map((i) => `${i.path}: ${i.reason}`).join('; ')}`, issues);
 }
 
-function reply(res: ServerResponse, status: number, body: unknown): void {
+function reply(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
   if (res.headersSent) return;
   const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 

@@ -95,6 +95,17 @@ export class FunctionStore {
   /** Stores the record durably; resolves once the file on disk holds it. */
   put(fn: FunctionRecord): Promise<void> {
     this.functions.set(functionKey(fn.tenant, fn.name), fn);
+    return this.persist();
+  }
+
+  /** Removes the record durably; false when there was none. */
+  async delete(tenant: string, name: string): Promise<boolean> {
+    if (!this.functions.delete(functionKey(tenant, name))) return false;
+    await this.persist();
+    return true;
+  }
+
+  private persist(): Promise<void> {
     const snapshot = `${JSON.stringify({ version: 1, functions: this.list() }, null, 2)}\n`;
     // Serialised, and each write carries the whole map as of its call, so the last write wins.
     const next = this.chain.then(() => writeFileAtomic(this.file, snapshot));

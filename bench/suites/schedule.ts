@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
-import { ClusterState, Controller, type TaskRecord } from '../../controller/index';
+import { ClusterState, Controller, ControllerClient, type TaskRecord } from '../../controller/index';
 import type { RunningTask } from '../../controller/protocol';
 import { BUSYBOX_RECIPE, Engine } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
@@ -55,11 +55,6 @@ function round(x: number, digits = 1): number {
   return Math.round(x * f) / f;
 }
 
-async function post(url: string, route: string, body: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(300_000) });
-  return { status: res.status, body: await res.json() };
-}
-
 interface NodeSample {
   alloc: number;
   req: number;
@@ -79,6 +74,9 @@ async function traceRun(
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-bench-schedule-'));
   const quiet = pino({ level: 'silent' });
   const ctl = await Controller.start({ stateDir, port: 0, scoring, heartbeatMs: 500, nodeTimeoutMs: 5000, logger: quiet });
+  // The trace runs as one tenant, through the API with that tenant's token as any client would.
+  const client = new ControllerClient(ctl.url, (await ctl.credentials.issue('default', 'bench schedule')).token);
+  const post = (route: string, body: unknown) => client.request('POST', route, body);
   const executors = new Map<string, DockerTaskExecutor>();
   const agents: NodeAgent[] = [];
   const simulated: SimulatedNode[] = [];
@@ -97,7 +95,7 @@ async function traceRun(
       ['io', IO_COMMAND, IO_LIMIT_MIB, String(IO_FILE_MIB)],
       ['cpu', CPU_COMMAND, CPU_LIMIT_MIB, String(CPU_LOOP)],
     ] as const) {
-      const res = await post(ctl.url, '/functions', { name, image: 'busybox', command, memoryMiB, inputs: [[input]] });
+      const res = await post('/functions', { name, image: 'busybox', command, memoryMiB, inputs: [[input]] });
       if (res.status !== 201) throw new Error(`deploying ${name}: ${res.status} ${JSON.stringify(res.body)}`);
       const p = res.body.profile;
       log(`schedule: ${scoring}: ${name} profiled on ${p.node}: U ${round(p.peakMemoryBytes / MiB)} MiB, F ${round(p.largestFileBytes / MiB)} MiB, T_lim ${memoryMiB} MiB`);
@@ -126,7 +124,7 @@ async function traceRun(
       const args = [fn === 'io' ? String(IO_FILE_MIB) : String(CPU_LOOP)];
       // Arrivals do not wait for earlier results: this is an open-loop trace.
       pending.push(
-        post(ctl.url, `/functions/${fn}/invoke`, { args, timeoutMs: 120_000 }).then((r) => {
+        post(`/functions/${fn}/invoke`, { args, timeoutMs: 120_000 }).then((r) => {
           if (r.status !== 200) log(`schedule: ${scoring}: invocation ${i} (${fn}) → ${r.status} ${r.body.code}: ${r.body.message}`);
           return (r.status === 200 ? r.body : r.body.task ?? { status: 'failed', function: fn, error: { code: r.body.code, message: r.body.message } }) as TaskRecord;
         }),

@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller, FunctionStore, isControllerError } from '../../controller/index';
 import { NodeAgent } from '../../agent/index';
-import { api, quiet, startController } from './harness';
+import { api, quiet, startController, tokenFor } from './harness';
 
 describe('HTTP API: invalid requests get 400 with every reason and change nothing', () => {
   let ctl: Controller;
@@ -63,11 +63,11 @@ describe('HTTP API: invalid requests get 400 with every reason and change nothin
     expect(replies).toHaveLength(3);
     expect(replies.every((m) => (m as { type: string }).type === 'protocol-error')).toBe(true);
     expect((replies[1] as { message: string }).message).toMatch(/message\.node.*message\.instanceId.*message\.limitBytes/);
-    expect((await api(ctl.url, 'GET', '/nodes')).body.nodes).toEqual([]);
+    expect((await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes).toEqual([]);
   });
 
   it('metrics come from the controller\'s own registry', async () => {
-    const res = await fetch(`${ctl.url}/metrics`);
+    const res = await fetch(`${ctl.url}/metrics`, { headers: { authorization: `Bearer ${tokenFor(ctl.url, 'operator')}` } });
     expect(res.headers.get('content-type')).toMatch(/text\/plain/);
     const text = await res.text();
     expect(text).toMatch(/# TYPE ephemera_schedule_seconds histogram/);
@@ -129,7 +129,7 @@ describe('agent link token', () => {
     try {
       await right.registered();
       await new Promise((r) => setTimeout(r, 500)); // the refused ones have retried a few times meanwhile
-      const nodes = (await api(ctl.url, 'GET', '/nodes')).body.nodes.map((n: { name: string }) => n.name);
+      const nodes = (await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes.map((n: { name: string }) => n.name);
       expect(nodes).toEqual(['n-right']);
     } finally {
       await Promise.all([none.close(), wrong.close(), right.close()]);

@@ -3,9 +3,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readTenantToken } from '../../link/index';
 import {
   ClusterState,
   Controller,
+  EXTENDER_TOKEN_NAME,
+  OPERATOR_TOKEN_NAME,
   ExtenderArgsSchema,
   extenderFilter,
   extenderPrioritize,
@@ -140,12 +143,15 @@ describe('scheduler extender on upstream ExtenderArgs bodies', () => {
   });
 });
 
-describe('scheduler extender over HTTP (the controller serves /scheduler/filter and /scheduler/prioritize)', () => {
+describe('scheduler extender over HTTP (the controller serves <urlPrefix>/filter and <urlPrefix>/prioritize)', () => {
   let controller: Controller;
   let stateDir: string;
+  /** kube-scheduler's urlPrefix: the secret path segment is its only credential (its config has no header field). */
+  let prefix: string;
   beforeAll(async () => {
     stateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-ctl-ext-'));
     controller = await Controller.start({ stateDir, port: 0, logger: pino({ level: 'silent' }) });
+    prefix = `${controller.url}/scheduler/${await readTenantToken(stateDir, EXTENDER_TOKEN_NAME)}`;
   });
   afterAll(async () => {
     await controller?.close();
@@ -154,13 +160,13 @@ describe('scheduler extender over HTTP (the controller serves /scheduler/filter 
 
   it('answers ExtenderFilterResult and HostPriorityList with the upstream field names', async () => {
     const body = { Pod: pod('p', '600Mi', '10Mi'), Nodes: { metadata: {}, items: [node('big', '1Gi'), node('tiny', '512Mi')] }, NodeNames: null };
-    const filter = await fetch(`${controller.url}/scheduler/filter`, { method: 'POST', body: JSON.stringify(body) });
+    const filter = await fetch(`${prefix}/filter`, { method: 'POST', body: JSON.stringify(body) });
     expect(filter.status).toBe(200);
     const f = (await filter.json()) as Record<string, unknown>;
     expect(Object.keys(f).sort()).toEqual(['Error', 'FailedNodes', 'Nodes']);
     expect((f.Nodes as { items: { metadata: { name: string } }[] }).items.map((n) => n.metadata.name)).toEqual(['big']);
     expect(Object.keys(f.FailedNodes as object)).toEqual(['tiny']);
-    const prio = await fetch(`${controller.url}/scheduler/prioritize`, { method: 'POST', body: JSON.stringify(body) });
+    const prio = await fetch(`${prefix}/prioritize`, { method: 'POST', body: JSON.stringify(body) });
     expect(await prio.json()).toEqual([
       { Host: 'big', Score: 10 },
       { Host: 'tiny', Score: 0 },
@@ -168,11 +174,26 @@ describe('scheduler extender over HTTP (the controller serves /scheduler/filter 
   });
 
   it('a malformed ExtenderArgs gets 400 with an Error the scheduler can log', async () => {
-    const res = await fetch(`${controller.url}/scheduler/filter`, { method: 'POST', body: JSON.stringify({ Pod: { spec: 'x' } }) });
+    const res = await fetch(`${prefix}/filter`, { method: 'POST', body: JSON.stringify({ Pod: { spec: 'x' } }) });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { Error: string; code: string; issues: { path: string }[] };
     expect(body.code).toBe('E_BAD_REQUEST');
     expect(body.Error).toMatch(/body\.Pod\.spec/);
     expect(body.issues.map((i) => i.path)).toContain('body.Pod.spec');
+  });
+
+  it('without the secret prefix (none, a wrong one, or a tenant or operator bearer token) the extender routes answer 401', async () => {
+    const body = JSON.stringify({ Pod: pod('p', '64Mi'), Nodes: null, NodeNames: ['a'] });
+    const operator = await readTenantToken(stateDir, OPERATOR_TOKEN_NAME);
+    for (const [url, headers] of [
+      [`${controller.url}/scheduler/filter`, {}],
+      [`${controller.url}/scheduler/prioritize`, {}],
+      [`${controller.url}/scheduler/${'0'.repeat(64)}/filter`, {}],
+      [`${controller.url}/scheduler/filter`, { authorization: `Bearer ${operator}` }],
+    ] as [string, Record<string, string>][]) {
+      const res = await fetch(url, { method: 'POST', body, headers });
+      expect(res.status, url).toBe(401);
+      expect(((await res.json()) as { code: string }).code).toBe('E_UNAUTHORIZED');
+    }
   });
 });

@@ -2,17 +2,28 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import pino from 'pino';
 import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
-import { Controller, type ControllerOptions, type TaskRecord } from '../../controller/index';
+import { Controller, OPERATOR_TOKEN_NAME, type ControllerOptions, type TaskRecord } from '../../controller/index';
 import type { Engine } from '../../engine/index';
+import { readTenantToken } from '../../link/index';
 
 /** Test timings: fast heartbeats so failures are seen within about a second. */
 export const HEARTBEAT_MS = 200;
 export const NODE_TIMEOUT_MS = 1000;
 export const quiet = pino({ level: process.env.EPHEMERA_LOG_LEVEL ?? 'silent' });
 
-export function startController(stateDir: string, extra: Partial<ControllerOptions> = {}): Promise<Controller> {
-  return Controller.start({ stateDir, port: 0, heartbeatMs: HEARTBEAT_MS, nodeTimeoutMs: NODE_TIMEOUT_MS, logger: quiet, ...extra });
+/** The credentials `api` sends to each controller a test started: a token of tenant `default`, and the operator's. */
+const credentialsByUrl = new Map<string, { tenant: string; operator: string }>();
+
+export async function startController(stateDir: string, extra: Partial<ControllerOptions> = {}): Promise<Controller> {
+  const ctl = await Controller.start({ stateDir, port: 0, heartbeatMs: HEARTBEAT_MS, nodeTimeoutMs: NODE_TIMEOUT_MS, logger: quiet, ...extra });
+  const operator = extra.operatorToken ?? (await readTenantToken(stateDir, OPERATOR_TOKEN_NAME));
+  const tenant = (await ctl.credentials.issue('default', 'test harness')).token;
+  credentialsByUrl.set(ctl.url, { tenant, operator });
+  return ctl;
 }
+
+/** Whose credential a request carries: the default tenant's, the operator's, none, or a given token. */
+export type As = 'tenant' | 'operator' | 'none' | { token: string };
 
 export function startAgent(engine: Engine, url: string, name: string, limitMiB: number, labels: Record<string, string>): Promise<NodeAgent> {
   return NodeAgent.start({
@@ -52,10 +63,20 @@ export async function spawnAgentProcess(url: string, name: string, limitMiB: num
   return child;
 }
 
-export async function api(url: string, method: string, route: string, body?: unknown): Promise<{ status: number; body: any }> {
+export function tokenFor(url: string, as: As): string | undefined {
+  if (as === 'none') return undefined;
+  if (typeof as === 'object') return as.token;
+  const known = credentialsByUrl.get(url);
+  if (!known) throw new Error(`no credentials for ${url}: start it with startController`);
+  return known[as];
+}
+
+/** One API request; as tenant `default` of that controller unless `as` says otherwise. */
+export async function api(url: string, method: string, route: string, body?: unknown, as: As = 'tenant'): Promise<{ status: number; body: any }> {
+  const token = tokenFor(url, as);
   const res = await fetch(`${url}${route}`, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     signal: AbortSignal.timeout(120_000),
   });
@@ -80,9 +101,9 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 }
 
 /** Polls `GET /tasks/:id` until the task is no longer running. */
-export function waitForTask(url: string, taskId: string, timeoutMs = 60_000): Promise<TaskRecord> {
+export function waitForTask(url: string, taskId: string, timeoutMs = 60_000, as: As = 'tenant'): Promise<TaskRecord> {
   return waitFor(`task ${taskId}`, async () => {
-    const { status, body } = await api(url, 'GET', `/tasks/${taskId}`);
+    const { status, body } = await api(url, 'GET', `/tasks/${taskId}`, undefined, as);
     return status === 200 && body.status !== 'running' ? (body as TaskRecord) : undefined;
   }, timeoutMs, 100);
 }

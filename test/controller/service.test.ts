@@ -98,7 +98,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
         expect(res.status, JSON.stringify(res.body)).toBe(202);
         taskName.set(res.body.taskId, t.name);
       }
-      const { body } = await api(ctl.url, 'GET', '/nodes');
+      const { body } = await api(ctl.url, 'GET', '/nodes', undefined, 'operator');
       const seen = Object.fromEntries(
         body.nodes.map((n: { name: string; allocBytes: number; reqBytes: number; tasks: { taskId: string; startedAt: number }[] }) => [
           n.name === node1 ? 'node1' : 'node2',
@@ -130,7 +130,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
         expect(r.outcome!.execMs).toBeGreaterThanOrEqual(sleepS * 1000 - 50);
         expect(r.scheduleUs).toBeGreaterThan(0);
       }
-      const after = await api(ctl.url, 'GET', '/nodes');
+      const after = await api(ctl.url, 'GET', '/nodes', undefined, 'operator');
       expect(after.body.nodes.map((n: { allocBytes: number; reqBytes: number }) => [n.allocBytes, n.reqBytes])).toEqual([
         [0, 0],
         [0, 0],
@@ -156,7 +156,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
     const onDisk = JSON.parse(await readFile(path.join(stateDir, 'functions.json'), 'utf8'));
     expect(onDisk.functions.find((f: { name: string }) => f.name === 'writer').profile).toEqual(res.body.profile);
     // The profiling containers are gone and the node's capacity is back.
-    expect((await api(ctl.url, 'GET', '/nodes')).body.nodes[0]).toMatchObject({ allocBytes: 0, reqBytes: 0 });
+    expect((await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes[0]).toMatchObject({ allocBytes: 0, reqBytes: 0 });
     const invoked = await api(ctl.url, 'POST', '/functions/writer/invoke', { args: ['1'] });
     expect(invoked.status, JSON.stringify(invoked.body)).toBe(200);
     expect(invoked.body).toMatchObject({ status: 'succeeded', node: node1, memBytes: res.body.profile.peakMemoryBytes + 8 * MiB });
@@ -172,7 +172,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
       const list = await engine.listManaged({ ...labels, 'ephemera.node': node1 });
       return list.find((c) => c.State === 'running' && c.Labels['ephemera.task']);
     }, 30_000, 100);
-    expect((await api(ctl.url, 'GET', '/nodes')).body.nodes[0]).toMatchObject({ name: node1, allocBytes: 100 * MiB, reqBytes: MiB });
+    expect((await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes[0]).toMatchObject({ name: node1, allocBytes: 100 * MiB, reqBytes: MiB });
     const killedAt = Date.now();
     victim.kill('SIGKILL');
     const answer = await pending;
@@ -181,7 +181,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
     expect(answer.body.code).toBe('E_NODE_LOST');
     expect(answer.body.task).toMatchObject({ status: 'failed', node: node1, taskId: container.Labels['ephemera.task'] });
     expect(noticedMs).toBeLessThan(NODE_TIMEOUT_MS + 2000);
-    const nodes = (await api(ctl.url, 'GET', '/nodes')).body.nodes;
+    const nodes = (await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes;
     expect(nodes[0]).toMatchObject({ name: node1, status: 'lost', allocBytes: 0, reqBytes: 0, tasks: [] });
     // Nothing is left to place on: the controller says so instead of hanging.
     expect((await api(ctl.url, 'POST', '/functions/sleeper/invoke', { args: ['0'] })).body.code).toBe('E_NO_NODES');
@@ -194,9 +194,9 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
     const restarted = await spawnAgentProcess(ctl.url, node1, 1024, [labelKey, labelValue]);
     children.push(restarted);
     expect(await engine.listManaged({ 'ephemera.node': node1 })).toEqual([]);
-    const back = (await api(ctl.url, 'GET', '/nodes')).body.nodes.find((n: { name: string }) => n.name === node1);
+    const back = (await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes.find((n: { name: string }) => n.name === node1);
     expect(back).toMatchObject({ status: 'ready', allocBytes: 0 });
-    const metrics = (await api(ctl.url, 'GET', '/metrics')).body as string;
+    const metrics = (await api(ctl.url, 'GET', '/metrics', undefined, 'operator')).body as string;
     expect(metrics).toMatch(/ephemera_invocations_total\{tenant="default",function="sleeper",outcome="node_lost"\} 1/);
     expect(metrics).toMatch(/ephemera_node_events_total\{event="lost"\} 1/);
   }, 120_000);
@@ -214,14 +214,14 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
       expect(res.status).toBe(202);
       ids.push(res.body.taskId);
     }
-    const before = (await api(first.url, 'GET', '/nodes')).body.nodes.map((n: { allocBytes: number; reqBytes: number }) => [n.allocBytes, n.reqBytes]);
+    const before = (await api(first.url, 'GET', '/nodes', undefined, 'operator')).body.nodes.map((n: { allocBytes: number; reqBytes: number }) => [n.allocBytes, n.reqBytes]);
     const registrations = agents.map((a) => a.registrationCount);
     await first.close();
     controllers.splice(controllers.indexOf(first), 1);
     const second = await startController(stateDir, { port });
     controllers.push(second);
     await Promise.all(agents.map((a, i) => a.registered(registrations[i])));
-    const resynced = (await api(second.url, 'GET', '/nodes')).body.nodes;
+    const resynced = (await api(second.url, 'GET', '/nodes', undefined, 'operator')).body.nodes;
     expect(resynced.map((n: { allocBytes: number; reqBytes: number }) => [n.allocBytes, n.reqBytes])).toEqual(before);
     expect(resynced.flatMap((n: { tasks: { taskId: string }[] }) => n.tasks.map((t) => t.taskId)).sort()).toEqual([...ids].sort());
     // The functions survived in the state dir.
@@ -231,7 +231,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
       expect(r.status, JSON.stringify(r.error)).toBe('succeeded');
       expect(r.outcome!.exitCode).toBe(0);
     }
-    expect((await api(second.url, 'GET', '/nodes')).body.nodes.map((n: { allocBytes: number }) => n.allocBytes)).toEqual([0, 0]);
+    expect((await api(second.url, 'GET', '/nodes', undefined, 'operator')).body.nodes.map((n: { allocBytes: number }) => n.allocBytes)).toEqual([0, 0]);
   }, 90_000);
 
   it('no node can fit the task: 503 E_NO_CAPACITY and nothing changes', async () => {
@@ -241,6 +241,6 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
     const res = await api(ctl.url, 'POST', '/functions/big/invoke', { args: ['0'] });
     expect(res.status).toBe(503);
     expect(res.body.code).toBe('E_NO_CAPACITY');
-    expect((await api(ctl.url, 'GET', '/nodes')).body.nodes[0]).toMatchObject({ allocBytes: 0, tasks: [] });
+    expect((await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes[0]).toMatchObject({ allocBytes: 0, tasks: [] });
   }, 60_000);
 });
