@@ -75,6 +75,12 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
         stats = await provider.stats(fc.name);
         expect(stats.cgroup).toBe(fc.cgroupPath); // tied to the container's memory cgroup
         expect(fs.existsSync(stats.spillDir)).toBe(true);
+        // The node's default: every /tmp has a size quota (a runaway writer stops at it, on a
+        // disk tier bounded by it), half of RAM at most a quarter of the disk's free space.
+        expect(stats.diskTierBounded).toBe(true);
+        expect(provider.sizeQuotaBytes).toBeLessThanOrEqual(os.totalmem() / 2);
+        const df = await fc.invoke(['df -k /tmp | tail -1']);
+        expect(Number(df.stdout.trim().split(/\s+/)[1]) * 1024).toBe(provider.sizeQuotaBytes);
         console.log(`[ephemera /tmp] ${image}: container ready in ${fc.timings.readyMs} ms (create ${fc.timings.createMs} ms, start ${fc.timings.startMs} ms)`);
       } finally {
         await fc.remove();
