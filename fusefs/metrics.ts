@@ -65,6 +65,13 @@ export class DaemonMetrics {
     usageGauge('ephemera_mount_inodes', 'Live inodes (files, directories, links)', (u) => u.inodes);
     usageGauge('ephemera_mount_files', 'Regular files with data', (u) => u.files);
     usageGauge('ephemera_mount_open_files', 'Regular files open now', (u) => u.openFiles);
+    usageGauge('ephemera_mount_links', 'Hard links beyond each file\'s first name (counted against the inode quota, as on tmpfs)', (u) => u.links);
+    usageGauge('ephemera_mount_name_bytes', 'Names, symlink targets and xattrs held on the daemon heap (counted against the size quota)', (u) => u.nameBytes);
+    usageGauge('ephemera_mount_size_quota_in_force_bytes', 'Size quota the store enforces (the tmpfs default when none is set)', (u) => u.sizeQuota);
+    usageGauge('ephemera_mount_inode_quota_in_force', 'Inode quota the store enforces (the tmpfs default when none is set)', (u) => u.inodeQuota);
+    usageGauge('ephemera_mount_moves_refused_mapped', 'Tier moves refused because a process still mapped the file', (u) => u.movesRefusedMapped);
+    usageGauge('ephemera_mount_demoted_at_open', 'Memory-tier files moved to disk before an OPEN for writing was answered', (u) => u.demotedAtOpen);
+    usageGauge('ephemera_mount_admitted_unmovable', 'OPENs for writing admitted in memory because another handle or a mapping held the file', (u) => u.admittedUnmovable);
     const limitGauge = (name: string, help: string, pick: (m: MountMetricsSource) => number) =>
       new Gauge({
         name,
