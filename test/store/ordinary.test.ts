@@ -133,54 +133,47 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     expect(back.equals(again)).toBe(true);
   });
 
-  it('unlink and recreate during a move: the copy never lands on the new file, and its fds stay its own', async () => {
-    const m = await open('race');
+  /**
+   * Starts a move of a closed 1 MiB file `a` (bytes 'a'), unlinks it, and waits until a new file
+   * `b` of the same size (bytes 'b') has taken its inode slot: only the generation tells them apart.
+   */
+  async function moveThenReuseSlot(name: string) {
+    const m = await open(name);
     const a = path.join(m.mountpoint, 'a');
     fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
-    const inoA = fs.statSync(a).ino;
     const inodes = m.usage().inodes;
+    const ino = fs.statSync(a).ino;
     // RELEASE follows close() asynchronously: a move starts only on a closed file.
-    await until(() => m.inodeStats().find((st) => st.ino === inoA)?.openCount === 0, 5000, 'the release of a');
-    const ticket = m.beginMove(inoA, 'disk');
-    // The file goes away and a new one of the same size takes its slot (the inode number is reused
-    // once the kernel's FORGET, which comes asynchronously, has freed it).
+    await until(() => m.inodeStats().find((st) => st.ino === ino)?.openCount === 0, 5000, 'the release of a');
+    const ticket = m.beginMove(ino, 'disk');
+    // The slot is free once the kernel's FORGET, which comes asynchronously, has arrived.
     fs.unlinkSync(a);
     await until(() => m.usage().inodes < inodes, 10000, 'the FORGET of the unlinked file');
     const b = path.join(m.mountpoint, 'b');
     fs.writeFileSync(b, Buffer.alloc(1 * MiB, 0x62));
-    const inoB = fs.statSync(b).ino;
-    expect(inoB).toBe(inoA); // the slot was reused: only the generation tells them apart
+    expect(fs.statSync(b).ino).toBe(ino);
+    return { m, ticket, ino, b };
+  }
+
+  it('unlink and recreate during a move: the move keeps its own fds, and the copy never lands on the new file', async () => {
+    const { m, ticket, ino, b } = await moveThenReuseSlot('race');
     // The move still owns the old file's fd: it reads the old bytes, not whatever took the number.
-    const head = Buffer.alloc(16);
-    fs.readSync(ticket.srcFd, head, 0, 16, 0);
-    expect(head.toString()).toBe('a'.repeat(16));
     const buf = Buffer.alloc(1 * MiB);
-    fs.readSync(ticket.srcFd, buf, 0, buf.length, 0);
+    expect(fs.readSync(ticket.srcFd, buf, 0, buf.length, 0)).toBe(1 * MiB);
+    expect(buf.equals(Buffer.alloc(1 * MiB, 0x61))).toBe(true);
     fs.writeSync(ticket.dstFd, buf, 0, buf.length, 0);
     expect(m.commitMove(ticket.token)).not.toBe(0);
     expect(fs.readFileSync(b).equals(Buffer.alloc(1 * MiB, 0x62))).toBe(true);
-    expect(m.inodeStats().find((s) => s.ino === inoB)!.tier).toBe('memory');
+    expect(m.inodeStats().find((s) => s.ino === ino)!.tier).toBe('memory');
     // An abort closes the move's fds.
-    await until(() => m.inodeStats().find((st) => st.ino === inoB)?.openCount === 0, 5000, 'the release of b');
-    const t2 = m.beginMove(inoB, 'disk');
+    await until(() => m.inodeStats().find((st) => st.ino === ino)?.openCount === 0, 5000, 'the release of b');
+    const t2 = m.beginMove(ino, 'disk');
     m.abortMove(t2.token);
     expect(() => fs.fstatSync(t2.srcFd)).toThrow();
   });
 
   it('a move started before unlink never commits onto the file that took the slot (generation)', async () => {
-    const m = await open('generation');
-    const a = path.join(m.mountpoint, 'a');
-    fs.writeFileSync(a, Buffer.alloc(1 * MiB, 0x61));
-    const inodes = m.usage().inodes;
-    const inoA = fs.statSync(a).ino;
-    // RELEASE follows close() asynchronously: a move starts only on a closed file.
-    await until(() => m.inodeStats().find((st) => st.ino === inoA)?.openCount === 0, 5000, 'the release of a');
-    const ticket = m.beginMove(inoA, 'disk');
-    fs.unlinkSync(a);
-    await until(() => m.usage().inodes < inodes, 10000, 'the FORGET of the unlinked file');
-    const b = path.join(m.mountpoint, 'b');
-    fs.writeFileSync(b, Buffer.alloc(1 * MiB, 0x62));
-    expect(fs.statSync(b).ino).toBe(inoA); // the same slot: only the generation tells them apart
+    const { m, ticket, b } = await moveThenReuseSlot('generation');
     // The copy of a's bytes is finished (written from memory here) and committed: refused.
     fs.writeSync(ticket.dstFd, Buffer.alloc(1 * MiB, 0x61), 0, 1 * MiB, 0);
     expect(m.commitMove(ticket.token)).not.toBe(0);
