@@ -35,7 +35,10 @@ interface Run {
 /** The docker CLI, asynchronously: a synchronous call would block the driver dockerd is calling. */
 function sh(cmd: string, args: string[], timeoutMs = 120_000, cwd?: string): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB, ...(cwd ? { cwd } : {}) }, (err, stdout, stderr) => {
+    // dockerd remembers every legacy volume plugin it ever used and retries a gone one's socket on
+    // each volume listing (~15 s here after a few test runs), which compose's 60 s default can miss.
+    const env = { ...process.env, COMPOSE_HTTP_TIMEOUT: '300' };
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB, env, ...(cwd ? { cwd } : {}) }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
@@ -212,5 +215,160 @@ describe.skipIf(why !== undefined)('Docker volume driver: an Ephemera /tmp for c
     const cid = fs.readFileSync(cidfile, 'utf8').trim();
     expect(cid).toMatch(/^[0-9a-f]{64}$/);
     for (const dir of [`docker/${cid}`, `system.slice/docker-${cid}.scope`]) expect(fs.existsSync(path.join('/sys/fs/cgroup/memory', dir))).toBe(false);
+  }, 400_000);
+  it("a named volume: a second running container is refused naming the first; restart binds the new cgroup again; the image's /tmp copied in by dockerd ends up charged to the container", async () => {
+    // An image whose /tmp holds 8 MiB: dockerd copies it into the empty volume before the
+    // container (and its cgroup) exists.
+    const maker = `t16-maker-${run16}`;
+    const seeded = `ephemera-t16-seeded:${run16}`;
+    expect((await docker('run', '--name', maker, '--label', `ephemera.test=${LABEL}`, images.busybox!, 'sh', '-c', 'dd if=/dev/urandom of=/tmp/seed bs=1M count=8 2>/dev/null && chmod 644 /tmp/seed')).code).toBe(0);
+    expect((await docker('commit', maker, seeded)).code).toBe(0);
+    await docker('rm', '-f', maker);
+    const name = `t16-named-${run16}`;
+    try {
+      const first = await runDetached(['--name', `t16-first-${run16}`, '-u', '1000', '-m', '256m', '--mount', mountOpt({ size: '64m' }, name), seeded, 'sleep', '600']);
+      const v = await bound(first);
+      const seen = await docker('exec', first, 'sh', '-c', 'ls -l /tmp/seed && md5sum /tmp/seed');
+      expect(seen.code, seen.stderr).toBe(0);
+      // Copied in on the disk tier (dockerd's writes), then promoted by the helper in the
+      // container's cgroup once bound: the container pays for it, not dockerd.
+      await until(() => memoryStat(v.container!.cgroup).get('shmem')!, (b) => b >= 8 * MiB, 20_000, "the image's /tmp promoted and charged to the container");
+
+      const second = await docker('run', '-d', '--label', `ephemera.test=${LABEL}`, '--mount', mountOpt({}, name), images.busybox!, 'sleep', '600');
+      expect(second.code).not.toBe(0);
+      expect(second.stderr).toContain(`is in use by container t16-first-${run16}`);
+
+      const oldCgroup = v.container!.cgroup;
+      expect((await docker('restart', '-t', '1', first)).code).toBe(0);
+      const again = await until(() => volumeOf(first), (x) => x !== undefined && fs.existsSync(x.container!.cgroup), 20_000, 'bound again after restart');
+      expect(again!.container!.cgroup).toBe(oldCgroup); // same path, a new cgroup
+      const md5 = await docker('exec', first, 'md5sum', '/tmp/seed');
+      expect(md5.stdout.split(' ')[0]).toBe(seen.stdout.trim().split('\n').at(-1)!.split(' ')[0]); // kept across the restart (on disk)
+      const w = await docker('exec', '-u', '1000', first, 'dd', 'if=/dev/zero', 'of=/tmp/after', 'bs=1M', 'count=32');
+      expect(w.code, w.stderr).toBe(0);
+      await until(() => memoryStat(again!.container!.cgroup).get('shmem')!, (b) => b >= 32 * MiB, 20_000, 'a write after the restart charged to the new cgroup');
+      expect((await docker('rm', '-f', first)).code).toBe(0);
+      await plugin.idle();
+      expect((await docker('volume', 'rm', name)).code).toBe(0);
+      expectNothingLeft(v, oldCgroup);
+    } finally {
+      await docker('volume', 'rm', '-f', name);
+      await docker('rmi', '-f', seeded);
+    }
+  }, 180_000);
+
+  it('tenants: a volume claiming another tenant, a wrong token, or a tenant without a token is refused with a clear error and gets no store and no loan', async () => {
+    const tokenA = await ensureVolumeToken(stateDir, TENANT_A);
+    await ensureVolumeToken(stateDir, TENANT_B);
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ token: tokenA, tenant: TENANT_B }, new RegExp(`E_WRONG_TENANT: the volume claims tenant ${TENANT_B}, but its token is not ${TENANT_B}'s`)],
+      [{ token: 'f'.repeat(64) }, /E_TOKEN: volume-opt=token is not a volume token of this node/],
+      [{ tenant: TENANT_A }, new RegExp(`E_TOKEN: volume-opt=tenant=${TENANT_A} needs volume-opt=token=`)],
+      [{ sise: '64m' }, /E_BAD_OPTION: unknown volume option "sise"/],
+    ];
+    const volumesBefore = plugin.driver.list().length;
+    for (const [opts, message] of cases) {
+      const r = await docker('run', '--rm', '--label', `ephemera.test=${LABEL}`, '-m', '300m', '--mount', mountOpt({ mem: '2m', file: '256m', ...opts }), images.busybox!, 'true');
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+    }
+    console.log(`[volumes] refused: ${cases.length} volumes, e.g. "${(await docker('run', '--rm', '--mount', mountOpt({ token: tokenA, tenant: TENANT_B }), images.busybox!, 'true')).stderr.trim()}"`);
+    expect(plugin.driver.list().length).toBe(volumesBefore);
+    expect(mountinfo()).not.toMatch(new RegExp(`${DRIVER}\\.[0-9a-f]{64} `));
+    // No manager of B was ever opened, and A's has no container from these.
+    expect(managers.has(TENANT_B)).toBe(false);
+    if (managers.has(TENANT_A)) expect((await managers.get(TENANT_A)!).loanTable()).toEqual([]);
+    expect((await docker('ps', '-aq', '--filter', `label=ephemera.test=${LABEL}`)).stdout.trim()).toBe('');
+  }, 120_000);
+
+  it("lending: a tenant's volume-driver container (allocation pool) borrows from its running harvest-pool peer, and gives back when the peer stops", async () => {
+    const tokenA = await ensureVolumeToken(stateDir, TENANT_A);
+    // Profiles from the volume options (mem= peak memory, file= largest file), as the thesis' mix.
+    const peer = await runDetached(['-m', '300m', '--mount', mountOpt({ token: tokenA, mem: '4m', file: '0' }), images.busybox!, 'sleep', '600']);
+    await bound(peer);
+    const io = await runDetached(['-u', '1000', '-m', '150m', '--mount', mountOpt({ token: tokenA, mem: '2m', file: '256m' }), images.busybox!, 'sleep', '600']);
+    const v = await bound(io);
+    const manager = await managers.get(TENANT_A)!;
+    await until(() => manager.loanTable(), (t) => t.length === 1, 20_000, 'a loan from the peer to the IO container');
+    const limit = readNumber(path.join(v.container!.cgroup, 'memory.limit_in_bytes'));
+    console.log(`[volumes] IO container's limit while its peer runs: ${(limit / MiB).toFixed(1)} MiB (its own 150 MiB), loans ${JSON.stringify(manager.loanTable())}`);
+    expect(limit).toBeGreaterThan(250 * MiB);
+    expect(manager.loanTable()[0]).toMatchObject({ lender: peer, borrower: io });
+    const w = await docker('exec', io, 'dd', 'if=/dev/zero', 'of=/tmp/big', 'bs=1M', 'count=200');
+    expect(w.code, w.stderr).toBe(0);
+    expect(oomKills(v.container!.cgroup)).toBe(0);
+    // The mount reports to the tenant's manager.
+    await until(() => manager.status().containers.find((c) => c.id === io)?.mountConnected ?? false, (x) => x, 10_000, 'the IO mount linked to its manager');
+
+    expect((await docker('rm', '-f', peer)).code).toBe(0);
+    await until(() => readNumber(path.join(v.container!.cgroup, 'memory.limit_in_bytes')), (l) => l === 150 * MiB, 30_000, "the IO container's limit back at 150 MiB");
+    await manager.idle();
+    expect(manager.loanTable()).toEqual([]);
+    expect(manager.containerIds()).toEqual([io]);
+    expect(oomKills(v.container!.cgroup)).toBe(0);
+    expect((await docker('rm', '-f', '-v', io)).code).toBe(0);
+    await plugin.idle();
+    await until(() => manager.containerIds(), (ids) => ids.length === 0, 10_000, 'the manager forgot the stopped container');
+  }, 180_000);
+  it("the same through a compose file run by Debian's docker-compose: /tmp is fuse.ephemera and charged, the 2 × 60 + 160 MiB writer in 128 MiB exits 0, `down -v` leaves nothing", async () => {
+    const project = `t16${run16.replace(/[^a-z0-9]/g, '')}`;
+    const dir = fs.mkdtempSync(path.join(stateDir, 'compose-'));
+    const indented = WRITER.trim().split('\n').map((l) => `          ${l}`).join('\n');
+    fs.writeFileSync(
+      path.join(dir, 'docker-compose.yml'),
+      `version: "2.4"
+services:
+  fn:
+    image: ${images.busybox}
+    command: ["sleep", "600"]
+    user: "1000"
+    mem_limit: 128m
+    labels: { ephemera.test: "${LABEL}" }
+    volumes: ["tmp:/tmp"]
+  writer:
+    image: ${images.fn}
+    user: "1000"
+    mem_limit: 128m
+    labels: { ephemera.test: "${LABEL}" }
+    volumes: ["tmpw:/tmp"]
+    command:
+      - python3
+      - -c
+      - |
+${indented}
+volumes:
+  tmp:
+    driver: ${DRIVER}
+    driver_opts: { size: 64m }
+  tmpw:
+    driver: ${DRIVER}
+`,
+    );
+    const compose = (...args: string[]) => sh('docker-compose', ['-p', project, ...args], 240_000, dir);
+    let cgroup: string | undefined;
+    try {
+      const up = await compose('up', '-d', 'fn');
+      expect(up.code, up.stderr).toBe(0);
+      const id = (await compose('ps', '-q', 'fn')).stdout.trim();
+      const v = await bound(id);
+      cgroup = v.container!.cgroup;
+      expect(v.name).toBe(`${project}_tmp`);
+      expect(v.sizeQuota).toBe(64 * MiB);
+      const m = await docker('exec', id, 'sh', '-c', 'grep " /tmp " /proc/mounts && dd if=/dev/zero of=/tmp/a bs=1M count=32 2>/dev/null && id -u');
+      expect(m.code, m.stderr).toBe(0);
+      expect(m.stdout).toMatch(/^\S+ \/tmp fuse\.ephemera .*\n1000\n$/);
+      await until(() => memoryStat(cgroup!).get('shmem')!, (b) => b >= 32 * MiB, 20_000, 'the compose container charged for its /tmp');
+      const w = await compose('run', '--rm', 'writer');
+      expect(w.code, w.stderr).toBe(0);
+      expect(w.stdout.trim()).toMatch(/done$/);
+      const down = await compose('down', '-v');
+      expect(down.code, down.stderr).toBe(0);
+      await plugin.idle();
+      expect(plugin.driver.list().filter((x) => x.name.startsWith(`${project}_`))).toEqual([]);
+      expectNothingLeft(v, cgroup);
+      expect(mountinfo()).not.toContain(`${DRIVER}.${project}_`);
+    } finally {
+      await compose('down', '-v', '-t', '1');
+    }
   }, 400_000);
 });
