@@ -138,6 +138,12 @@ export function registerFusefsCommands(program: Command): void {
       };
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
+      // The per-opcode counters while serving: a bench reads round trips per file around one row.
+      process.on('SIGUSR2', () => {
+        if (stopping) return;
+        const ops = Object.fromEntries(Object.entries(m.counters().ops).map(([k, v]) => [k, v.count]));
+        say({ event: 'counters', counters: ops }, `ephemera: counters ${Object.entries(ops).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      });
       void m.stopped.then(() => stop('connection-lost'));
     });
 
