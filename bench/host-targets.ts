@@ -298,6 +298,7 @@ async function setupEphemera(
   const counters = (signal?: AbortSignal): Promise<Record<string, number>> =>
     new Promise((resolve, reject) => {
       if (exitInfo !== undefined) return reject(new BenchError('E_TARGET_SETUP', `${name}: daemon exited (${exitInfo.code ?? exitInfo.signal}); no counters`));
+      if (signal?.aborted) return reject(signal.reason);
       const timer = setTimeout(() => {
         const i = counterWaiters.indexOf(answer);
         if (i >= 0) counterWaiters.splice(i, 1);
@@ -307,7 +308,6 @@ async function setupEphemera(
         clearTimeout(timer);
         resolve(c);
       };
-      if (signal?.aborted) return reject(signal.reason);
       counterWaiters.push(answer);
       child.kill('SIGUSR2');
     });

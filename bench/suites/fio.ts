@@ -88,13 +88,16 @@ function fioWorkload(name: string, rw: FioJob['rw'], blockSize: string, invalida
 /** Where a target's copy of the tree lives; the rows after the extract find it there. */
 const treeDir = (ctx: WorkloadContext): string => path.join(ctx.target.dir, 'tree');
 
-async function runTool(file: string, args: string[], ctx: WorkloadContext, what: string): Promise<void> {
-  const out = await runProcess(file, args, { signal: ctx.signal, timeoutMs: 600_000 });
-  if (out.exitCode !== 0)
-    throw new BenchError('E_WORKLOAD', `${what} on ${ctx.target.name} exited ${out.exitCode ?? out.exitSignal}: ${tail(out.stderr || out.stdout, 3)}`);
+/** Runs a tool to completion; anything but exit 0 fails the row with the tool's last lines. */
+async function runTool(file: string, args: string[], signal: AbortSignal, what: string): Promise<string> {
+  const out = await runProcess(file, args, { signal, timeoutMs: 600_000 });
+  if (out.exitCode !== 0) throw new BenchError('E_WORKLOAD', `${what} exited ${out.exitCode ?? out.exitSignal}: ${tail(out.stderr || out.stdout, 3)}`);
+  return out.stdout;
 }
 
-const extractTree = (ctx: WorkloadContext): Promise<void> => runTool('tar', ['-xf', ctx.tree.tar, '-C', treeDir(ctx)], ctx, 'tar -xf');
+const extractTree = async (ctx: WorkloadContext): Promise<void> => {
+  await runTool('tar', ['-xf', ctx.tree.tar, '-C', treeDir(ctx)], ctx.signal, `tar -xf on ${ctx.target.name}`);
+};
 /** An empty directory to extract into, made outside the timed part. */
 const emptyTreeDir = async (ctx: WorkloadContext): Promise<void> => {
   fs.rmSync(treeDir(ctx), { recursive: true, force: true });
@@ -174,8 +177,12 @@ export const FIO_WORKLOADS: readonly Workload[] = [
   // A tree extract, a tree read (every file compared with its source: a wrong byte fails the row)
   // and a tree removal, as a build or a package install in /tmp does them.
   treeWorkload('tree-extract', 'tar -xf', emptyTreeDir, extractTree),
-  treeWorkload('tree-read', 'diff -r', ensureTree, (ctx) => runTool('diff', ['-r', '--no-dereference', ctx.config.treeSource, path.join(treeDir(ctx), path.basename(ctx.config.treeSource))], ctx, 'diff -r')),
-  treeWorkload('tree-remove', 'rm -rf', ensureTree, (ctx) => runTool('rm', ['-rf', treeDir(ctx)], ctx, 'rm -rf')),
+  treeWorkload('tree-read', 'diff -r', ensureTree, async (ctx) => {
+    await runTool('diff', ['-r', '--no-dereference', ctx.config.treeSource, path.join(treeDir(ctx), path.basename(ctx.config.treeSource))], ctx.signal, `diff -r on ${ctx.target.name}`);
+  }),
+  treeWorkload('tree-remove', 'rm -rf', ensureTree, async (ctx) => {
+    await runTool('rm', ['-rf', treeDir(ctx)], ctx.signal, `rm -rf on ${ctx.target.name}`);
+  }),
 ];
 
 /** The fio suite on the host: every row on every target, targets interleaved pass by pass. */
@@ -333,9 +340,8 @@ async function probeDaemon(target: HostTarget, config: FioSuiteConfig, benchIo: 
 async function packTree(source: string, runDir: string, signal: AbortSignal): Promise<SourceTree> {
   if (!fs.existsSync(source)) throw new BenchError('E_BAD_OPTION', `the tree rows need ${source} (treeSource); it does not exist`);
   const tar = path.join(runDir, 'tree.tar');
-  const pack = await runProcess('tar', ['-cf', tar, '-C', path.dirname(source), path.basename(source)], { signal, timeoutMs: 300_000 });
-  if (pack.exitCode !== 0) throw new BenchError('E_WORKLOAD', `tar -cf ${source} exited ${pack.exitCode ?? pack.exitSignal}: ${tail(pack.stderr, 3)}`);
-  const list = await runProcess('tar', ['-tf', tar], { signal, timeoutMs: 300_000 });
-  const entries = list.stdout.split('\n').filter((l) => l !== '').length;
+  // -v lists each entry as it is packed: the count comes from the same pass.
+  const listed = await runTool('tar', ['-cvf', tar, '-C', path.dirname(source), path.basename(source)], signal, `tar -cf ${source}`);
+  const entries = listed.split('\n').filter((l) => l !== '').length;
   return { source, tar, entries };
 }
