@@ -26,7 +26,12 @@ export interface HostTarget {
   /** The directory workloads write into (the target's `/tmp`). */
   dir: string;
   /** The daemon serving this target; absent for kernel file systems. */
-  daemon?: { pid: number; mode: string };
+  daemon?: {
+    pid: number;
+    mode: string;
+    /** The daemon's per-opcode request counts now (SIGUSR2 → a `counters` line). */
+    counters(signal?: AbortSignal): Promise<Record<string, number>>;
+  };
   /** Unmounts and removes everything setup made. Idempotent; never throws. */
   teardown(): Promise<TeardownReport>;
 }
@@ -161,6 +166,7 @@ const ReadyEvent = z.object({
   pid: z.number().int().positive(),
 });
 const StoppedEvent = z.object({ event: z.literal('stopped'), counters: z.record(z.string(), z.number()) });
+const CountersEvent = z.object({ event: z.literal('counters'), counters: z.record(z.string(), z.number()) });
 
 /**
  * `ephemera mount DIR --json` in the foreground: the first JSON line on stdout is the ready event
@@ -197,6 +203,8 @@ async function setupEphemera(
   });
   const stderrSummary = (): string => [...stderrHead, ...stderrTail].join(' | ') || 'no stderr';
   let stopped: z.infer<typeof StoppedEvent> | undefined;
+  // Callers of daemon.counters(), answered in order by the counters lines SIGUSR2 makes.
+  const counterWaiters: Array<(counters: Record<string, number>) => void> = [];
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('close', (code, sig) => resolve({ code, signal: sig }));
     child.on('error', () => resolve({ code: null, signal: null }));
@@ -231,6 +239,11 @@ async function setupEphemera(
           cleanup();
           resolve(parsed.data);
         } else fail(`first JSON line is not a ready event: ${line.slice(0, 200)}`);
+        return;
+      }
+      const parsedCounters = CountersEvent.safeParse(message);
+      if (parsedCounters.success) {
+        counterWaiters.shift()?.(parsedCounters.data.counters);
         return;
       }
       const parsedStop = StoppedEvent.safeParse(message);
@@ -282,7 +295,23 @@ async function setupEphemera(
     return { counters: stopped?.counters, problems };
   });
   ctx.log(`${name}: mounted ${ready.mountpoint} (${ready.mode}, pid ${ready.pid})`);
-  return { name, dir: mountpoint, daemon: { pid: ready.pid, mode: ready.mode }, teardown };
+  const counters = (signal?: AbortSignal): Promise<Record<string, number>> =>
+    new Promise((resolve, reject) => {
+      if (exitInfo !== undefined) return reject(new BenchError('E_TARGET_SETUP', `${name}: daemon exited (${exitInfo.code ?? exitInfo.signal}); no counters`));
+      if (signal?.aborted) return reject(signal.reason);
+      const timer = setTimeout(() => {
+        const i = counterWaiters.indexOf(answer);
+        if (i >= 0) counterWaiters.splice(i, 1);
+        reject(new BenchError('E_TIMEOUT', `${name}: no counters line within 5 s of SIGUSR2`));
+      }, 5000);
+      const answer = (c: Record<string, number>): void => {
+        clearTimeout(timer);
+        resolve(c);
+      };
+      counterWaiters.push(answer);
+      child.kill('SIGUSR2');
+    });
+  return { name, dir: mountpoint, daemon: { pid: ready.pid, mode: ready.mode, counters }, teardown };
 }
 
 /** Sets up one target under `ctx.runDir/<id>`; on failure nothing it made is left behind. */

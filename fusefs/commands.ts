@@ -19,6 +19,11 @@ function parseCount(text: string | undefined, option: string): number {
   return n;
 }
 
+/** Requests served per opcode, as the stopped and counters lines print them. */
+const opCounts = (counters: { ops: Record<string, { count: number }> }): Record<string, number> =>
+  Object.fromEntries(Object.entries(counters.ops).map(([k, v]) => [k, v.count]));
+const opText = (ops: Record<string, number>): string => Object.entries(ops).map(([k, v]) => `${k}=${v}`).join(' ');
+
 /** Registers `ephemera mount`, `ephemera node-daemon`, `ephemera node-ctl` and `ephemera cleanup`. */
 export function registerFusefsCommands(program: Command): void {
   program
@@ -131,13 +136,19 @@ export function registerFusefsCommands(program: Command): void {
         await m.close();
         memoryTier?.close();
         diskTier?.close();
-        const ops = Object.fromEntries(Object.entries(counters.ops).map(([k, v]) => [k, v.count]));
+        const ops = opCounts(counters);
         say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions },
-          `ephemera: stopped (${signal}) ${Object.entries(ops).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+          `ephemera: stopped (${signal}) ${opText(ops)}`);
         process.exit(signal === 'connection-lost' ? 1 : 0);
       };
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
+      // The per-opcode counters while serving: a bench reads round trips per file around one row.
+      process.on('SIGUSR2', () => {
+        if (stopping) return;
+        const ops = opCounts(m.counters());
+        say({ event: 'counters', counters: ops }, `ephemera: counters ${opText(ops)}`);
+      });
       void m.stopped.then(() => stop('connection-lost'));
     });
 

@@ -6,6 +6,7 @@ import { runFio, type FioJob } from '../fio';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
 import { createRunDir, isHostTarget, readRssKiB, removeRunDir, setupHostTarget, type HostTarget } from '../host-targets';
 import { ensureBenchIo, runFreshFile, runSmallFiles, writeKeptFile } from '../native';
+import { runProcess, tail } from '../proc';
 import { DAEMON_COUNTERS_WORKLOAD } from '../summary';
 
 export interface FioSuiteConfig {
@@ -19,6 +20,8 @@ export interface FioSuiteConfig {
   /** The file written before the second daemon RSS probe. */
   rssFileMiB: number;
   defaultTargets: string[];
+  /** The directory the tree rows copy (a tar of it is extracted, diffed against it, removed). */
+  treeSource: string;
   /** Names of the FIO_WORKLOADS rows to run (default: all). */
   workloads?: string[];
   /** Where run directories go (default: EPHEMERA_BENCH_ROOT or /var/lib/ephemera-bench). */
@@ -35,6 +38,7 @@ export const DEFAULT_FIO_CONFIG: FioSuiteConfig = {
   smallFiles: 10_000,
   rssFileMiB: 32,
   defaultTargets: ['ephemera', 'ephemera-disk', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'],
+  treeSource: '/usr/include',
 };
 
 interface WorkloadContext {
@@ -43,6 +47,15 @@ interface WorkloadContext {
   runtimeS: number;
   benchIo: string;
   signal: AbortSignal;
+  tree: SourceTree;
+}
+
+/** The tree the tree rows extract, read and remove: a tar of `treeSource`, made once per run. */
+interface SourceTree {
+  source: string;
+  tar: string;
+  /** Entries in the tar (files, directories, links). */
+  entries: number;
 }
 
 interface Workload {
@@ -71,6 +84,64 @@ function fioWorkload(name: string, rw: FioJob['rw'], blockSize: string, invalida
     measure: async (ctx) => ({ ...(await runFio(job(ctx), ctx.signal)) }),
   };
 }
+
+/** Where a target's copy of the tree lives; the rows after the extract find it there. */
+const treeDir = (ctx: WorkloadContext): string => path.join(ctx.target.dir, 'tree');
+
+/** Runs a tool to completion; anything but exit 0 fails the row with the tool's last lines. */
+async function runTool(file: string, args: string[], signal: AbortSignal, what: string): Promise<string> {
+  const out = await runProcess(file, args, { signal, timeoutMs: 600_000 });
+  if (out.exitCode !== 0) throw new BenchError('E_WORKLOAD', `${what} exited ${out.exitCode ?? out.exitSignal}: ${tail(out.stderr || out.stdout, 3)}`);
+  return out.stdout;
+}
+
+const extractTree = async (ctx: WorkloadContext): Promise<void> => {
+  await runTool('tar', ['-xf', ctx.tree.tar, '-C', treeDir(ctx)], ctx.signal, `tar -xf on ${ctx.target.name}`);
+};
+/** An empty directory to extract into, made outside the timed part. */
+const emptyTreeDir = async (ctx: WorkloadContext): Promise<void> => {
+  fs.rmSync(treeDir(ctx), { recursive: true, force: true });
+  fs.mkdirSync(treeDir(ctx));
+};
+
+/**
+ * A metadata-heavy row over the source tree: seconds, entries per second and, on a daemon
+ * target, the FUSE requests the row cost per entry (all opcodes, and each opcode that appeared),
+ * read from the daemon's counters around the timed command.
+ */
+function treeWorkload(name: string, tool: string, prepare: (ctx: WorkloadContext) => Promise<void>, timed: (ctx: WorkloadContext) => Promise<void>): Workload {
+  return {
+    name,
+    phase: 'n/a',
+    parameters: (ctx) => ({ primary: 'seconds', tool, tree: ctx.config.treeSource, entries: ctx.tree.entries }),
+    measure: async (ctx) => {
+      await prepare(ctx);
+      const before = await ctx.target.daemon?.counters(ctx.signal);
+      const t0 = process.hrtime.bigint();
+      await timed(ctx);
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      const after = await ctx.target.daemon?.counters(ctx.signal);
+      const figures: Record<string, number> = { seconds, entries_per_s: ctx.tree.entries / seconds };
+      if (before && after) {
+        let total = 0;
+        for (const [op, n] of Object.entries(after)) {
+          const delta = n - (before[op] ?? 0);
+          if (delta <= 0) continue;
+          total += delta;
+          figures[`rt_${op}_per_entry`] = delta / ctx.tree.entries;
+        }
+        figures.rt_per_entry = total / ctx.tree.entries;
+      }
+      return figures;
+    },
+  };
+}
+
+const ensureTree = async (ctx: WorkloadContext): Promise<void> => {
+  if (fs.existsSync(treeDir(ctx))) return;
+  await emptyTreeDir(ctx);
+  await extractTree(ctx);
+};
 
 export const FIO_WORKLOADS: readonly Workload[] = [
   fioWorkload('randwrite-4k', 'randwrite', '4k', false, 'n/a'),
@@ -103,6 +174,15 @@ export const FIO_WORKLOADS: readonly Workload[] = [
       };
     },
   },
+  // A tree extract, a tree read (every file compared with its source: a wrong byte fails the row)
+  // and a tree removal, as a build or a package install in /tmp does them.
+  treeWorkload('tree-extract', 'tar -xf', emptyTreeDir, extractTree),
+  treeWorkload('tree-read', 'diff -r', ensureTree, async (ctx) => {
+    await runTool('diff', ['-r', '--no-dereference', ctx.config.treeSource, path.join(treeDir(ctx), path.basename(ctx.config.treeSource))], ctx.signal, `diff -r on ${ctx.target.name}`);
+  }),
+  treeWorkload('tree-remove', 'rm -rf', ensureTree, async (ctx) => {
+    await runTool('rm', ['-rf', treeDir(ctx)], ctx.signal, `rm -rf on ${ctx.target.name}`);
+  }),
 ];
 
 /** The fio suite on the host: every row on every target, targets interleaved pass by pass. */
@@ -110,7 +190,7 @@ export function createFioSuite(overrides: Partial<FioSuiteConfig> = {}): Suite {
   const config: FioSuiteConfig = { ...DEFAULT_FIO_CONFIG, ...overrides };
   return {
     name: 'fio',
-    description: 'fio and create/unlink loops on host targets: 4 KiB random, 1 MiB sequential, fresh 32 MiB file, 10,000 small files, daemon RSS',
+    description: 'fio and create/unlink loops on host targets: 4 KiB random, 1 MiB sequential, fresh 32 MiB file, 10,000 small files, a tree extract, read and removal (/usr/include, FUSE round trips per entry), daemon RSS',
     defaultTimeCapS: { quick: 600, full: 1800 },
     run: (opts) => runFioSuite(config, opts),
   };
@@ -149,6 +229,7 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
   try {
     const benchIo = await ensureBenchIo(signal);
     runDir = createRunDir(config.benchRoot);
+    const tree = workloads.some((w) => w.name.startsWith('tree-')) ? await packTree(config.treeSource, runDir, signal) : { source: config.treeSource, tar: '', entries: 0 };
     opts.log(`fio: run directory ${runDir}; ${runtimeS} s per row, ${opts.passes} pass(es), targets ${targets.join(', ')}`);
     for (let pass = 1; pass <= opts.passes; pass++) {
       for (const name of targets) {
@@ -165,7 +246,7 @@ async function runFioSuite(config: FioSuiteConfig, opts: SuiteOptions): Promise<
           });
           if (target.daemon) results.push(...(await probeDaemon(target, config, benchIo, pass, signal)));
           done++;
-          const ctx: WorkloadContext = { target, config, runtimeS, benchIo, signal };
+          const ctx: WorkloadContext = { target, config, runtimeS, benchIo, signal, tree };
           for (const workload of workloads) {
             throwIfAborted(signal);
             tick(`pass ${pass} · ${name} · ${workload.name}`);
@@ -253,4 +334,14 @@ async function probeDaemon(target: HostTarget, config: FioSuiteConfig, benchIo: 
   const holding = row(`daemon-rss-${config.rssFileMiB}m`, readRssKiB(pid));
   fs.unlinkSync(file);
   return [idle, holding];
+}
+
+/** Packs `source` once per run (outside every target) so each extract reads the same archive. */
+async function packTree(source: string, runDir: string, signal: AbortSignal): Promise<SourceTree> {
+  if (!fs.existsSync(source)) throw new BenchError('E_BAD_OPTION', `the tree rows need ${source} (treeSource); it does not exist`);
+  const tar = path.join(runDir, 'tree.tar');
+  // -v lists each entry as it is packed: the count comes from the same pass.
+  const listed = await runTool('tar', ['-cvf', tar, '-C', path.dirname(source), path.basename(source)], signal, `tar -cf ${source}`);
+  const entries = listed.split('\n').filter((l) => l !== '').length;
+  return { source, tar, entries };
 }

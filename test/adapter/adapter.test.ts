@@ -183,6 +183,8 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     expect(counted()).toBeGreaterThanOrEqual(32 * MiB);
     expect(shmemAndRss(cg.cgroup)).toBeLessThan(16 * MiB);
     const ino = mount.inodeStats()[0]!.ino;
+    // RELEASE follows dd's close() asynchronously, and an open file is not moved (EBUSY).
+    await until(() => mount!.inodeStats().find((st) => st.ino === ino)?.openCount === 0, 5000, 'the release of a');
     expect((await mount.moveNow(ino, 'disk')).code).toBe('OK');
     // (the adapter's count, not the tier: the tier flips before the adapter's move call returns)
     await until(() => adapter.stats.promotions === 1, 10000, 'promotion');

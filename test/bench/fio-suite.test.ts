@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -38,8 +38,16 @@ afterAll(() => {
   rmSync(benchRoot, { recursive: true, force: true });
 });
 
+// The tree rows copy a small tree of their own here: 3 directories, 30 files, a symlink, a hard link.
+const treeSource = mkdtempSync('/var/tmp/ephemera-bench-tree-');
+for (const d of ['a', 'a/b', 'c']) mkdirSync(path.join(treeSource, d));
+for (let i = 0; i < 30; i++) writeFileSync(path.join(treeSource, ['a', 'a/b', 'c'][i % 3]!, `f${i}.h`), `#define F${i} ${i}\n`.repeat(i + 1));
+symlinkSync('a/f0.h', path.join(treeSource, 'link.h'));
+linkSync(path.join(treeSource, 'c', 'f2.h'), path.join(treeSource, 'hard.h'));
+afterAll(() => rmSync(treeSource, { recursive: true, force: true }));
+
 // Tiny sizes: each row is a fraction of a second, the whole file stays well under 15 s.
-const tiny = { benchRoot, fileMiB: 4, quickRuntimeS: 0.1, runtimeS: 0.1, freshFileMiB: 4, smallFiles: 200, rssFileMiB: 4 };
+const tiny = { benchRoot, fileMiB: 4, quickRuntimeS: 0.1, runtimeS: 0.1, freshFileMiB: 4, smallFiles: 200, rssFileMiB: 4, treeSource };
 
 function options(overrides: Partial<SuiteOptions> = {}): SuiteOptions {
   return { quick: true, passes: 1, timeCapS: 60, log: () => undefined, ...overrides };
@@ -72,12 +80,16 @@ describe.skipIf(missing.length > 0)('fio suite, real runs', () => {
         ['tmpfs', 'disk'].flatMap((t) => FIO_WORKLOADS.map((w) => `${t}/${w.name}`)),
       );
       for (const r of results) {
-        const primary = r.figures.iops ?? r.figures.bw_mibs ?? r.figures.files_per_s;
+        const primary = r.figures.iops ?? r.figures.bw_mibs ?? r.figures.files_per_s ?? r.figures.entries_per_s;
         expect(primary, `${r.target} ${r.workload}`).toBeGreaterThan(0);
         expect(Number.isFinite(primary)).toBe(true);
       }
       expect(results.filter((r) => r.workload === 'randread-4k-cold').every((r) => r.phase === 'cold' && r.parameters.invalidate === true)).toBe(true);
       expect(results.find((r) => r.workload === 'small-files')?.parameters.files).toBe(200);
+      // tar -tf of the tree: the top directory, 3 directories, 30 files, the symlink and the hard link.
+      expect(results.find((r) => r.workload === 'tree-extract')?.parameters.entries).toBe(36);
+      // Kernel file systems have no round trips to count.
+      expect(results.filter((r) => r.workload.startsWith('tree-')).every((r) => r.figures.rt_per_entry === undefined)).toBe(true);
 
       const table = out.text();
       expect(table.split('\n')[0]).toMatch(/^target\s+workload\s+IOPS\s+MiB\/s/);
@@ -151,6 +163,16 @@ describe.skipIf(missing.length > 0)('fio suite, real runs', () => {
       const workloads = new Set(results.map((r) => r.workload));
       expect(workloads).toEqual(new Set([...FIO_WORKLOADS.map((w) => w.name), 'daemon-rss-idle', 'daemon-rss-4m', DAEMON_COUNTERS_WORKLOAD]));
       expect(results.find((r) => r.workload === 'daemon-rss-idle')!.figures.rss_mib).toBeGreaterThan(0);
+      // The tree rows carry the FUSE requests they cost per entry, read from the daemon around the row.
+      const tree = (w: string) => results.find((r) => r.workload === w)!.figures;
+      // One CREATE per file, one MKDIR per directory, a LINK for the hard link, a SYMLINK.
+      expect(tree('tree-extract').rt_CREATE_per_entry).toBeCloseTo(30 / 36, 5);
+      expect(tree('tree-extract').rt_MKDIR_per_entry).toBeCloseTo(4 / 36, 5);
+      expect(tree('tree-extract').rt_LINK_per_entry).toBeCloseTo(1 / 36, 5);
+      expect(tree('tree-extract').rt_SYMLINK_per_entry).toBeCloseTo(1 / 36, 5);
+      expect(tree('tree-read').rt_per_entry).toBeGreaterThan(0);
+      expect(tree('tree-remove').rt_UNLINK_per_entry).toBeGreaterThan(0);
+      expect(tree('tree-remove').rt_RMDIR_per_entry).toBeCloseTo(5 / 36, 5); // and the directory it was extracted into
     }
   }, 60_000);
 });

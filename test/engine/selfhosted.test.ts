@@ -17,7 +17,7 @@ const SCRIPT = `
 set -e
 node /opt/ephemera/bin/ephemera.js mount /tmp --allow-other --spill-dir /var/spill --json > /run/mount.log 2>&1 &
 for i in $(seq 100); do grep -q ready /run/mount.log && break; sleep 0.1; done
-head -1 /run/mount.log
+head -1 /run/mount.log; grep -q ready /run/mount.log || { cat /run/mount.log; exit 3; }
 grep ' /tmp ' /proc/mounts
 su fn -s /bin/sh -c 'dd if=/dev/zero of=/tmp/x bs=1M count=32 status=none && stat -c %s /tmp/x'
 `;

@@ -14,11 +14,10 @@ function ephemera(...args: string[]) {
 }
 
 beforeAll(() => {
-  // tsc emits even when files of other layers have type errors; what this test needs is our output.
-  const build = spawnSync('npm', ['run', 'build:ts'], { cwd: root, encoding: 'utf8', timeout: 240_000 });
-  if (build.status !== 0) console.warn(`npm run build:ts exited ${build.status}; testing what it emitted:\n${build.stdout}`);
-  expect(existsSync(join(root, 'dist', 'policy', 'commands.js'))).toBe(true);
-}, 300_000);
+  // `npm test` builds dist/ once before vitest starts (pretest). Rebuilding here would rewrite
+  // dist/ under the test files that run the CLI at the same time (a half-written module).
+  expect(existsSync(join(root, 'dist', 'policy', 'commands.js')), 'dist/ not built: run `npm run build:ts` (npm test does)').toBe(true);
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('ephemera policy schedule', () => {
