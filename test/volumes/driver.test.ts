@@ -1,8 +1,10 @@
 // The Docker volume driver on a real dockerd: `docker run --mount type=volume,volume-driver=…,dst=/tmp`
 // gives a container made by Docker itself (as OpenWhisk's invoker, Nomad or a compose file make
 // them) an Ephemera /tmp of its own, charged to its memory cgroup, with no device and no
-// capability. The driver runs in this process under a name unique to the run, so it cannot meet
-// another driver; the docker CLI is run asynchronously (dockerd calls back into this process).
+// capability. The driver runs in this process under a fixed test name (dockerd keeps retrying a
+// legacy plugin that any volume in its store still names, so a name per run would leave one dead
+// plugin per failed run; with one name a run removes what an earlier one left). The docker CLI is
+// run asynchronously (dockerd calls back into this process).
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -21,7 +23,7 @@ const why = dockerInfo.skipReason ?? mountUnavailableReason() ?? undefined;
 if (why) console.warn(`\n!!! SKIPPING Docker volume driver tests: ${why}\n`);
 const MiB = 1 << 20;
 const run16 = `${process.pid}-${randomBytes(3).toString('hex')}`;
-const DRIVER = `ephemera-t16-${run16}`;
+const DRIVER = 'ephemera-test-volumes';
 const LABEL = testRunLabels('volumes')['ephemera.test']!;
 const TENANT_A = `t16a-${run16}`;
 const TENANT_B = `t16b-${run16}`;
@@ -35,8 +37,7 @@ interface Run {
 /** The docker CLI, asynchronously: a synchronous call would block the driver dockerd is calling. */
 function sh(cmd: string, args: string[], timeoutMs = 120_000, cwd?: string): Promise<Run> {
   return new Promise((resolve) => {
-    // dockerd remembers every legacy volume plugin it ever used and retries a gone one's socket on
-    // each volume listing (~15 s here after a few test runs), which compose's 60 s default can miss.
+    // A listing waits for every volume's driver; compose's 60 s default is short on a loaded machine.
     const env = { ...process.env, COMPOSE_HTTP_TIMEOUT: '300' };
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB, env, ...(cwd ? { cwd } : {}) }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
@@ -119,6 +120,9 @@ describe.skipIf(why !== undefined)('Docker volume driver: an Ephemera /tmp for c
     stateDir = fs.mkdtempSync(path.join('/var/tmp', 'ephemera-t16-volumes-'));
     daemon = (await NodeDaemon.start({ stateDir })).daemon;
     plugin = await VolumePlugin.start({ name: DRIVER, daemonSocket: daemon.paths.socket, stateDir, docker: new Docker(), defaultSizeQuota: 512 * MiB, managerOf });
+    // Volumes an earlier, failed run left in dockerd's store under this driver name.
+    const stale = (await docker('volume', 'ls', '-q', '--filter', `driver=${DRIVER}`)).stdout.split('\n').filter(Boolean);
+    if (stale.length > 0) console.warn(`[volumes] removing ${stale.length} volume(s) an earlier run left: ${(await docker('volume', 'rm', '-f', ...stale)).code}`);
     const engine = await Engine.connect({});
     images.busybox = (await engine.ensureImage(BUSYBOX_RECIPE)).tag;
     images.fn = (await engine.ensureImage(FUNCTION_RECIPE)).tag;
