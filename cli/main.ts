@@ -5,6 +5,7 @@ import { registerBenchCommands } from '../bench/commands';
 import { registerEngineCommands } from '../engine/commands';
 import { registerManagerCommands } from '../manager/commands';
 import { registerControllerCommands } from '../controller/commands';
+import { registerVolumeCommands } from '../volumes/index';
 
 /** Builds the `ephemera` command tree; every layer registers its own subcommands. */
 export function buildProgram(): Command {
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerEngineCommands(program);
   registerManagerCommands(program);
   registerControllerCommands(program);
+  registerVolumeCommands(program);
   registerBenchCommands(program);
   return program;
 }

@@ -13,6 +13,7 @@ import { NodeDaemon } from '../fusefs/daemon';
 import Docker from 'dockerode';
 import { DockerLimitWriter, TenantManager } from '../manager/index';
 import { DockerTaskExecutor, NodeAgent, defaultNodeLimitBytes } from '../agent/index';
+import { VolumePlugin } from '../volumes/index';
 import { ensureTenantToken, tokenPath } from '../link/index';
 import { readFile, writeFile } from 'node:fs/promises';
 
@@ -236,7 +237,9 @@ export function registerControllerCommands(program: Command): void {
     .option('--agent-token-file <file>', "the controller's agent token (default: $EPHEMERA_AGENT_TOKEN_FILE, else the local controller's, if there is one)")
     .option('--tmp-size <MiB>', "size quota of each container's /tmp over both tiers (ENOSPC beyond, as a sized tmpfs; default: half of RAM as Docker's --tmpfs, at most a quarter of the disk tier's free space)", positiveInt('--tmp-size'))
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number }) => {
+    .option('--volume-driver <name>', 'serve the Docker volume driver <name> (docker run --mount type=volume,volume-driver=<name>,dst=/tmp)', 'ephemera')
+    .option('--no-volume-driver', 'no Docker volume driver')
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -250,6 +253,7 @@ export function registerControllerCommands(program: Command): void {
         ...(opts.tmpSize !== undefined ? { sizeQuotaBytes: opts.tmpSize * MiB } : {}),
       });
       let agent: NodeAgent | undefined;
+      let volumes: VolumePlugin | undefined;
       // One tenant manager per tenant, opened on its first container; it lends memory between that
       // tenant's running containers and is the one writer of their limits.
       const managers = new Map<string, Promise<TenantManager>>();
@@ -264,6 +268,17 @@ export function registerControllerCommands(program: Command): void {
         return m;
       };
       try {
+        if (opts.volumeDriver !== false) {
+          volumes = await VolumePlugin.start({
+            name: opts.volumeDriver,
+            daemonSocket: daemon.paths.socket,
+            stateDir: opts.stateDir,
+            docker,
+            defaultSizeQuota: provider.sizeQuotaBytes,
+            ...(opts.sharing ? { managerOf } : {}),
+          });
+          process.stdout.write(`ephemera node ${opts.name}: Docker volume driver "${opts.volumeDriver}" on ${volumes.socketPath}\n`);
+        }
         if (opts.controller) {
           const engine = await Engine.connect({ tmpProvider: provider });
           const limitBytes = opts.nodeLimit !== undefined ? opts.nodeLimit * MiB : defaultNodeLimitBytes(opts.memoryFraction);
@@ -281,6 +296,7 @@ export function registerControllerCommands(program: Command): void {
         await waitForSignal();
       } finally {
         await agent?.close();
+        await volumes?.close();
         for (const m of managers.values()) await (await m.catch(() => undefined))?.close();
         await provider.close();
         await daemon.stop();

@@ -19,7 +19,7 @@ export {
   listEngineImages,
 } from './images';
 export type { ImageRecipe, ImageBuildResult, ImageBuildOptions, EngineImage } from './images';
-export { readRssBytes, readOomKills, readMemoryStat, memoryCgroupOfPid, findMemoryMount } from './cgroup';
+export { readRssBytes, readOomKills, readMemoryStat, memoryCgroupOfPid, findMemoryMount, removeLeftoverCgroup } from './cgroup';
 export { profileFunction, profileKey, ProfileStore, largestFileUnder } from './profile';
 export type { FunctionProfile, ProfileRunOptions, ProfileInputRun } from './profile';
 export { defaultNodeStateDir, defaultStateDir, detectDebianMirror } from './config';

@@ -260,6 +260,19 @@ export class TenantManager {
     });
   }
 
+  /**
+   * A container whose whole life is one run (the platform started it, e.g. through the volume
+   * driver, and no invocation passes through here): running from now until `terminate`, its loans
+   * opened now by the same start plan an invocation's first job runs.
+   */
+  beginRun(id: string): Promise<PlanOutcome> {
+    const e = this.entry(id);
+    if (this.closed) return Promise.reject(new ManagerError('E_CLOSED', 'manager closed'));
+    if (e.running) return Promise.reject(new ManagerError('E_BAD_INPUT', `container ${id.slice(0, 12)} is already running`));
+    e.running = true;
+    return this.schedule(false, async () => (await this.decideAndRun('start', (snap) => ({ plan: planOnStart(snap, e.id, this.policy), extra: null }))).outcome);
+  }
+
   /** Memory alarm from the container's adapter: answered before any queued plan. */
   alarm(id: string, shortfallBytes: number, oomPaused = false): Promise<AlarmOutcome> {
     const received = performance.now();

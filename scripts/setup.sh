@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/ephemera-dockerd.log}
-PACKAGES=(build-essential python3 g++ make fio fuse3 docker.io debootstrap busybox-static attr iproute2 procps psmisc chromium liburing-dev e2fsprogs util-linux)
+PACKAGES=(build-essential python3 g++ make fio fuse3 docker.io docker-compose debootstrap busybox-static attr iproute2 procps psmisc chromium liburing-dev e2fsprogs util-linux)
 
 now_ms() { date +%s%3N; }
 since() { local ms=$(( $(now_ms) - $1 )); printf '%d.%d s' $((ms / 1000)) $(((ms % 1000) / 100)); }

@@ -93,6 +93,9 @@ export class DaemonClient {
   removeMount(id: string): Promise<unknown> {
     return this.call({ type: 'remove-mount', id });
   }
+  detachCgroup(id: string): Promise<{ eviction: EvictionReport }> {
+    return this.call({ type: 'detach-cgroup', id });
+  }
   setBudget(id: string, budget: number): Promise<{ eviction: EvictionReport; openBytesOverBudget: number }> {
     return this.call({ type: 'set-budget', id, budget });
   }

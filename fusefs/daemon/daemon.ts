@@ -221,6 +221,15 @@ export class NodeDaemon {
         }
         return { id: r.id, cgroup: r.cgroup, usage: adapter.usage(), linkedToManager: linked };
       }
+      case 'detach-cgroup': {
+        const m = this.get(r.id);
+        const containerId = this.containerOf.get(r.id);
+        if (containerId) await this.managerLinks.detach(containerId);
+        this.containerOf.delete(r.id);
+        const eviction = await m.detachCgroup();
+        this.records.save(m.current);
+        return { id: r.id, eviction };
+      }
       case 'shrink': {
         const m = this.get(r.id);
         return { id: r.id, ...(await m.shrink(r.targetLimit)) };

@@ -28,9 +28,10 @@ export class ManagedMount implements MountMetricsSource {
     private readonly memoryTier: SizedMemoryTier,
     /** The disk tier's own file system, sized to the quota; undefined: no quota, or no loop devices here. */
     private readonly diskTier: SizedDiskTier | undefined,
-    readonly balancer: TierBalancer,
+    private keeper: TierBalancer,
     private adapter: MemoryAdapter | undefined,
     private readonly policy: PolicyConfig,
+    private readonly onError: (what: string, e: unknown) => void,
   ) {}
 
   static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void): Promise<ManagedMount> {
@@ -71,7 +72,7 @@ export class ManagedMount implements MountMetricsSource {
         await balancer.close(); // the adapter owns placement and the tiers from here on
         adapter = await attachMemoryAdapter(mount, record.cgroup, policy, { sizeHint: record.sizeHint, oomPause: record.oomPause });
       }
-      return new ManagedMount(record, mount, memoryTier, diskTier, balancer, adapter, policy);
+      return new ManagedMount(record, mount, memoryTier, diskTier, balancer, adapter, policy, onError);
     } catch (e) {
       for (const step of undo.reverse()) {
         try {
@@ -82,6 +83,11 @@ export class ManagedMount implements MountMetricsSource {
       }
       throw e;
     }
+  }
+
+  /** The budget keeper: it owns the tiers while no cgroup is attached. */
+  get balancer(): TierBalancer {
+    return this.keeper;
   }
 
   get id(): string {
@@ -131,6 +137,22 @@ export class ManagedMount implements MountMetricsSource {
     await this.balancer.close();
     this.adapter = await attachMemoryAdapter(this.mount, cgroup, this.policy, { sizeHint, oomPause });
     this.record = { ...this.record, cgroup, sizeHint, oomPause };
+  }
+
+  /**
+   * The container is gone: the adapter stops following its cgroup, every closed memory-tier file
+   * moves to disk (urgent: also inside the anti-thrash window) and new files go to disk, so no page
+   * stays charged to the dead cgroup. The budget keeper takes the mount back at budget 0.
+   */
+  async detachCgroup(): Promise<EvictionReport> {
+    const adapter = this.adapter;
+    this.adapter = undefined;
+    await adapter?.close();
+    await this.keeper.close();
+    this.keeper = new TierBalancer(this.mount, { budget: 0, policy: this.policy, newFilesOnDisk: true, promote: false, onError: this.onError });
+    this.record = { ...this.record, cgroup: null, budget: 0, newFilesOnDisk: true };
+    await this.keeper.setBudget(0);
+    return this.keeper.evict(this.mount.tierBytes().memory, true);
   }
 
   async shrink(targetLimit: number): Promise<ShrinkResult> {

@@ -77,11 +77,18 @@ export const AttachCgroupRequest = z
     containerId: z.string().regex(/^[0-9a-f]{12,64}$/).optional(),
   })
   .strict();
+/**
+ * The container that used a mount is gone (a volume unmounted): its cgroup is no longer followed,
+ * every closed memory-tier file moves to disk, and new files go to disk, so nothing stays charged
+ * to a cgroup that is gone. A later attach-cgroup (a restart) takes the mount back.
+ */
+export const DetachCgroupRequest = z.object({ type: z.literal('detach-cgroup'), seq: Seq, id: MountId }).strict();
 /** The manager will lower the container's limit: spill until usage fits, then answer ready or not. */
 export const ShrinkRequest = z.object({ type: z.literal('shrink'), seq: Seq, id: MountId, targetLimit: Bytes }).strict();
 
 export const ControlRequest = z.discriminatedUnion('type', [
   AttachCgroupRequest,
+  DetachCgroupRequest,
   ShrinkRequest,
   AddMountRequest,
   RemoveMountRequest,
