@@ -129,8 +129,14 @@ describe.skipIf(skip)('node daemon: control API, isolation, metrics', () => {
       const dir = (await client.stats('gamma')).path;
       fs.writeFileSync(path.join(dir, 'f'), Buffer.alloc(MiB, 7));
       // Closed and small: the adapter promotes it to memory in the room under the mark.
+      // RELEASE reaches the daemon after close() returns (the kernel sends it asynchronously), so
+      // wait for the closed state too, not only for the tier.
+      const settled = async () => {
+        const row = (await client.stats('gamma', true)).inodeTable![0]!;
+        return row.tier === 'memory' && row.openCount === 0;
+      };
       const deadline = Date.now() + 5000;
-      while ((await client.stats('gamma', true)).inodeTable![0]!.tier !== 'memory' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (!(await settled()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const table = (await client.stats('gamma', true)).inodeTable!;
       expect(table[0]).toMatchObject({ tier: 'memory', openCount: 0, lastOpenMs: expect.any(Number), lastCloseMs: expect.any(Number) });
       const ev = await client.request({ type: 'evict', id: 'gamma', bytes: 1, urgent: true });
