@@ -11,6 +11,7 @@ import { EphemeraError } from './errors';
 import { MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';
 import { TRANSPORT_CHOICES, type TransportChoice } from './native';
+import { DEFAULT_HOLDER_TIMEOUT_S } from './restart';
 import { parseSize } from './units';
 
 function parseCount(text: string | undefined, option: string): number {
@@ -43,6 +44,8 @@ export function registerFusefsCommands(program: Command): void {
     .option('--cgroup <dir>', "tie the store to this memory cgroup (the container's): keep its rss+shmem under limit - headroom")
     .option('--oom-pause', 'with --cgroup on v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog)', false)
     .option('--size-hint <size>', "the function's profiled largest file: new files go straight to memory when 1.1x it fits")
+    .option('--restartable', 'survive this process: a holder keeps the connection, and the same command run again takes it over (issue 14)', false)
+    .option('--holder-timeout <s>', 'with --restartable: seconds the holder waits for a successor before it aborts the connection', String(DEFAULT_HOLDER_TIMEOUT_S))
     .option('--json', 'print JSON lines (ready, stopped) instead of text', false)
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const queues = Number(o.queues);
@@ -61,6 +64,11 @@ export function registerFusefsCommands(program: Command): void {
       const budget = o.budget === undefined ? undefined : parseSize(String(o.budget), '--budget');
       if (budget !== undefined && !o.spillDir) throw new EphemeraError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
       const sizeQuota = o.size ? parseSize(String(o.size), '--size') : 0;
+      const restartable = Boolean(o.restartable);
+      const holderTimeoutS = parseCount(String(o.holderTimeout), '--holder-timeout');
+      if (restartable && sizeQuota > 0) {
+        throw new EphemeraError('E_BAD_OPTION', '--restartable with --size is not supported yet (the sized tiers are not handed to a successor); use --inodes, or drop --restartable');
+      }
       // Read before mounting: a bad policy file must not leave a mount behind.
       const policy = o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG;
       const spillDir = o.spillDir ? String(o.spillDir) : undefined;
@@ -91,6 +99,7 @@ export function registerFusefsCommands(program: Command): void {
           xattrs: Boolean(o.xattrs),
           transport: transport as TransportChoice,
           ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
+          ...(restartable ? { restart: { holderTimeoutS } } : {}),
         });
       } catch (e) {
         memoryTier?.close();
@@ -124,8 +133,12 @@ export function registerFusefsCommands(program: Command): void {
           pid: process.pid,
           protoMinor: m.info.protoMinor,
           ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
+          ...(m.restart
+            ? { takeover: m.restart.takeover, restart: m.info.restart, sinceStartMs: Math.round(performance.now()) }
+            : {}),
         },
-        `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}`,
+        `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}` +
+          (m.restart ? (m.restart.takeover ? ` took over (journal loaded in ${m.info.restart?.loadUs ?? 0} µs)` : ' restartable') : ''),
       );
       let stopping = false;
       const stop = async (signal: string) => {
@@ -147,7 +160,8 @@ export function registerFusefsCommands(program: Command): void {
       process.on('SIGUSR2', () => {
         if (stopping) return;
         const ops = opCounts(m.counters());
-        say({ event: 'counters', counters: ops }, `ephemera: counters ${opText(ops)}`);
+        const restart = m.restart ? { restart: m.restartInfo() } : {};
+        say({ event: 'counters', counters: ops, ...restart }, `ephemera: counters ${opText(ops)}`);
       });
       void m.stopped.then(() => stop('connection-lost'));
     });

@@ -14,7 +14,12 @@ export type EphemeraErrorCode =
   | 'E_BAD_MESSAGE'
   | 'E_UNKNOWN_MOUNT'
   | 'E_EXISTS'
-  | 'E_DAEMON';
+  | 'E_DAEMON'
+  // Restartable mounts: a takeover that failed, a state version this build cannot read, the holder.
+  | 'E_TAKEOVER'
+  | 'E_STATE_VERSION'
+  | 'E_HOLDER'
+  | 'E_HOLDER_BUSY';
 
 export class EphemeraError extends Error {
   readonly code: EphemeraErrorCode;

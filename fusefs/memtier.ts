@@ -30,6 +30,12 @@ export class MemoryTierMount {
     }
   }
 
+  /** A memory tier a dead daemon left mounted, taken over by its successor (restartable mounts). */
+  static adopt(dir: string): MemoryTierMount {
+    if (!isMountPoint(dir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
+    return new MemoryTierMount(dir, true);
+  }
+
   close(): void {
     unmountQuietly(this.dir);
     try {

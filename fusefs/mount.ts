@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
+import { restartPaths, startHolder, takeFromHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
 import {
   loadCore,
   type NativeCounters,
@@ -36,6 +37,11 @@ export interface MountOptions {
   xattrs?: boolean;
   /** /dev/fuse loops or FUSE over io_uring; default auto (see mmap-core/src/transport_uring.h). */
   transport?: NativeSessionOptions['transport'];
+  /**
+   * Survive this process's death (issue 14): a holder keeps the connection, a journal the table,
+   * and the next open with `restart` on the same mount point takes over instead of mounting.
+   */
+  restart?: RestartOptions;
 }
 
 /**
@@ -54,12 +60,15 @@ export class EphemeraMount {
     private readonly session: NativeSession,
     private readonly memoryTier: MemoryTierMount | undefined,
     stopped: Promise<void>,
+    /** Restartable mounts: the state directory, and whether this process took a connection over. */
+    readonly restart?: { paths: RestartPaths; takeover: boolean },
   ) {
     this.stopped = stopped;
   }
 
   static async open(opts: MountOptions): Promise<EphemeraMount> {
     const mountpoint = path.resolve(opts.mountpoint);
+    if (opts.restart) return EphemeraMount.openRestartable(mountpoint, opts, opts.restart);
     preflight(mountpoint);
     const core = loadCore();
     if (!opts.sharedMemoryDir && !opts.memoryDir) sweepDeadMemoryTiers();
@@ -90,6 +99,99 @@ export class EphemeraMount {
       memoryTier?.close();
       const err = e as Error & { errno?: number };
       throw new EphemeraError('E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
+    }
+  }
+
+  /**
+   * A live holder keeps this mount point's connection: take it over (no mount, no INIT; the
+   * journal gives the table). Otherwise mount anew, journaled, and hand the connection to a new
+   * holder. Before any stat of the mount point: with no daemon serving, a stat would wait for us.
+   */
+  private static async openRestartable(mountpoint: string, opts: MountOptions, restart: RestartOptions): Promise<EphemeraMount> {
+    const core = loadCore();
+    const paths = restartPaths(mountpoint, restart.stateDir);
+    let onStopped!: () => void;
+    const stopped = new Promise<void>((resolve) => (onStopped = resolve));
+    const held = takeFromHolder(core, paths);
+    if (held) {
+      const { taken, state, fuseCount } = held;
+      try {
+        if (state.mountpoint !== mountpoint) throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
+        const memoryTier = MemoryTierMount.adopt(state.memoryDir);
+        const session = new core.Session({
+          mountpoint,
+          allowOther: state.allowOther,
+          queues: state.queues,
+          mode: state.mode as 'auto',
+          memoryDir: state.memoryDir,
+          spillDir: state.spillDir,
+          rootMode: state.rootMode,
+          rootUid: state.rootUid,
+          rootGid: state.rootGid,
+          xattrs: state.xattrs,
+          transport: 'device',
+          journal: state.journal,
+          adoptStore: state.store,
+        });
+        const info = await session.adopt({ fds: taken.fds, fuseCount, conn: taken.conn }, () => onStopped());
+        return new EphemeraMount(mountpoint, info, session, memoryTier, stopped, { paths, takeover: true });
+      } catch (e) {
+        // The holder keeps its own copies and waits for the next successor, up to its timeout.
+        for (const fd of taken.fds) fs.closeSync(fd);
+        fs.closeSync(taken.conn);
+        const err = e as Error & { code?: string };
+        const code = err.code === 'E_STATE_VERSION' || err.code === 'E_HOLDER_BUSY' ? err.code : 'E_TAKEOVER';
+        throw new EphemeraError(code, `cannot take over ${mountpoint}: ${err.message}`);
+      }
+    }
+    if (opts.transport === 'uring') throw new EphemeraError('E_BAD_OPTION', 'a restartable mount serves /dev/fuse loops (an io_uring ring is not handed over yet)');
+    preflight(mountpoint);
+    fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+    const memoryTier = MemoryTierMount.create(paths.memoryDir);
+    const timeoutS = restart.holderTimeoutS ?? 30;
+    const state: HeldState = {
+      version: 1,
+      mountpoint,
+      memoryDir: memoryTier.dir,
+      spillDir: opts.spillDir ?? '',
+      journal: paths.journal,
+      store: '',
+      queues: opts.queues ?? 2,
+      allowOther: opts.allowOther ?? false,
+      mode: opts.mode ?? 'auto',
+      xattrs: opts.xattrs ?? false,
+      rootMode: opts.rootMode ?? 0o1777,
+      rootUid: opts.rootUid ?? 0,
+      rootGid: opts.rootGid ?? 0,
+    };
+    let session: NativeSession | undefined;
+    try {
+      await startHolder(paths, timeoutS);
+      session = new core.Session({
+        mountpoint,
+        allowOther: state.allowOther,
+        queues: state.queues,
+        mode: state.mode as 'auto',
+        memoryDir: state.memoryDir,
+        spillDir: state.spillDir,
+        sizeQuota: opts.sizeQuota ?? 0,
+        inodeQuota: opts.inodeQuota ?? 0,
+        rootMode: state.rootMode,
+        rootUid: state.rootUid,
+        rootGid: state.rootGid,
+        xattrs: state.xattrs,
+        transport: 'device',
+        journal: paths.journal,
+      });
+      const info = await session.mount(() => onStopped());
+      state.store = info.restart?.store ?? '';
+      session.hold(paths.socket, JSON.stringify(state));
+      return new EphemeraMount(mountpoint, info, session, memoryTier, stopped, { paths, takeover: false });
+    } catch (e) {
+      session?.unmount();
+      memoryTier.close();
+      const err = e as Error & { code?: string };
+      throw new EphemeraError(err instanceof EphemeraError ? err.code : 'E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
     }
   }
 
@@ -165,6 +267,12 @@ export class EphemeraMount {
     this.session.unmount();
     await this.stopped;
     this.memoryTier?.close();
+    if (this.restart) fs.rmSync(this.restart.paths.dir, { recursive: true, force: true });
+  }
+
+  /** Restart details (journal, resends, the first request an adopted connection served). */
+  restartInfo(): NativeMountInfo['restart'] {
+    return this.session.info().restart;
   }
 }
 

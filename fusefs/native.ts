@@ -27,6 +27,10 @@ export interface NativeSessionOptions {
   transport?: TransportChoice;
   /** Ring entries per io_uring queue (one queue per possible CPU). */
   uringDepth?: number;
+  /** Restartable mounts: the journal a successor loads (see mmap-core/src/journal.cc). */
+  journal?: string;
+  /** Restartable mounts: a dead daemon's store directory name to take over. */
+  adoptStore?: string;
 }
 
 export type TransportChoice = 'auto' | 'device' | 'uring';
@@ -46,6 +50,31 @@ export interface NativeMountInfo {
   uringQueues: number;
   /** Why io_uring is not used, when it was wanted and is not. */
   uringNote: string;
+  /** Restartable mounts only. */
+  restart?: NativeRestartInfo;
+}
+
+export interface NativeRestartInfo {
+  bytes: number;
+  batches: number;
+  loadedBatches: number;
+  loadUs: number;
+  /** Resent requests answered with the dead daemon's journaled reply (applied once, by it). */
+  repliesReplayed: number;
+  /** Resent requests the dead daemon had not journaled: applied now. */
+  resendsApplied: number;
+  orphansRemoved: number;
+  kernelHasResend: boolean;
+  /** CLOCK_REALTIME ms of the first request an adopted connection served (0: none yet). */
+  firstRequestMs: number;
+  resendNote: string;
+  store: string;
+}
+
+export interface HolderTaken {
+  fds: number[];
+  blob: string;
+  conn: number;
 }
 
 export interface OpCount {
@@ -144,6 +173,10 @@ export interface NativeSession {
   syncDiskTier(): Promise<number>;
   /** Allocating fallocates on the memory tier run in `helper --fallocate` inside `cgroupDir`; '' = the daemon. */
   setChargeAgent(agent: { helper: string; cgroupDir: string }): void;
+  /** Hands the /dev/fuse files and store locks to the holder; returns how many were device files. */
+  hold(socketPath: string, blob: string): number;
+  /** Serves a dead daemon's connection with fds taken from its holder, after loading the journal. */
+  adopt(taken: { fds: number[]; fuseCount: number; conn: number }, onStopped?: () => void): Promise<NativeMountInfo>;
 }
 
 export interface NativeCore {
@@ -151,6 +184,8 @@ export interface NativeCore {
   detachMount(path: string): number;
   abortConnection(connection: string): number;
   mayPassthrough(): boolean;
+  /** null when no holder listens on socketPath. */
+  holderTake(socketPath: string, timeoutMs: number): HolderTaken | null;
   opcodeIndex: Record<string, number>;
   sys: Record<string, unknown>;
 }

@@ -12,3 +12,10 @@ if ! $cc $flags -static -o "$out/charged-copy.tmp" "$here/charged-copy.c" 2>/dev
 fi
 mv "$out/charged-copy.tmp" "$out/charged-copy"
 echo "built $out/charged-copy"
+
+# The connection holder (see holder.c): keeps a mount's /dev/fuse files across a daemon's death.
+if ! $cc $flags -D_GNU_SOURCE -static -o "$out/ephemera-holder.tmp" "$here/holder.c" 2>/dev/null; then
+  $cc $flags -D_GNU_SOURCE -o "$out/ephemera-holder.tmp" "$here/holder.c"
+fi
+mv "$out/ephemera-holder.tmp" "$out/ephemera-holder"
+echo "built $out/ephemera-holder"

@@ -14,6 +14,7 @@
 #include <climits>
 #include <cstring>
 #include <ctime>
+#include "journal.h"
 
 namespace ephemera {
 namespace {
@@ -129,6 +130,12 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   // SETXATTR without FUSE_SETXATTR_EXT carries the 8-byte compat header.
   if (h->opcode == FUSE_SETXATTR) arg_size = sizeof(SetxattrInCompat);
   counters_.count[idx]++;
+  // Restartable: a resent request a dead daemon already applied gets its journaled reply again;
+  // a changing request's records reach the journal before its reply (JournalSink).
+  if (journal_ && (h->unique & kUniqueResend) && JournalReplay(h->unique, sink)) return;
+  JournalScope scope(journal_ ? this : nullptr, h->opcode);
+  JournalSink journal_sink(scope.active() ? this : nullptr, sink, h->unique);
+  if (scope.active()) sink = &journal_sink;
   Reply reply(sink, h->unique, shape, &counters_.unanswered, &counters_.bad_replies);
   if (h->len != len || len < sizeof(fuse_in_header) + arg_size) {
     counters_.malformed++;
@@ -173,7 +180,9 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
 
 Inode* Filesystem::Get(uint64_t ino) {
   if (ino == 0 || ino >= slots_.size()) return nullptr;
-  return slots_[ino].get();
+  Inode* in = slots_[ino].get();
+  if (in && journal_) JournalMark(ino);
+  return in;
 }
 
 int Filesystem::ReserveInode() const {
@@ -189,11 +198,13 @@ int Filesystem::ReserveMeta(uint64_t bytes) {
 void Filesystem::AddEntry(Inode* dir, const std::string& name, uint64_t ino) {
   dir->dir->Insert(name, ino);
   meta_bytes_ += name.size();
+  if (journal_) JournalDirent(true, dir->ino, dir->dir->next_cookie - 1, ino, name);
 }
 
 void Filesystem::RemoveEntry(Inode* dir, const std::string& name) {
   if (!dir->dir->cookie_of.count(name)) return;
   dir->dir->Erase(name);
+  if (journal_) JournalDirent(false, dir->ino, 0, 0, name);
   meta_bytes_ -= std::min<uint64_t>(meta_bytes_, name.size());
 }
 
@@ -217,6 +228,7 @@ Inode* Filesystem::NewInode(uint32_t mode, uint32_t uid, uint32_t gid) {
   Inode* raw = in.get();
   slots_[ino] = std::move(in);
   live_inodes_++;
+  if (journal_) JournalMark(ino);
   return raw;
 }
 
@@ -403,6 +415,8 @@ void Filesystem::OpINIT(const Request& req, Reply& reply) {
   }
   abi::InitOut out;
   SetInitState(in, &out);
+  if (journal_) JournalInit(in.flags & abi::kInitExt ? in.flags | static_cast<uint64_t>(in.flags2) << 32 : in.flags,
+                            out.flags | static_cast<uint64_t>(out.flags2) << 32);
   initialized_ = true;
   reply.Ok(out);
   if (on_init_) on_init_();
@@ -1302,6 +1316,7 @@ void Filesystem::SetQuotas(uint64_t size_quota, uint64_t inode_quota) {
   std::lock_guard lock(mu_);
   opts_.size_quota = size_quota;
   opts_.inode_quota = inode_quota;
+  if (journal_) JournalWriteQuota();
 }
 
 
@@ -1426,7 +1441,9 @@ int Filesystem::CommitMove(uint64_t token) {
   if (it == moves_.end()) return ENOENT;
   PendingMove mv = std::move(it->second);
   moves_.erase(it);
-  return FinishMove(Get(mv.ino), mv);
+  int e = FinishMove(Get(mv.ino), mv);
+  if (e == 0 && journal_) JournalWriteInode(mv.ino);
+  return e;
 }
 
 void Filesystem::AbortMove(uint64_t token) {

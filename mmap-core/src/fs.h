@@ -205,7 +205,40 @@ class Filesystem {
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
 
+  // Restartable mounts (journal.cc). The journal holds the inode table, the negotiated INIT, the
+  // quotas and the replies to recent changing requests, so a successor that receives the
+  // connection from the holder resumes where a killed daemon stopped.
+  // Starts a fresh journal at `path` (a snapshot of the table as it is). 0 or errno.
+  int StartJournal(const std::string& path, std::string* err);
+  // Loads a dead daemon's journal (it must name this store's directory), then continues it with
+  // a fresh snapshot. After it the file system is initialized: no second INIT comes. 0 or errno.
+  int AdoptJournal(const std::string& path, std::string* err);
+  // The kernel offered FUSE_HAS_RESEND in INIT (recorded, so a successor knows).
+  bool kernel_has_resend() const { return kernel_has_resend_; }
+  const std::vector<int>& store_lock_fds() const { return store_.lock_fds(); }
+  const std::string& store_name() const { return store_.name(); }
+  struct JournalStats {
+    uint64_t bytes = 0, batches = 0, loaded_batches = 0, load_us = 0, replies_replayed = 0, resends_applied = 0;
+    uint64_t orphans_removed = 0;
+  };
+  JournalStats journal_stats();
+
  private:
+  struct Journal;
+  friend struct JournalScope;
+  friend class JournalSink;
+  void JournalMark(uint64_t ino);  // the op changes this inode (requires mu_)
+  void JournalDirent(bool add, uint64_t dir, uint64_t cookie, uint64_t ino, const std::string& name);  // requires mu_
+  void JournalInit(uint64_t kernel_flags, uint64_t flags);  // requires mu_ or INIT
+  // Writes the op's records (and its reply, keyed by unique) before the reply leaves.
+  void JournalCommit(uint64_t unique, const iovec* iov, int count);
+  // A resent request whose reply the journal holds: send that reply again. True if handled.
+  bool JournalReplay(uint64_t unique, ReplySink* sink);
+  void JournalWriteQuota();   // requires mu_
+  void JournalWriteInode(uint64_t ino);  // one batch with one inode's state (requires mu_)
+  int WriteSnapshot(std::string* err);   // requires mu_
+  std::unique_ptr<Journal> journal_;
+  bool kernel_has_resend_ = false;
 #define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, Out) void Op##Name(const Request& req, Reply& reply);
   EPHEMERA_OPCODES(EPHEMERA_DECLARE_HANDLER)
 #undef EPHEMERA_DECLARE_HANDLER
@@ -256,7 +289,8 @@ class Filesystem {
   FsOptions opts_;
   Store store_;
   BackingRegistry* backing_ = nullptr;
-  std::mutex mu_;
+  // Recursive: a journaled reply is written from Reply::Send, which handlers call with mu_ held.
+  std::recursive_mutex mu_;
   std::vector<std::unique_ptr<Inode>> slots_;
   std::vector<uint64_t> free_slots_;
   std::vector<uint64_t> slot_generation_;

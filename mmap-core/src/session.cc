@@ -5,7 +5,9 @@
 #include <memory>
 #include "addon.h"
 #include "fs.h"
+#include "holder_client.h"
 #include "transport.h"
+#include <unistd.h>
 
 namespace ephemera {
 namespace {
@@ -66,6 +68,8 @@ class Session : public Napi::ObjectWrap<Session> {
                            InstanceMethod("tierBytes", &Session::TierBytes),
                            InstanceMethod("syncDiskTier", &Session::SyncDiskTier),
                            InstanceMethod("setChargeAgent", &Session::SetChargeAgent),
+                           InstanceMethod("hold", &Session::Hold),
+                           InstanceMethod("adopt", &Session::Adopt),
                        });
   }
 
@@ -87,6 +91,12 @@ class Session : public Napi::ObjectWrap<Session> {
     StoreOptions so;
     so.memory_dir = GetString(o, "memoryDir", "");
     so.spill_dir = GetString(o, "spillDir", "");
+    // Restartable mounts: a journal, a locked store directory, or a dead daemon's store to adopt.
+    journal_path_ = GetString(o, "journal", "");
+    so.adopt_name = GetString(o, "adoptStore", "");
+    so.lock = !journal_path_.empty() && so.adopt_name.empty();
+    if (!journal_path_.empty() && so.memory_dir.empty())
+      throw Napi::TypeError::New(info.Env(), "a journal needs a memoryDir (a memfd has no name a successor could find)");
     fs_ = std::make_unique<Filesystem>(fo, so);
     std::string what;
     if (int e = fs_->store_error(&what)) {
@@ -109,6 +119,8 @@ class Session : public Napi::ObjectWrap<Session> {
 
   ~Session() override {
     if (transport_) transport_->Stop();
+    for (int fd : adopted_locks_) close(fd);
+    if (holder_conn_ >= 0) close(holder_conn_);
     if (close_tsfn_active_) close_tsfn_.Release();
   }
 
@@ -148,6 +160,16 @@ class Session : public Napi::ObjectWrap<Session> {
       self->stopped_tsfn_.Release();
     });
     std::string err;
+    if (!journal_path_.empty()) {
+      if (int je = fs_->StartJournal(journal_path_, &err)) {
+        transport_.reset();
+        fs_->set_backing_registry(nullptr);
+        ready_tsfn_.Release();
+        stopped_tsfn_.Release();
+        deferred->Reject(ErrnoError(env, je, err).Value());
+        return deferred->Promise();
+      }
+    }
     int e = transport_->Mount(&err);
     if (e != 0) {
       transport_.reset();
@@ -160,7 +182,78 @@ class Session : public Napi::ObjectWrap<Session> {
     return deferred->Promise();
   }
 
+  // hold(socketPath, blob): hands the connection's /dev/fuse files and the store's locks to the
+  // holder, which keeps them if this process dies. The blob says what a successor needs to know
+  // before it can load the journal (paths, the number of device files).
+  Napi::Value Hold(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!transport_ || journal_path_.empty()) throw Napi::Error::New(env, "hold() needs a mounted session with a journal");
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "hold(socketPath, blob)");
+    std::vector<int> fds = transport_->device_fds();
+    size_t fuse_count = fds.size();
+    for (int fd : adopted_locks_) fds.push_back(fd);
+    for (int fd : fs_store_locks()) fds.push_back(fd);
+    std::string err;
+    int conn = -1;
+    // The first line says how many of the fds are device files (the rest are store locks).
+    std::string blob = std::to_string(fuse_count) + "\n" + info[1].As<Napi::String>().Utf8Value();
+    if (int e = HolderHold(info[0].As<Napi::String>().Utf8Value(), blob, fds, &conn, &err))
+      throw ErrnoError(env, e, err);
+    if (holder_conn_ >= 0) close(holder_conn_);
+    holder_conn_ = conn;
+    return Napi::Number::New(env, static_cast<double>(fuse_count));
+  }
+
+  // adopt({fds, fuseCount, conn}) → Promise<info>: serves a dead daemon's connection with the fds
+  // a holder handed over (holderTake), after loading its journal; no INIT comes.
+  Napi::Value Adopt(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (transport_) throw Napi::Error::New(env, "already mounted");
+    if (journal_path_.empty()) throw Napi::Error::New(env, "adopt() needs a journal");
+    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Array arr = o.Get("fds").As<Napi::Array>();
+    size_t fuse_count = static_cast<size_t>(GetNumber(o, "fuseCount", 0));
+    std::vector<int> fuse_fds;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      int fd = arr.Get(i).As<Napi::Number>().Int32Value();
+      if (i < fuse_count) fuse_fds.push_back(fd);
+      else adopted_locks_.push_back(fd);
+    }
+    holder_conn_ = static_cast<int>(GetNumber(o, "conn", -1));
+    auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+    std::string err;
+    if (int e = fs_->AdoptJournal(journal_path_, &err)) {
+      Napi::Error error = ErrnoError(env, e, err);
+      error.Set("code", Napi::String::New(env, e == EPROTO ? "E_STATE_VERSION" : "E_TAKEOVER"));
+      deferred->Reject(error.Value());
+      return deferred->Promise();
+    }
+    transport_ = std::make_unique<Transport>(fs_.get(), topts_);
+    if (fs_->passthrough()) fs_->set_backing_registry(transport_.get());
+    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+    Napi::Function on_stopped = info.Length() > 1 && info[1].IsFunction() ? info[1].As<Napi::Function>() : noop;
+    stopped_tsfn_ = Napi::ThreadSafeFunction::New(env, on_stopped, "ephemera-stopped", 0, 1);
+    Session* self = this;
+    transport_->set_on_stopped([self]() {
+      self->stopped_tsfn_.NonBlockingCall([](Napi::Env env, Napi::Function cb) { cb.Call({}); });
+      self->stopped_tsfn_.Release();
+    });
+    int e = transport_->Adopt(fuse_fds, fs_->kernel_has_resend(), &err);
+    if (e != 0) {
+      Napi::Error error = ErrnoError(env, e, err);
+      deferred->Reject(error.Value());
+      return deferred->Promise();
+    }
+    resend_note_ = err;
+    deferred->Resolve(InfoObject(env));
+    return deferred->Promise();
+  }
+
+  std::vector<int> fs_store_locks() { return fs_->store_lock_fds(); }
+
   Napi::Value Unmount(const Napi::CallbackInfo& info) {
+    // A clean unmount: the holder lets go first (else it would wait for a successor).
+    if (holder_conn_ >= 0) HolderDone(holder_conn_), holder_conn_ = -1;
     if (transport_) transport_->Stop();
     fs_->set_on_close(nullptr);
     if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
@@ -322,6 +415,22 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("transport", transport_ ? transport_->active_transport() : "none");
     o.Set("uringQueues", transport_ ? transport_->uring_queues() : 0);
     o.Set("uringNote", transport_ ? transport_->uring_note() : "");
+    if (!journal_path_.empty()) {
+      auto js = fs_->journal_stats();
+      Napi::Object j = Napi::Object::New(env);
+      j.Set("bytes", static_cast<double>(js.bytes));
+      j.Set("batches", static_cast<double>(js.batches));
+      j.Set("loadedBatches", static_cast<double>(js.loaded_batches));
+      j.Set("loadUs", static_cast<double>(js.load_us));
+      j.Set("repliesReplayed", static_cast<double>(js.replies_replayed));
+      j.Set("resendsApplied", static_cast<double>(js.resends_applied));
+      j.Set("orphansRemoved", static_cast<double>(js.orphans_removed));
+      j.Set("kernelHasResend", fs_->kernel_has_resend());
+      j.Set("firstRequestMs", transport_ ? static_cast<double>(transport_->first_request_ms()) : 0.0);
+      j.Set("resendNote", resend_note_);
+      j.Set("store", fs_->store_name());
+      o.Set("restart", j);
+    }
     return o;
   }
   Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
@@ -419,6 +528,9 @@ class Session : public Napi::ObjectWrap<Session> {
 
   std::unique_ptr<Filesystem> fs_;
   std::unique_ptr<Transport> transport_;
+  std::string journal_path_, resend_note_;
+  int holder_conn_ = -1;              // open while the holder keeps our connection for a successor
+  std::vector<int> adopted_locks_;    // a successor's store locks, received from the holder
   TransportOptions topts_;
   std::string mode_;
   Napi::ThreadSafeFunction ready_tsfn_, stopped_tsfn_, close_tsfn_;
@@ -433,6 +545,31 @@ Napi::Value AbortConnectionJs(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "abortConnection(id)");
   return Napi::Number::New(info.Env(), AbortConnection(info[0].As<Napi::String>().Utf8Value()));
 }
+// holderTake(socketPath, timeoutMs) → null when no holder listens there, else {fds, blob, conn}.
+Napi::Value HolderTakeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "holderTake(socketPath, timeoutMs)");
+  int timeout_ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 5000;
+  std::vector<int> fds;
+  std::string blob, err;
+  int conn = -1;
+  int e = HolderTake(info[0].As<Napi::String>().Utf8Value(), timeout_ms, &fds, &blob, &conn, &err);
+  if (e == ENOENT || e == ECONNREFUSED) return env.Null();
+  if (e) {
+    Napi::Error error = Napi::Error::New(env, err);
+    error.Set("errno", Napi::Number::New(env, e));
+    error.Set("code", Napi::String::New(env, e == EBUSY ? "E_HOLDER_BUSY" : "E_TAKEOVER"));
+    throw error;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array arr = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); ++i) arr.Set(i, fds[i]);
+  o.Set("fds", arr);
+  o.Set("blob", blob);
+  o.Set("conn", conn);
+  return o;
+}
+
 Napi::Value MayPassthroughJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), MayPassthrough());
 }
@@ -444,6 +581,7 @@ void InitSession(Napi::Env env, Napi::Object exports) {
   exports.Set("detachMount", Napi::Function::New(env, DetachMountJs));
   exports.Set("abortConnection", Napi::Function::New(env, AbortConnectionJs));
   exports.Set("mayPassthrough", Napi::Function::New(env, MayPassthroughJs));
+  exports.Set("holderTake", Napi::Function::New(env, HolderTakeJs));
   Napi::Object names = Napi::Object::New(env);
   for (int i = 0; i < kOpCount; ++i) names.Set(OpName(i), i);
   exports.Set("opcodeIndex", names);

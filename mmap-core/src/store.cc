@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +40,17 @@ void RemoveStoreDir(int parent, const char* name) {
   unlinkat(parent, name, AT_REMOVEDIR);
 }
 
+// Whether a connection holder keeps this dead daemon's store for a successor: its `.held` lock
+// file is locked (flock belongs to the open file, which the holder keeps open).
+bool HeldForSuccessor(int rootfd, const char* name) {
+  std::string path = std::string(name) + "/" + kHeldLockName;
+  int fd = openat(rootfd, path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);  // drops our own lock, if we got one
+  return held;
+}
+
 }  // namespace
 
 BackingFd::~BackingFd() {
@@ -68,7 +80,9 @@ int FileData::Stat(struct stat* st) const {
 }
 
 Store::Store(StoreOptions opts) : opts_(std::move(opts)) {
-  name_ = std::string(kStorePrefix) + std::to_string(getpid()) + "-" + std::to_string(g_store_counter.fetch_add(1));
+  name_ = !opts_.adopt_name.empty()
+              ? opts_.adopt_name
+              : std::string(kStorePrefix) + std::to_string(getpid()) + "-" + std::to_string(g_store_counter.fetch_add(1));
   if (!opts_.memory_dir.empty()) memory_error_ = Prepare(opts_.memory_dir, &memory_dirfd_);
   if (!opts_.spill_dir.empty()) disk_error_ = Prepare(opts_.spill_dir, &disk_dirfd_);
 }
@@ -77,6 +91,18 @@ int Store::Prepare(const std::string& root, int* dirfd) {
   SweepDeadStores(root);
   int rootfd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (rootfd < 0) return errno;
+  if (!opts_.adopt_name.empty()) {
+    // A successor: the directory and its files are the dead daemon's, now ours (its lock is
+    // held by the holder's fd, which the successor received).
+    if (opts_.adopt_name.find('/') != std::string::npos) {
+      close(rootfd);
+      return EINVAL;
+    }
+    *dirfd = openat(rootfd, name_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int e = *dirfd < 0 ? errno : 0;
+    close(rootfd);
+    return e;
+  }
   // A leftover of this very pid (a daemon killed and restarted under the same pid) holds nothing
   // anyone can reach: start empty.
   if (mkdirat(rootfd, name_.c_str(), 0700) != 0) {
@@ -95,10 +121,20 @@ int Store::Prepare(const std::string& root, int* dirfd) {
   *dirfd = openat(rootfd, name_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int e = *dirfd < 0 ? errno : 0;
   close(rootfd);
+  if (!e && opts_.lock) {
+    int lfd = openat(*dirfd, kHeldLockName, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+      e = errno;
+      if (lfd >= 0) close(lfd);
+    } else {
+      lock_fds_.push_back(lfd);
+    }
+  }
   return e;
 }
 
 Store::~Store() {
+  for (int fd : lock_fds_) close(fd);
   // Every FileData is gone by now (the inode table dies first): the directories are empty.
   auto drop = [this](int& fd, const std::string& root) {
     if (fd < 0) return;
@@ -168,7 +204,8 @@ int SweepDeadStores(const std::string& root) {
     if (strncmp(e->d_name, kStorePrefix, plen) != 0) continue;
     long pid = strtol(e->d_name + plen, nullptr, 10);
     if (pid <= 0 || pid == getpid()) continue;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) dead.emplace_back(e->d_name);
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH && !HeldForSuccessor(rootfd, e->d_name))
+      dead.emplace_back(e->d_name);
   }
   closedir(d);
   for (auto& n : dead) RemoveStoreDir(rootfd, n.c_str());

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace ephemera {
 
@@ -54,6 +55,12 @@ struct FileData {
 struct StoreOptions {
   std::string memory_dir;  // a directory on a huge=within_size tmpfs; empty: memfd
   std::string spill_dir;   // the disk tier (a plain local fs); empty: no disk tier
+  // Restartable mounts: take over this existing directory name (`store-<pid>-<n>` of a dead
+  // daemon) instead of making a new one, its files untouched.
+  std::string adopt_name;
+  // Restartable mounts: hold an flock on `<dir>/.held` (its fd goes to the connection holder), so
+  // the sweep of dead stores leaves a directory alone while a holder keeps it for a successor.
+  bool lock = false;
 };
 
 class Store {
@@ -71,6 +78,12 @@ class Store {
   int SyncDisk() const;
   // This mount's directory name on both tiers (`store-<pid>-<n>`).
   const std::string& name() const { return name_; }
+  // The tier's directory fd (-1: none); for a successor rebuilding FileData from its journal.
+  int dirfd(Tier t) const { return t == Tier::kMemory ? memory_dirfd_ : disk_dirfd_; }
+  // Names made from now on use serials from `next` (past every name a predecessor made).
+  void set_next_serial(uint64_t next) { serial_ = next; }
+  // The fds holding the `.held` locks (owned by the store; dup them to hand them on).
+  const std::vector<int>& lock_fds() const { return lock_fds_; }
 
  private:
   int Prepare(const std::string& root, int* dirfd);
@@ -79,7 +92,11 @@ class Store {
   int memory_dirfd_ = -1, disk_dirfd_ = -1;
   int memory_error_ = 0, disk_error_ = 0;
   std::atomic<uint64_t> serial_{0};
+  std::vector<int> lock_fds_;
 };
+
+// The lock file a restartable store holds in its directory (see StoreOptions::lock).
+constexpr const char* kHeldLockName = ".held";
 
 // Removes `store-<pid>-*` directories under `root` whose process is gone (a killed daemon's
 // files: they belong to no mount any more). Returns how many it removed.

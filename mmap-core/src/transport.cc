@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include "journal.h"
 
 namespace ephemera {
 namespace {
@@ -131,6 +132,48 @@ int Transport::Mount(std::string* err) {
   return 0;
 }
 
+int Transport::Adopt(const std::vector<int>& fds, bool resend, std::string* err) {
+  if (fds.empty()) {
+    *err = "no /dev/fuse file to adopt";
+    return EINVAL;
+  }
+  std::string dev = MountDevice(opts_.mountpoint);
+  if (auto colon = dev.find(':'); colon != std::string::npos) {
+    unsigned major = std::stoul(dev.substr(0, colon)), minor = std::stoul(dev.substr(colon + 1));
+    connection_ = std::to_string((major << 20) | minor);
+  }
+  adopted_ = true;
+  master_fd_ = fds[0];
+  std::lock_guard lock(mu_);
+  running_ = static_cast<int>(fds.size());
+  threads_.emplace_back([this] { Serve(master_fd_, false); });
+  for (size_t i = 1; i < fds.size(); ++i) {
+    clone_fds_.push_back(fds[i]);
+    int fd = fds[i];
+    threads_.emplace_back([this, fd] { Serve(fd, false); });
+  }
+  if (resend) {
+    // A notification: unique 0, the code in `error`, no payload (fs/fuse/dev.c, fuse_notify).
+    fuse_out_header h{};
+    h.len = sizeof(h);
+    h.error = kNotifyResend;
+    h.unique = 0;
+    if (write(master_fd_, &h, sizeof(h)) != static_cast<ssize_t>(sizeof(h))) {
+      *err = std::string("FUSE_NOTIFY_RESEND: ") + strerror(errno);
+      return 0;  // served anyway; requests the dead daemon had read stay unanswered
+    }
+  }
+  return 0;
+}
+
+std::vector<int> Transport::device_fds() {
+  std::lock_guard lock(mu_);
+  std::vector<int> fds;
+  if (master_fd_ >= 0) fds.push_back(master_fd_);
+  fds.insert(fds.end(), clone_fds_.begin(), clone_fds_.end());
+  return fds;
+}
+
 void Transport::StartClones() {
   std::lock_guard lock(mu_);
   for (int i = 1; i < opts_.queues && !stopping_; ++i) {
@@ -166,6 +209,11 @@ void Transport::Serve(int fd, bool first) {
       break;  // ENODEV: unmounted; ECONNABORTED: aborted
     }
     fs_->Dispatch(buf, static_cast<size_t>(n), &sink);
+    if (adopted_ && first_request_ms_.load(std::memory_order_relaxed) == 0) {
+      timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      first_request_ms_ = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+    }
     if (first && !announced && fs_->initialized()) {
       announced = true;
       StartUringOrClones();

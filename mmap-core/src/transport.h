@@ -33,6 +33,16 @@ class Transport : public BackingRegistry {
   // Opens /dev/fuse and mounts; on success starts the first serving thread, which answers INIT.
   // Returns 0 or an errno, with a message in *err.
   int Mount(std::string* err);
+  // Serves a connection a killed daemon mounted (restartable mounts): `fds` are its /dev/fuse
+  // files as the holder kept them (the first is the one the mount was made with; requests a dead
+  // thread had read stay on that file's processing list). Starts a thread per file, and with
+  // `resend` asks the kernel to queue those requests again (FUSE_NOTIFY_RESEND). The file system
+  // must already be initialized from its journal. 0 or errno.
+  int Adopt(const std::vector<int>& fds, bool resend, std::string* err);
+  // The connection's /dev/fuse files being served (to hand to the holder).
+  std::vector<int> device_fds();
+  // CLOCK_REALTIME ms when an adopted connection served its first request (0: none yet).
+  int64_t first_request_ms() const { return first_request_ms_.load(); }
   // Called (from a serving thread) once INIT is answered, and once when the last thread exits.
   void set_on_ready(std::function<void()> f) { on_ready_ = std::move(f); }
   void set_on_stopped(std::function<void()> f) { on_stopped_ = std::move(f); }
@@ -69,6 +79,8 @@ class Transport : public BackingRegistry {
   bool uring_active_ = false;              // every queue registered: requests travel over the rings
   std::string uring_note_;
   mutable std::mutex info_mu_;
+  bool adopted_ = false;
+  std::atomic<int64_t> first_request_ms_{0};
 };
 
 // Lazily detaches `path` if it is a mount; used to clean a dead daemon's mount. 0 or errno.

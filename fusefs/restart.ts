@@ -1,0 +1,108 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { EphemeraError } from './errors';
+import { repoRoot, type HolderTaken, type NativeCore } from './native';
+
+/**
+ * Restartable mounts (issue 14): the connection holder (mmap-core/helper/holder.c) keeps a mount's
+ * /dev/fuse files while no daemon serves it, and the next `ephemera mount DIR --restartable` takes
+ * them over with the journal the dead daemon left. One state directory per mount point holds the
+ * holder's socket and log, the journal and the memory tier's tmpfs.
+ */
+export const RESTART_ROOT = '/run/ephemera/held';
+export const DEFAULT_HOLDER_TIMEOUT_S = 30;
+
+export interface RestartOptions {
+  /** Default `${RESTART_ROOT}/<mount point, sanitized>`. */
+  stateDir?: string;
+  /** How long the holder waits for a successor before it aborts the connection (default 30 s). */
+  holderTimeoutS?: number;
+}
+
+/** What the successor needs before it can load the journal (the holder keeps it as a blob). */
+export interface HeldState {
+  version: 1;
+  mountpoint: string;
+  memoryDir: string;
+  spillDir: string;
+  journal: string;
+  store: string;
+  queues: number;
+  allowOther: boolean;
+  mode: string;
+  xattrs: boolean;
+  rootMode: number;
+  rootUid: number;
+  rootGid: number;
+}
+
+export interface RestartPaths {
+  dir: string;
+  socket: string;
+  journal: string;
+  memoryDir: string;
+  log: string;
+  pidFile: string;
+}
+
+export function restartPaths(mountpoint: string, stateDir?: string): RestartPaths {
+  const dir = stateDir ?? path.join(RESTART_ROOT, mountpoint.replace(/[^A-Za-z0-9]+/g, '_').slice(-96));
+  return {
+    dir,
+    socket: path.join(dir, 'holder.sock'),
+    journal: path.join(dir, 'journal'),
+    memoryDir: path.join(dir, 'mem'),
+    log: path.join(dir, 'holder.log'),
+    pidFile: path.join(dir, 'holder.pid'),
+  };
+}
+
+export function holderBinary(): string {
+  const file = path.join(repoRoot(), 'mmap-core', 'build', 'ephemera-holder');
+  if (!fs.existsSync(file)) throw new EphemeraError('E_NOT_BUILT', `the connection holder is not built (${file}): run \`npm run build\``);
+  return file;
+}
+
+/** Asks a live holder for the connection; null when none keeps one for this mount point. */
+export function takeFromHolder(core: NativeCore, paths: RestartPaths): { taken: HolderTaken; state: HeldState; fuseCount: number } | null {
+  if (!fs.existsSync(paths.socket)) return null;
+  const taken = core.holderTake(paths.socket, 5000);
+  if (!taken) return null;
+  const nl = taken.blob.indexOf('\n');
+  const fuseCount = Number(taken.blob.slice(0, nl));
+  let state: HeldState;
+  try {
+    state = JSON.parse(taken.blob.slice(nl + 1)) as HeldState;
+  } catch {
+    throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps state this build cannot read`);
+  }
+  if (state.version !== 1) {
+    throw new EphemeraError('E_STATE_VERSION', `the holder at ${paths.socket} keeps state version ${String(state.version)}; this build reads version 1`);
+  }
+  return { taken, state, fuseCount };
+}
+
+/**
+ * Starts a holder for a new mount and waits until it listens (it writes its pid file after
+ * listen(2)). It runs in its own session, so signals to the daemon's group do not reach it.
+ */
+export async function startHolder(paths: RestartPaths, timeoutS: number): Promise<number> {
+  fs.rmSync(paths.pidFile, { force: true });
+  const log = fs.openSync(paths.log, 'a');
+  const child = spawn(
+    holderBinary(),
+    ['--socket', paths.socket, '--timeout', String(timeoutS), '--pid-file', paths.pidFile, '--detach', paths.memoryDir],
+    { detached: true, stdio: ['ignore', log, log] },
+  );
+  fs.closeSync(log);
+  child.unref();
+  const deadline = Date.now() + 5000;
+  while (!fs.existsSync(paths.pidFile)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new EphemeraError('E_HOLDER', `the connection holder did not start (see ${paths.log})`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return child.pid ?? 0;
+}
