@@ -1,0 +1,245 @@
+// Issue 14, first slice: `ephemera mount DIR --restartable` survives a SIGKILL of the process that
+// serves it. A holder keeps the /dev/fuse files, the same command run again takes the connection
+// over from the journal, and a process looping on the mount meanwhile sees no error.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isMountPoint } from '../../fusefs/memtier';
+import { restartPaths } from '../../fusefs/restart';
+import { REPO, skipLoudly } from '../support/mount';
+
+const CLI = path.join(REPO, 'bin', 'ephemera.js');
+const skip = skipLoudly('restartable mounts (issue 14)') || !fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'ephemera-holder'));
+
+interface Daemon {
+  pid: number;
+  child: ChildProcess;
+  events: Record<string, unknown>[];
+  next(event: string, timeoutMs: number, after?: number): Promise<Record<string, unknown>>;
+  exited: Promise<void>;
+  stderr(): string;
+}
+
+/** `node bin/ephemera.js mount …` with no wrapper: its pid is the process that really serves. */
+async function startDaemon(args: string[]): Promise<Daemon> {
+  const child = spawn(process.execPath, [CLI, 'mount', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const events: Record<string, unknown>[] = [];
+  readline.createInterface({ input: child.stdout! }).on('line', (l) => {
+    try {
+      events.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      events.push({ event: 'text', line: l });
+    }
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const next = async (event: string, timeoutMs: number, after = 0) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = events.slice(after).find((e) => e.event === event);
+      if (found) return found;
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`ephemera mount exited before "${event}": ${stderr.trim()}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for "${event}": ${stderr.trim()}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const d: Daemon = { pid: child.pid!, child, events, next, exited, stderr: () => stderr };
+  const ready = await next('ready', 20_000);
+  d.pid = Number(ready.pid);
+  return d;
+}
+
+/** The per-opcode counts the daemon prints on SIGUSR2. */
+async function counters(d: Daemon): Promise<Record<string, unknown>> {
+  const after = d.events.length;
+  process.kill(d.pid, 'SIGUSR2');
+  return d.next('counters', 5000, after);
+}
+
+function sha256(file: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until `pid` has exited (a zombie awaiting its reaper counts as exited). */
+async function exitedWithin(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let state = '';
+    try {
+      state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
+    } catch {
+      return true;
+    }
+    if (state === 'Z' || state === 'X') return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
+  const cleanups: (() => void | Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch {
+        /* best effort: every step runs */
+      }
+    }
+  });
+
+  /** A fresh mount point, and the cleanup that leaves nothing behind whatever state it is in. */
+  function setup(): { base: string; mnt: string; spill: string } {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-restart-'));
+    const mnt = path.join(base, 'mnt');
+    const spill = path.join(base, 'spill');
+    fs.mkdirSync(mnt);
+    fs.mkdirSync(spill);
+    const paths = restartPaths(mnt);
+    cleanups.push(() => {
+      // The holder this test's daemons started (its pid file), then every mount, then the dirs.
+      try {
+        const pid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
+        if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+      } catch {
+        /* no holder left */
+      }
+      for (const m of [mnt, paths.memoryDir]) {
+        for (let i = 0; i < 4 && isMountPoint(m); i++) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+      }
+      fs.rmSync(paths.dir, { recursive: true, force: true });
+      fs.rmSync(base, { recursive: true, force: true });
+    });
+    return { base, mnt, spill };
+  }
+
+  it('SIGKILL mid-loop, same command again: 0 errors, every byte intact, ops served before and after', async () => {
+    const { base, mnt, spill } = setup();
+    const args = [mnt, '--restartable', '--holder-timeout', '10', '--spill-dir', spill];
+    const first = await startDaemon(args);
+    cleanups.push(() => {
+      if (alive(first.pid)) process.kill(first.pid, 'SIGKILL');
+    });
+    expect(first.events[0]).toMatchObject({ takeover: false, mode: 'passthrough' });
+
+    // A file written before the kill: its bytes, and its tier (its backing file in the memory tier's store).
+    const keep = path.join(mnt, 'keep');
+    fs.writeFileSync(keep, crypto.randomBytes(32 << 20));
+    const keepSum = sha256(keep);
+    const paths = restartPaths(mnt);
+    const store = String((first.events[0].restart as Record<string, unknown>).store);
+    const holderPid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
+    const backing = () => fs.readdirSync(path.join(paths.memoryDir, store)).filter((n) => n.startsWith(`${fs.statSync(keep).ino}.`));
+    expect(backing()).toHaveLength(1);
+
+    const stopFile = path.join(base, 'stop');
+    const outFile = path.join(base, 'loop.json');
+    const loop = spawn(process.execPath, [path.join(__dirname, 'loop-worker.js'), mnt, stopFile, outFile], { stdio: 'inherit' });
+    const loopDone = new Promise<void>((resolve) => loop.on('exit', () => resolve()));
+    cleanups.push(() => {
+      if (loop.exitCode === null) loop.kill('SIGKILL');
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = (await counters(first)).counters as Record<string, number>;
+    for (const op of ['CREATE', 'OPEN', 'RENAME', 'UNLINK']) expect(before[op], op).toBeGreaterThan(0);
+
+    const killedAt = Date.now();
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    expect(alive(first.pid)).toBe(false);
+    // Callers wait in the kernel meanwhile (the holder keeps the connection).
+    await new Promise((r) => setTimeout(r, 300));
+
+    const spawnedAt = Date.now();
+    const second = await startDaemon(args);
+    cleanups.push(async () => {
+      if (alive(second.pid)) {
+        second.child.kill('SIGTERM');
+        const t = setTimeout(() => second.child.kill('SIGKILL'), 5000);
+        await second.exited;
+        clearTimeout(t);
+      }
+    });
+    const readyAt = Date.now();
+    expect(second.events[0]).toMatchObject({ takeover: true, mode: 'passthrough' });
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await counters(second);
+    const ops = after.counters as Record<string, number>;
+    for (const op of ['CREATE', 'OPEN', 'RENAME', 'UNLINK']) expect(ops[op], op).toBeGreaterThan(0);
+
+    fs.writeFileSync(stopFile, '');
+    const timer = setTimeout(() => loop.kill('SIGKILL'), 20_000);
+    await loopDone;
+    clearTimeout(timer);
+    const result = JSON.parse(fs.readFileSync(outFile, 'utf8')) as { iterations: number; errors: string[]; maxStallMs: number; stallStartMs: number; bytesChecked: number };
+    expect(result.errors).toEqual([]);
+    expect(result.iterations).toBeGreaterThan(100);
+    expect(sha256(keep)).toBe(keepSum);
+    expect(backing()).toHaveLength(1);
+
+    const restart = after.restart as Record<string, number>;
+    const firstRequestMs = Number(restart.firstRequestMs);
+    expect(firstRequestMs).toBeGreaterThan(0);
+    process.stderr.write(
+      `restart: ${result.iterations} iterations, ${result.bytesChecked} bytes checked, 0 errors; ` +
+        `successor spawn → ready ${readyAt - spawnedAt} ms (journal loaded in ${second.events[0].restart ? (second.events[0].restart as Record<string, number>).loadUs : '?'} µs), ` +
+        `spawn → first answered request ${firstRequestMs - spawnedAt} ms; the caller's longest stall ${result.maxStallMs} ms ` +
+        `(kill → successor spawn ${spawnedAt - killedAt} ms); resent requests: ${restart.repliesReplayed} answered from the journal, ${restart.resendsApplied} applied; ` +
+        `ops before: ${JSON.stringify(before)} after: ${JSON.stringify(ops)}\n`,
+    );
+
+    // A clean stop releases the holder and leaves no state behind.
+    second.child.kill('SIGTERM');
+    await second.next('stopped', 10_000);
+    await second.exited;
+    expect(await exitedWithin(holderPid, 3000)).toBe(true);
+    expect(fs.existsSync(paths.dir)).toBe(false);
+    expect(isMountPoint(mnt)).toBe(false);
+    expect(isMountPoint(paths.memoryDir)).toBe(false);
+  }, 90_000);
+
+  it('no successor: the holder aborts the connection after its timeout (ENOTCONN), and says why', async () => {
+    const { mnt } = setup();
+    const d = await startDaemon([mnt, '--restartable', '--holder-timeout', '2']);
+    fs.writeFileSync(path.join(mnt, 'before'), 'x');
+    const paths = restartPaths(mnt);
+    const holderPid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
+    process.kill(d.pid, 'SIGKILL');
+    await d.exited;
+    const t0 = Date.now();
+    // A caller needing the daemon waits (in a child: a blocked syscall must not block this worker).
+    const probe = spawn(
+      process.execPath,
+      ['-e', `const fs=require('fs');let a,b;try{fs.writeFileSync(${JSON.stringify(path.join(mnt, 'new'))},'y')}catch(e){a=e.code}try{fs.readFileSync(${JSON.stringify(path.join(mnt, 'before'))})}catch(e){b=e.code}console.log(JSON.stringify({a,b}))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    probe.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    const killer = setTimeout(() => probe.kill('SIGKILL'), 15_000);
+    await new Promise<void>((resolve) => probe.on('exit', () => resolve()));
+    clearTimeout(killer);
+    const waited = Date.now() - t0;
+    const codes = JSON.parse(out) as { a: string; b: string };
+    expect(['ENOTCONN', 'ECONNABORTED']).toContain(codes.a);
+    expect(codes.b).toBe('ENOTCONN');
+    expect(waited).toBeGreaterThanOrEqual(1500);
+    expect(waited).toBeLessThan(6000);
+    expect(await exitedWithin(holderPid, 3000)).toBe(true);
+    expect(fs.readFileSync(paths.log, 'utf8')).toMatch(/no successor took over within 2 s; closing \d+ fds/);
+    process.stderr.write(`restart: no successor → the caller got ${codes.a} after ${waited} ms (holder timeout 2 s)\n`);
+  }, 60_000);
+});
