@@ -132,9 +132,10 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   counters_.count[idx]++;
   // Restartable: a resent request a dead daemon already applied gets its journaled reply again;
   // a changing request's records reach the journal before its reply (JournalSink).
+  if (journal_) TestStopAt("read", h->opcode);
   if (journal_ && (h->unique & kUniqueResend) && JournalReplay(h->unique, sink)) return;
   JournalScope scope(journal_ ? this : nullptr, h->opcode);
-  JournalSink journal_sink(scope.active() ? this : nullptr, sink, h->unique);
+  JournalSink journal_sink(scope.active() ? this : nullptr, sink, h->unique, h->opcode);
   if (scope.active()) sink = &journal_sink;
   Reply reply(sink, h->unique, shape, &counters_.unanswered, &counters_.bad_replies);
   if (h->len != len || len < sizeof(fuse_in_header) + arg_size) {

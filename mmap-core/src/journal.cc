@@ -11,6 +11,7 @@
 // The file is rewritten as one snapshot at takeover and whenever it passes kCompactBytes.
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -28,7 +29,9 @@ namespace {
 
 constexpr uint32_t kBatchMagic = 0x314a4545u;  // "EEJ1"
 constexpr uint32_t kJournalVersion = 1;
-constexpr uint64_t kCompactBytes = 64ull << 20;
+// The journal is rewritten as one snapshot once it passes max(4 MiB, 4 × the last snapshot): a
+// successor reads at most ~5 snapshots' worth, and compaction costs O(table) per 3 tables written.
+constexpr uint64_t kCompactMinBytes = 4ull << 20;
 constexpr size_t kKeptReplies = 256;  // ≥ the requests a daemon can have read and not answered
 
 enum Rec : uint8_t { kHeader = 1, kInit = 2, kQuota = 3, kInode = 4, kFree = 5, kDirAdd = 6, kDirDel = 7, kReply = 8 };
@@ -131,6 +134,30 @@ int Filesystem::Journal::Append(const std::string& payload) {
   return 0;
 }
 
+bool TestStopAt(const char* point, uint32_t opcode) {
+  struct Stop {
+    std::string point;
+    uint32_t opcode = 0;
+  };
+  static const Stop stop = [] {
+    Stop s;
+    const char* v = getenv("EPHEMERA_TEST_STOP");
+    std::string text = v ? v : "";
+    auto colon = text.find(':');
+    if (colon == std::string::npos) return s;
+    std::string name = text.substr(colon + 1);
+#define EPHEMERA_STOP_NAME(num, Name, Arg, Out) \
+  if (name == #Name) s.opcode = num;
+    EPHEMERA_OPCODES(EPHEMERA_STOP_NAME)
+#undef EPHEMERA_STOP_NAME
+    s.point = text.substr(0, colon);
+    return s;
+  }();
+  if (stop.opcode == 0 || stop.opcode != opcode || stop.point != point) return false;
+  raise(SIGKILL);
+  return true;
+}
+
 JournalScope::JournalScope(Filesystem* fs, uint32_t opcode) {
   if (!fs || !Journaled(opcode)) return;
   fs_ = fs;
@@ -231,7 +258,7 @@ void Filesystem::JournalCommit(uint64_t unique, const iovec* iov, int count) {
   journal_->Append(b);
   t_records.clear();
   t_dirty.clear();
-  if (journal_->stats.bytes > kCompactBytes) {
+  if (journal_->stats.bytes > std::max(kCompactMinBytes, 4 * journal_->snapshot_bytes)) {
     std::string err;
     WriteSnapshot(&err);
   }
@@ -341,6 +368,7 @@ int Filesystem::WriteSnapshot(std::string* err) {
     return e;
   }
   if (old >= 0) close(old);
+  journal_->snapshot_bytes = journal_->stats.bytes;
   // Appends continue on the renamed file (O_APPEND is not needed: one writer, under mu_).
   lseek(fd, 0, SEEK_END);
   return 0;

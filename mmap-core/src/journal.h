@@ -19,6 +19,7 @@ struct Filesystem::Journal {
   int fd = -1;
   std::deque<std::pair<uint64_t, std::string>> replies;  // unique (resend bit cleared) → reply bytes
   JournalStats stats;
+  uint64_t snapshot_bytes = 0;  // the last snapshot's size: compaction waits for a multiple of it
   ~Journal() {
     if (fd >= 0) close(fd);
   }
@@ -34,11 +35,20 @@ struct JournalScope {
   Filesystem* fs_ = nullptr;
 };
 
+// Test-only stop points (EPHEMERA_TEST_STOP="read:RENAME" or "applied:RENAME"): the daemon
+// SIGKILLs itself after reading the first such request, or after journaling it but before its
+// reply, so tests can kill at exactly those points. Unset: never.
+bool TestStopAt(const char* point, uint32_t opcode);
+
 class JournalSink : public ReplySink {
  public:
-  JournalSink(Filesystem* fs, ReplySink* inner, uint64_t unique) : fs_(fs), inner_(inner), unique_(unique) {}
+  JournalSink(Filesystem* fs, ReplySink* inner, uint64_t unique, uint32_t opcode)
+      : fs_(fs), inner_(inner), unique_(unique), opcode_(opcode) {}
   int Send(const iovec* iov, int count) override {
-    if (fs_) fs_->JournalCommit(unique_, iov, count);
+    if (fs_) {
+      fs_->JournalCommit(unique_, iov, count);
+      TestStopAt("applied", opcode_);
+    }
     return inner_->Send(iov, count);
   }
 
@@ -46,6 +56,7 @@ class JournalSink : public ReplySink {
   Filesystem* fs_;
   ReplySink* inner_;
   uint64_t unique_;
+  uint32_t opcode_;
 };
 
 }  // namespace ephemera

@@ -25,8 +25,8 @@ interface Daemon {
 }
 
 /** `node bin/ephemera.js mount …` with no wrapper: its pid is the process that really serves. */
-async function startDaemon(args: string[]): Promise<Daemon> {
-  const child = spawn(process.execPath, [CLI, 'mount', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startDaemon(args: string[], env: Record<string, string> = {}): Promise<Daemon> {
+  const child = spawn(process.execPath, [CLI, 'mount', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const events: Record<string, unknown>[] = [];
@@ -242,4 +242,76 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(fs.readFileSync(paths.log, 'utf8')).toMatch(/no successor took over within 2 s; closing \d+ fds/);
     process.stderr.write(`restart: no successor → the caller got ${codes.a} after ${waited} ms (holder timeout 2 s)\n`);
   }, 60_000);
+
+  // The non-idempotent requests, killed at the two points that matter (a test-only stop point in
+  // the daemon, EPHEMERA_TEST_STOP): after the request is read but before it is applied (the
+  // successor applies the resent request), and after it is applied and journaled but before the
+  // reply (the successor answers the resent request from the journal). Either way the caller sees
+  // one success: a second CREATE O_EXCL, MKDIR or LINK would be EEXIST, a second RENAME or UNLINK
+  // ENOENT; and the table holds exactly the entries and inodes one application leaves.
+  const cases: { op: string; setup: string[]; probe: string; names: string[]; inodeDelta: number }[] = [
+    { op: 'CREATE', setup: [], probe: `fs.writeFileSync(p('n'), 'new', { flag: 'wx' })`, names: ['n'], inodeDelta: 1 },
+    { op: 'MKDIR', setup: [], probe: `fs.mkdirSync(p('d'))`, names: ['d'], inodeDelta: 1 },
+    { op: 'UNLINK', setup: ['a'], probe: `fs.unlinkSync(p('a'))`, names: [], inodeDelta: -1 },
+    { op: 'RENAME', setup: ['a'], probe: `fs.renameSync(p('a'), p('b'))`, names: ['b'], inodeDelta: 0 },
+    { op: 'LINK', setup: ['a'], probe: `fs.linkSync(p('a'), p('l'))`, names: ['a', 'l'], inodeDelta: 1 },
+  ];
+  for (const point of ['read', 'applied'] as const) {
+    for (const c of cases) {
+      it(`killed after ${c.op} is ${point === 'read' ? 'read, before it is applied' : 'applied, before its reply'}: applied once`, async () => {
+        const { mnt } = setup();
+        const args = [mnt, '--restartable', '--holder-timeout', '10'];
+        const first = await startDaemon(args, { EPHEMERA_TEST_STOP: `${point}:${c.op}` });
+        cleanups.push(() => {
+          if (alive(first.pid)) process.kill(first.pid, 'SIGKILL');
+        });
+        for (const n of c.setup) fs.writeFileSync(path.join(mnt, n), `content of ${n}`);
+        const used = () => {
+          const st = fs.statfsSync(mnt);
+          return st.files - st.ffree;
+        };
+        const usedBefore = used();
+        const probe = spawn(
+          process.execPath,
+          ['-e', `const fs=require('fs'),path=require('path');const p=(n)=>path.join(${JSON.stringify(mnt)},n);try{${c.probe};console.log('{"ok":true}')}catch(e){console.log(JSON.stringify({ok:false,code:e.code}))}`],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        let out = '';
+        probe.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+        const probeDone = new Promise<void>((resolve) => probe.on('exit', () => resolve()));
+        const killer = setTimeout(() => probe.kill('SIGKILL'), 20_000);
+        cleanups.push(() => {
+          clearTimeout(killer);
+          if (probe.exitCode === null) probe.kill('SIGKILL');
+        });
+        // The stop point kills the daemon at the probe's request.
+        const t = setTimeout(() => first.child.kill('SIGKILL'), 10_000);
+        await first.exited;
+        clearTimeout(t);
+        expect(first.child.signalCode).toBe('SIGKILL');
+        expect(probe.exitCode).toBe(null); // still waiting in the kernel
+        const second = await startDaemon(args);
+        cleanups.push(async () => {
+          if (alive(second.pid)) {
+            second.child.kill('SIGTERM');
+            await second.exited;
+          }
+        });
+        await probeDone;
+        expect(JSON.parse(out)).toEqual({ ok: true });
+        expect(fs.readdirSync(mnt).sort()).toEqual(c.names);
+        for (const n of c.names) {
+          if (c.op === 'MKDIR') expect(fs.statSync(path.join(mnt, n)).isDirectory()).toBe(true);
+          else expect(fs.readFileSync(path.join(mnt, n), 'utf8')).toBe(c.op === 'CREATE' ? 'new' : 'content of a');
+        }
+        // No leaked inode: the count one application leaves (FORGETs are asynchronous: wait a little).
+        const deadline = Date.now() + 3000;
+        while (used() !== usedBefore + c.inodeDelta && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        expect(used()).toBe(usedBefore + c.inodeDelta);
+        const info = (await counters(second)).restart as Record<string, number>;
+        if (point === 'read') expect(info.resendsApplied).toBeGreaterThanOrEqual(1);
+        else expect(info.repliesReplayed).toBeGreaterThanOrEqual(1);
+      }, 60_000);
+    }
+  }
 });
