@@ -17,4 +17,13 @@ if (!skipLoudly('conformance on Ephemera')) {
     const m = await startMount({ args: ['--xattrs'] });
     return { dir: m.dir, teardown: () => m.teardown() };
   });
+  // Journaling every change (issue 14) must not change a single answer.
+  conformanceSuite(
+    'ephemera --restartable',
+    async () => {
+      const m = await startMount({ args: ['--restartable'] });
+      return { dir: m.dir, teardown: () => m.teardown() };
+    },
+    { xattrs: false },
+  );
 }

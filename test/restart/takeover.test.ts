@@ -161,8 +161,17 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     process.kill(first.pid, 'SIGKILL');
     await first.exited;
     expect(alive(first.pid)).toBe(false);
-    // Callers wait in the kernel meanwhile (the holder keeps the connection).
-    await new Promise((r) => setTimeout(r, 300));
+    // Callers wait in the kernel meanwhile (the holder keeps the connection). A store started
+    // beside the dead one sweeps dead daemons' directories, but not one a holder keeps.
+    const beside = path.join(base, 'beside');
+    fs.mkdirSync(beside);
+    const other = await startDaemon([beside, '--spill-dir', spill]);
+    cleanups.push(() => {
+      if (alive(other.pid)) process.kill(other.pid, 'SIGKILL');
+    });
+    expect(fs.readdirSync(spill)).toContain(store);
+    other.child.kill('SIGTERM');
+    await other.exited;
 
     const spawnedAt = Date.now();
     const second = await startDaemon(args);
