@@ -64,6 +64,9 @@ export interface NativeRestartInfo {
   /** Resent requests the dead daemon had not journaled: applied now. */
   resendsApplied: number;
   orphansRemoved: number;
+  /** Time spent writing batches, summed (divide by batches for the per-request cost). */
+  commitNs: number;
+  compactions: number;
   kernelHasResend: boolean;
   /** CLOCK_REALTIME ms of the first request an adopted connection served (0: none yet). */
   firstRequestMs: number;

@@ -220,6 +220,8 @@ class Filesystem {
   struct JournalStats {
     uint64_t bytes = 0, batches = 0, loaded_batches = 0, load_us = 0, replies_replayed = 0, resends_applied = 0;
     uint64_t orphans_removed = 0;
+    uint64_t compactions = 0;
+    uint64_t commit_ns = 0;  // time spent serializing and writing batches (the per-op cost)
   };
   JournalStats journal_stats();
 

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
@@ -121,15 +122,12 @@ bool Journaled(uint32_t opcode) {
 }  // namespace
 
 int Filesystem::Journal::Append(const std::string& payload) {
-  std::string frame;
-  frame.reserve(payload.size() + 12);
-  Put<uint32_t>(frame, kBatchMagic);
-  Put<uint32_t>(frame, static_cast<uint32_t>(payload.size()));
-  Put<uint32_t>(frame, Crc32(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
-  frame += payload;
-  ssize_t n = write(fd, frame.data(), frame.size());
-  if (n != static_cast<ssize_t>(frame.size())) return n < 0 ? errno : EIO;
-  stats.bytes += frame.size();
+  uint32_t head[3] = {kBatchMagic, static_cast<uint32_t>(payload.size()),
+                      Crc32(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())};
+  iovec iov[2] = {{head, sizeof(head)}, {const_cast<char*>(payload.data()), payload.size()}};
+  ssize_t n = writev(fd, iov, 2);
+  if (n != static_cast<ssize_t>(sizeof(head) + payload.size())) return n < 0 ? errno : EIO;
+  stats.bytes += sizeof(head) + payload.size();
   stats.batches++;
   return 0;
 }
@@ -233,6 +231,7 @@ void Filesystem::JournalCommit(uint64_t unique, const iovec* iov, int count) {
   if (t_committed || !journal_) return;
   t_committed = true;
   if (t_dirty.empty() && t_records.empty()) return;  // changed nothing: re-applying is harmless
+  auto t0 = std::chrono::steady_clock::now();
   std::string& b = t_records;
   std::sort(t_dirty.begin(), t_dirty.end());
   t_dirty.erase(std::unique(t_dirty.begin(), t_dirty.end()), t_dirty.end());
@@ -261,7 +260,10 @@ void Filesystem::JournalCommit(uint64_t unique, const iovec* iov, int count) {
   if (journal_->stats.bytes > std::max(kCompactMinBytes, 4 * journal_->snapshot_bytes)) {
     std::string err;
     WriteSnapshot(&err);
+    journal_->stats.compactions++;
   }
+  journal_->stats.commit_ns +=
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
 bool Filesystem::JournalReplay(uint64_t unique, ReplySink* sink) {
