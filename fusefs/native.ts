@@ -67,6 +67,8 @@ export interface NativeRestartInfo {
   /** Time spent writing batches, summed (divide by batches for the per-request cost). */
   commitNs: number;
   compactions: number;
+  /** Resent requests answered EIO: they had been resent to 3 successors that each died. */
+  resendsRefused: number;
   kernelHasResend: boolean;
   /** CLOCK_REALTIME ms of the first request an adopted connection served (0: none yet). */
   firstRequestMs: number;

@@ -132,8 +132,17 @@ void Filesystem::Dispatch(const uint8_t* buf, size_t len, ReplySink* sink) {
   counters_.count[idx]++;
   // Restartable: a resent request a dead daemon already applied gets its journaled reply again;
   // a changing request's records reach the journal before its reply (JournalSink).
+  if (journal_ && (h->unique & kUniqueResend)) {
+    if (JournalReplay(h->unique, sink)) return;
+    if (!JournalAttempt(h->unique)) {
+      counters_.errors[idx]++;
+      Reply refused(sink, h->unique, shape, &counters_.unanswered, &counters_.bad_replies);
+      if (shape.replies) refused.Error(EIO);
+      else refused.NoReply();
+      return;
+    }
+  }
   if (journal_) TestStopAt("read", h->opcode);
-  if (journal_ && (h->unique & kUniqueResend) && JournalReplay(h->unique, sink)) return;
   JournalScope scope(journal_ ? this : nullptr, h->opcode);
   JournalSink journal_sink(scope.active() ? this : nullptr, sink, h->unique, h->opcode);
   if (scope.active()) sink = &journal_sink;

@@ -221,6 +221,7 @@ class Filesystem {
     uint64_t bytes = 0, batches = 0, loaded_batches = 0, load_us = 0, replies_replayed = 0, resends_applied = 0;
     uint64_t orphans_removed = 0;
     uint64_t compactions = 0;
+    uint64_t resends_refused = 0;  // answered EIO: resent to kResendAttempts successors that died
     uint64_t commit_ns = 0;  // time spent serializing and writing batches (the per-op cost)
   };
   JournalStats journal_stats();
@@ -236,6 +237,9 @@ class Filesystem {
   void JournalCommit(uint64_t unique, const iovec* iov, int count);
   // A resent request whose reply the journal holds: send that reply again. True if handled.
   bool JournalReplay(uint64_t unique, ReplySink* sink);
+  // Counts a resent request handed to this successor (journaled before it is applied); false when
+  // kResendAttempts successors already got it and died: it is answered EIO instead.
+  bool JournalAttempt(uint64_t unique);
   void JournalWriteQuota();   // requires mu_
   void JournalWriteInode(uint64_t ino);  // one batch with one inode's state (requires mu_)
   int WriteSnapshot(std::string* err);   // requires mu_

@@ -35,7 +35,7 @@ constexpr uint32_t kJournalVersion = 1;
 constexpr uint64_t kCompactMinBytes = 4ull << 20;
 constexpr size_t kKeptReplies = 256;  // ≥ the requests a daemon can have read and not answered
 
-enum Rec : uint8_t { kHeader = 1, kInit = 2, kQuota = 3, kInode = 4, kFree = 5, kDirAdd = 6, kDirDel = 7, kReply = 8 };
+enum Rec : uint8_t { kHeader = 1, kInit = 2, kQuota = 3, kInode = 4, kFree = 5, kDirAdd = 6, kDirDel = 7, kReply = 8, kAttempt = 9 };
 
 thread_local bool t_track = false;
 thread_local bool t_committed = false;
@@ -290,6 +290,26 @@ bool Filesystem::JournalReplay(uint64_t unique, ReplySink* sink) {
   return true;
 }
 
+bool Filesystem::JournalAttempt(uint64_t unique) {
+  std::lock_guard lock(mu_);
+  uint64_t key = unique & ~kUniqueResend;
+  uint32_t seen = 0;
+  for (auto& [u, n] : journal_->attempts)
+    if (u == key) seen = std::max(seen, n);
+  if (seen >= kResendAttempts) {
+    journal_->stats.resends_refused++;
+    return false;
+  }
+  journal_->attempts.emplace_back(key, seen + 1);
+  if (journal_->attempts.size() > kKeptReplies) journal_->attempts.pop_front();
+  std::string b;
+  Put<uint8_t>(b, kAttempt);
+  Put<uint64_t>(b, key);
+  Put<uint32_t>(b, seen + 1);
+  journal_->Append(b);  // before the request is applied: a successor it kills leaves the count behind
+  return true;
+}
+
 void Filesystem::JournalWriteQuota() {
   std::string b;
   Put<uint8_t>(b, kQuota);
@@ -351,6 +371,11 @@ int Filesystem::WriteSnapshot(std::string* err) {
     Put<uint8_t>(b, kReply);
     Put<uint64_t>(b, unique);
     PutStr(b, bytes);
+  }
+  for (auto& [unique, n] : journal_->attempts) {
+    Put<uint8_t>(b, kAttempt);
+    Put<uint64_t>(b, unique);
+    Put<uint32_t>(b, n);
   }
   std::string tmp = journal_->path + ".tmp";
   int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
@@ -534,6 +559,13 @@ int Filesystem::AdoptJournal(const std::string& path, std::string* err) {
           std::string bytes = r.Str();
           journal->replies.emplace_back(unique, std::move(bytes));
           if (journal->replies.size() > kKeptReplies) journal->replies.pop_front();
+          break;
+        }
+        case kAttempt: {
+          uint64_t unique = r.Get<uint64_t>();
+          uint32_t n = r.Get<uint32_t>();
+          journal->attempts.emplace_back(unique, n);
+          if (journal->attempts.size() > kKeptReplies) journal->attempts.pop_front();
           break;
         }
         default:

@@ -12,14 +12,18 @@ namespace ephemera {
 constexpr uint64_t kUniqueResend = 1ULL << 63;
 // INIT flag the kernel sets when it understands FUSE_NOTIFY_RESEND (flags2 bit 7).
 constexpr uint64_t kInitHasResend = 1ULL << 39;
-constexpr int kNotifyResend = 7;  // enum fuse_notify_code: FUSE_NOTIFY_RESEND
+constexpr int kNotifyResend = 7;
+constexpr uint32_t kResendAttempts = 3;  // enum fuse_notify_code: FUSE_NOTIFY_RESEND
 
 struct Filesystem::Journal {
   std::string path;
   int fd = -1;
   std::deque<std::pair<uint64_t, std::string>> replies;  // unique (resend bit cleared) → reply bytes
   JournalStats stats;
-  uint64_t snapshot_bytes = 0;  // the last snapshot's size: compaction waits for a multiple of it
+  uint64_t snapshot_bytes = 0;
+  // Resent requests handed to a successor and not answered (unique → successors that got it):
+  // one that killed kResendAttempts successors is answered EIO instead of killing another.
+  std::deque<std::pair<uint64_t, uint32_t>> attempts;  // the last snapshot's size: compaction waits for a multiple of it
   ~Journal() {
     if (fd >= 0) close(fd);
   }

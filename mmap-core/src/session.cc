@@ -427,6 +427,7 @@ class Session : public Napi::ObjectWrap<Session> {
       j.Set("orphansRemoved", static_cast<double>(js.orphans_removed));
       j.Set("commitNs", static_cast<double>(js.commit_ns));
       j.Set("compactions", static_cast<double>(js.compactions));
+      j.Set("resendsRefused", static_cast<double>(js.resends_refused));
       j.Set("kernelHasResend", fs_->kernel_has_resend());
       j.Set("firstRequestMs", transport_ ? static_cast<double>(transport_->first_request_ms()) : 0.0);
       j.Set("resendNote", resend_note_);

@@ -1,12 +1,13 @@
 // Issue 14, first slice: `ephemera mount DIR --restartable` survives a SIGKILL of the process that
 // serves it. A holder keeps the /dev/fuse files, the same command run again takes the connection
 // over from the journal, and a process looping on the mount meanwhile sees no error.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import * as zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isMountPoint } from '../../fusefs/memtier';
 import { restartPaths } from '../../fusefs/restart';
@@ -323,4 +324,87 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
       }, 60_000);
     }
   }
+
+  /** A child that renames a → b on the mount and prints the outcome (a blocked call must not block this worker). */
+  function renameProbe(mnt: string): { done: Promise<{ ok: boolean; code?: string }>; child: ChildProcess } {
+    const child = spawn(
+      process.execPath,
+      ['-e', `const fs=require('fs');try{fs.renameSync(${JSON.stringify(path.join(mnt, 'a'))},${JSON.stringify(path.join(mnt, 'b'))});console.log('{"ok":true}')}catch(e){console.log(JSON.stringify({ok:false,code:e.code}))}`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const done = new Promise<{ ok: boolean; code?: string }>((resolve) =>
+      child.on('exit', () => {
+        clearTimeout(killer);
+        resolve(out ? (JSON.parse(out) as { ok: boolean; code?: string }) : { ok: false, code: 'probe killed' });
+      }),
+    );
+    return { done, child };
+  }
+
+  it('a request that kills every successor: after 3 successors died on it, the 4th answers EIO and keeps serving', async () => {
+    const { mnt } = setup();
+    const args = [mnt, '--restartable', '--holder-timeout', '10'];
+    // Every daemon here dies on reading a RENAME (the stop point), like a request that crashes the code.
+    const crashing = { EPHEMERA_TEST_STOP: 'read:RENAME' };
+    const first = await startDaemon(args, crashing);
+    fs.writeFileSync(path.join(mnt, 'a'), 'content of a');
+    const probe = renameProbe(mnt);
+    cleanups.push(() => {
+      if (probe.child.exitCode === null) probe.child.kill('SIGKILL');
+    });
+    await first.exited;
+    const died: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      // Each dies on the resent RENAME, before it can even say ready.
+      const d = spawn(process.execPath, [CLI, 'mount', ...args, '--json'], { stdio: 'ignore', env: { ...process.env, ...crashing } });
+      const exited = new Promise<void>((resolve) => d.on('exit', () => resolve()));
+      cleanups.push(() => {
+        if (d.exitCode === null && d.signalCode === null) d.kill('SIGKILL');
+      });
+      const t = setTimeout(() => d.kill('SIGTERM'), 10_000);
+      await exited;
+      clearTimeout(t);
+      died.push(d.signalCode === 'SIGKILL' ? 1 : 0);
+    }
+    expect(died).toEqual([1, 1, 1]);
+    const fourth = await startDaemon(args, crashing);
+    cleanups.push(async () => {
+      if (alive(fourth.pid)) {
+        fourth.child.kill('SIGTERM');
+        await fourth.exited;
+      }
+    });
+    expect(await probe.done).toEqual({ ok: false, code: 'EIO' });
+    expect(fs.readFileSync(path.join(mnt, 'a'), 'utf8')).toBe('content of a'); // still served, nothing lost
+    const info = (await counters(fourth)).restart as Record<string, number>;
+    expect(info.resendsRefused).toBe(1);
+  }, 90_000);
+
+  it('a journal of another state version: a clear refusal naming the version, then the holder’s bounded abort (never a hang)', async () => {
+    const { mnt } = setup();
+    const args = [mnt, '--restartable', '--holder-timeout', '3'];
+    const first = await startDaemon(args);
+    fs.writeFileSync(path.join(mnt, 'a'), 'x');
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    // Rewrite the header record's version (the first batch: 12-byte frame, type byte, u32 version) and its CRC.
+    const paths = restartPaths(mnt);
+    const j = fs.readFileSync(paths.journal);
+    const len = j.readUInt32LE(4);
+    j.writeUInt32LE(99, 13);
+    j.writeUInt32LE(zlib.crc32(j.subarray(12, 12 + len)), 8);
+    fs.writeFileSync(paths.journal, j);
+    const t0 = Date.now();
+    const r = spawnSync(process.execPath, [CLI, 'mount', ...args, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('E_STATE_VERSION');
+    expect(r.stderr).toContain('state version 99; this build reads version 1');
+    // The holder still keeps the connection for a successor that can read it, up to its timeout.
+    const probe = spawnSync(process.execPath, ['-e', `try{require('fs').readFileSync(${JSON.stringify(path.join(mnt, 'a'))})}catch(e){console.log(e.code)}`], { encoding: 'utf8', timeout: 20_000 });
+    expect(['ENOTCONN', 'ECONNABORTED']).toContain(probe.stdout.trim());
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 60_000);
 });
