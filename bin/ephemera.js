@@ -8,6 +8,12 @@ if (!fs.existsSync(entry)) {
   process.stderr.write('ephemera: not built (E_NOT_BUILT): run `npm run build` in ' + path.join(__dirname, '..') + '\n');
   process.exit(2);
 }
+// `ephemera mount DIR --restartable` taking a live connection over: its callers are waiting, so
+// the takeover starts before the CLI's modules load (see fusefs/restart.ts, takeoverEarly).
+const argv = process.argv;
+if (argv[2] === 'mount' && argv[3] && !argv[3].startsWith('-') && argv.includes('--restartable') && !argv.includes('--help')) {
+  require(path.join(__dirname, '..', 'dist', 'fusefs', 'restart.js')).takeoverEarly(path.resolve(argv[3]));
+}
 require(entry).main(process.argv).catch((err) => {
   process.stderr.write(`ephemera: ${err && err.code ? err.code + ': ' : ''}${err && err.message ? err.message : err}\n`);
   process.exit(typeof err?.exitCode === 'number' ? err.exitCode : 1);

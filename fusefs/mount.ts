@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
-import { restartPaths, startHolder, takeFromHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
+import { adoptFromHolder, claimEarlyTakeover, restartPaths, startHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
 import {
   loadCore,
   type NativeCounters,
@@ -110,40 +110,13 @@ export class EphemeraMount {
   private static async openRestartable(mountpoint: string, opts: MountOptions, restart: RestartOptions): Promise<EphemeraMount> {
     const core = loadCore();
     const paths = restartPaths(mountpoint, restart.stateDir);
+    const adopted = await (claimEarlyTakeover(mountpoint, restart.stateDir) ?? adoptFromHolder(core, mountpoint, paths));
+    if (adopted) {
+      const memoryTier = MemoryTierMount.adopt(adopted.state.memoryDir);
+      return new EphemeraMount(mountpoint, adopted.info, adopted.session, memoryTier, adopted.stopped, { paths, takeover: true });
+    }
     let onStopped!: () => void;
     const stopped = new Promise<void>((resolve) => (onStopped = resolve));
-    const held = takeFromHolder(core, paths);
-    if (held) {
-      const { taken, state, fuseCount } = held;
-      try {
-        if (state.mountpoint !== mountpoint) throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
-        const memoryTier = MemoryTierMount.adopt(state.memoryDir);
-        const session = new core.Session({
-          mountpoint,
-          allowOther: state.allowOther,
-          queues: state.queues,
-          mode: state.mode as 'auto',
-          memoryDir: state.memoryDir,
-          spillDir: state.spillDir,
-          rootMode: state.rootMode,
-          rootUid: state.rootUid,
-          rootGid: state.rootGid,
-          xattrs: state.xattrs,
-          transport: 'device',
-          journal: state.journal,
-          adoptStore: state.store,
-        });
-        const info = await session.adopt({ fds: taken.fds, fuseCount, conn: taken.conn }, () => onStopped());
-        return new EphemeraMount(mountpoint, info, session, memoryTier, stopped, { paths, takeover: true });
-      } catch (e) {
-        // The holder keeps its own copies and waits for the next successor, up to its timeout.
-        for (const fd of taken.fds) fs.closeSync(fd);
-        fs.closeSync(taken.conn);
-        const err = e as Error & { code?: string };
-        const code = err.code === 'E_STATE_VERSION' || err.code === 'E_HOLDER_BUSY' ? err.code : 'E_TAKEOVER';
-        throw new EphemeraError(code, `cannot take over ${mountpoint}: ${err.message}`);
-      }
-    }
     if (opts.transport === 'uring') throw new EphemeraError('E_BAD_OPTION', 'a restartable mount serves /dev/fuse loops (an io_uring ring is not handed over yet)');
     preflight(mountpoint);
     fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });

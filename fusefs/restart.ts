@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EphemeraError } from './errors';
-import { repoRoot, type HolderTaken, type NativeCore } from './native';
+import { isMountPoint } from './memtier';
+import { loadCore, repoRoot, type HolderTaken, type NativeCore, type NativeMountInfo, type NativeSession } from './native';
 
 /**
  * Restartable mounts (issue 14): the connection holder (mmap-core/helper/holder.c) keeps a mount's
@@ -105,4 +106,71 @@ export async function startHolder(paths: RestartPaths, timeoutS: number): Promis
     await new Promise((r) => setTimeout(r, 5));
   }
   return child.pid ?? 0;
+}
+
+/** A connection taken over from a holder and being served. */
+export interface Adopted {
+  session: NativeSession;
+  info: NativeMountInfo;
+  state: HeldState;
+  stopped: Promise<void>;
+}
+
+/**
+ * Takes `mountpoint`'s connection over from its holder and serves it (the journal loaded, the
+ * resend asked for); null when no holder keeps it. On failure the fds received are closed: the
+ * holder keeps its own copies and waits for the next successor, up to its timeout.
+ */
+export async function adoptFromHolder(core: NativeCore, mountpoint: string, paths: RestartPaths): Promise<Adopted | null> {
+  const held = takeFromHolder(core, paths);
+  if (!held) return null;
+  const { taken, state, fuseCount } = held;
+  let onStopped!: () => void;
+  const stopped = new Promise<void>((resolve) => (onStopped = resolve));
+  try {
+    if (state.mountpoint !== mountpoint) throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
+    if (!isMountPoint(state.memoryDir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${state.memoryDir} is not mounted any more: its files are gone`);
+    const session = new core.Session({
+      mountpoint,
+      allowOther: state.allowOther,
+      queues: state.queues,
+      mode: state.mode as 'auto',
+      memoryDir: state.memoryDir,
+      spillDir: state.spillDir,
+      rootMode: state.rootMode,
+      rootUid: state.rootUid,
+      rootGid: state.rootGid,
+      xattrs: state.xattrs,
+      transport: 'device',
+      journal: state.journal,
+      adoptStore: state.store,
+    });
+    const info = await session.adopt({ fds: taken.fds, fuseCount, conn: taken.conn }, () => onStopped());
+    return { session, info, state, stopped };
+  } catch (e) {
+    for (const fd of taken.fds) fs.closeSync(fd);
+    fs.closeSync(taken.conn);
+    const err = e as Error & { code?: string };
+    const code = err.code === 'E_STATE_VERSION' || err.code === 'E_HOLDER_BUSY' ? err.code : 'E_TAKEOVER';
+    throw new EphemeraError(code, `cannot take over ${mountpoint}: ${err.message}`);
+  }
+}
+
+// A successor's callers are waiting: bin/ephemera.js starts the takeover before the whole CLI
+// loads (~0.4 s of modules), and `mount` picks the served connection up here.
+let early: { mountpoint: string; result: Promise<Adopted | null> } | undefined;
+
+/** Starts taking `mountpoint` over at once (default state directory). Never throws. */
+export function takeoverEarly(mountpoint: string): void {
+  const result = adoptFromHolder(loadCore(), mountpoint, restartPaths(mountpoint));
+  result.catch(() => undefined); // reported when claimed
+  early = { mountpoint, result };
+}
+
+/** The early takeover of `mountpoint`, if one was started (its failure rethrown to the claimer). */
+export function claimEarlyTakeover(mountpoint: string, stateDir: string | undefined): Promise<Adopted | null> | undefined {
+  if (!early || early.mountpoint !== mountpoint || stateDir !== undefined) return undefined;
+  const { result } = early;
+  early = undefined;
+  return result;
 }

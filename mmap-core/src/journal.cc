@@ -30,9 +30,9 @@ namespace {
 
 constexpr uint32_t kBatchMagic = 0x314a4545u;  // "EEJ1"
 constexpr uint32_t kJournalVersion = 1;
-// The journal is rewritten as one snapshot once it passes max(4 MiB, 4 × the last snapshot): a
+// The journal is rewritten as one snapshot once it passes max(1 MiB, 4 × the last snapshot): a
 // successor reads at most ~5 snapshots' worth, and compaction costs O(table) per 3 tables written.
-constexpr uint64_t kCompactMinBytes = 4ull << 20;
+constexpr uint64_t kCompactMinBytes = 1ull << 20;
 constexpr size_t kKeptReplies = 256;  // ≥ the requests a daemon can have read and not answered
 
 enum Rec : uint8_t { kHeader = 1, kInit = 2, kQuota = 3, kInode = 4, kFree = 5, kDirAdd = 6, kDirDel = 7, kReply = 8, kAttempt = 9 };
