@@ -8,7 +8,8 @@
 // resent request (FUSE_UNIQUE_RESEND) whose reply is journaled gets that reply again, so a
 // CREATE, MKDIR, UNLINK, RENAME or LINK the dead daemon applied is never applied twice, and one
 // it had not journaled is applied now, once. Batches carry a CRC; a torn tail ends the load.
-// The file is rewritten as one snapshot at takeover and whenever it passes kCompactBytes.
+// The file is rewritten as one snapshot at takeover and whenever it grows past kCompactMinBytes
+// and 4 snapshots.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
