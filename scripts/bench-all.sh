@@ -5,6 +5,8 @@
 # arguments go to every suite (e.g. --passes 3). Run scripts/setup.sh first (or the demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
 OUT=${EPHEMERA_BENCH_OUT:-/var/tmp/ephemera-bench-all}
 SUITES=${EPHEMERA_BENCH_SUITES:-"fio policy schedule mix overhead workloads sharing functionbench impact"}
 mkdir -p "$OUT"
