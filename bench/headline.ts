@@ -79,7 +79,8 @@ export function headlineOfDocs(docs: readonly BenchJsonDocument[]): Headline {
 }
 
 function ratioText(r: Headline['vsTmpfs'], baseline: string): string {
-  return r === null ? `— ${baseline} (no row with a ratio)` : `${r.median.toFixed(2)}× ${baseline} (median of ${r.rows} workload${r.rows === 1 ? '' : 's'})`;
+  // A row of the table below: one workload at one point of its sweep, in one cache phase.
+  return r === null ? `— ${baseline} (no row with a ratio)` : `${r.median.toFixed(2)}× ${baseline} (median of ${r.rows} row${r.rows === 1 ? '' : 's'})`;
 }
 
 /** The headline as a few plain lines (the terminal, and the report's first section). */
@@ -91,7 +92,7 @@ export function renderHeadline(h: Headline): string[] {
   const lines = [
     `Ephemera: ${ratioText(h.vsTmpfs, 'tmpfs')}, ${ratioText(h.vsOverlay, 'overlay')}; > 1 = faster`,
     h.oomKillsAvoided.total > 0
-      ? `OOM kills avoided: ${h.oomKillsAvoided.total} (${killed}) in ${h.oomKillsAvoided.rows} workload${h.oomKillsAvoided.rows === 1 ? '' : 's'} where Ephemera finished with 0`
+      ? `OOM kills avoided: ${h.oomKillsAvoided.total} (${killed}) in ${h.oomKillsAvoided.rows} row${h.oomKillsAvoided.rows === 1 ? '' : 's'} where Ephemera finished with 0`
       : 'OOM kills avoided: 0 (no baseline was OOM-killed where Ephemera finished)',
     `Ephemera OOM kills: ${h.ephemeraOomKills}`,
   ];

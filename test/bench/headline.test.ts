@@ -101,8 +101,8 @@ describe('headline', () => {
   it('reads in a few lines: ratios with their row counts, kills avoided, Ephemera’s kills, reports', () => {
     const lines = renderHeadline(headline(ROWS, { reports: ['/out/workloads/report.html', '/out/impact/report.html'] }));
     expect(lines).toEqual([
-      'Ephemera: 0.90× tmpfs (median of 3 workloads), 1.00× overlay (median of 4 workloads); > 1 = faster',
-      'OOM kills avoided: 2 (tmpfs 2, overlay 0) in 1 workload where Ephemera finished with 0',
+      'Ephemera: 0.90× tmpfs (median of 3 rows), 1.00× overlay (median of 4 rows); > 1 = faster',
+      'OOM kills avoided: 2 (tmpfs 2, overlay 0) in 1 row where Ephemera finished with 0',
       'Ephemera OOM kills: 0',
       'Reports: /out/workloads/report.html  /out/impact/report.html',
     ]);

@@ -93,8 +93,8 @@ describe('report.html', () => {
     });
     const page = renderReportHtml(toJsonDocument([o('ephemera', 4, 0), o('tmpfs', undefined, 3), o('overlay', 8, 0)], [], { ...RUN, suite: 'impact' }));
     const section = /<section id="headline">([\s\S]*?)<\/section>/.exec(page)![1]!;
-    expect(section).toContain('Ephemera: — tmpfs (no row with a ratio), 2.00× overlay (median of 1 workload)');
-    expect(section).toContain('OOM kills avoided: 3 (tmpfs 3, overlay 0) in 1 workload where Ephemera finished with 0');
+    expect(section).toContain('Ephemera: — tmpfs (no row with a ratio), 2.00× overlay (median of 1 row)');
+    expect(section).toContain('OOM kills avoided: 3 (tmpfs 3, overlay 0) in 1 row where Ephemera finished with 0');
   });
 
   it('draws its charts as wide as their column (width 100%, viewBox) in a grid across the page; the SVG files keep a size', () => {
