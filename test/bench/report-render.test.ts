@@ -88,6 +88,27 @@ describe.skipIf(!existsSync(CHROMIUM))('report in headless Chromium', () => {
     expect(JSON.parse(readFileSync(path.join(dir, 'out', 'impact.json'), 'utf8')).summary).toHaveLength(doc.summary.length);
   }, 120_000);
 
+  it('lays its charts out across the page’s width, following the window, with the headline first', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ephemera-report-width-'));
+    dirs.push(dir);
+    const file = writeReport(path.join(dir, 'out'), toJsonDocument(RESULTS, [], RUN));
+    const widths = [900, 1700].map((w, i) => {
+      const { stdout, status } = chromium([`--window-size=${w},1000`, '--dump-dom', `file://${file}`], path.join(dir, `profile-${i}`));
+      expect(status).toBe(0);
+      expect(stdout).toMatch(/<body[^>]*>\s*<section id="headline">/);
+      const body = /<body([^>]*)>/.exec(stdout)?.[1] ?? '';
+      const attr = (name: string): number => Number(new RegExp(`${name}="(\\d+)"`).exec(body)?.[1] ?? NaN);
+      return { body: attr('data-body-width'), chart: attr('data-chart-width') };
+    });
+    const [narrow, wide] = widths as [{ body: number; chart: number }, { body: number; chart: number }];
+    // A narrow window: one column, each chart as wide as the page's body.
+    expect(narrow.chart).toBeGreaterThanOrEqual(narrow.body - 2);
+    // A wide one: the charts grow with it (one column, or two sharing the width), never a fixed size.
+    expect(wide.body).toBeGreaterThan(narrow.body + 600);
+    expect(wide.chart).toBeGreaterThan(wide.body * 0.45);
+    expect(wide.chart).not.toBe(narrow.chart);
+  }, 120_000);
+
   it('screenshots to a PNG', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ephemera-report-png-'));
     dirs.push(dir);
