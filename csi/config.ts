@@ -4,8 +4,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { parseSize } from '../fusefs/units';
 import { assertTenantName } from '../link/index';
-import { CsiError, errorMessage } from './errors';
-import { status } from '@grpc/grpc-js';
+import { errorMessage } from './errors';
 
 /** The CSIDriver object's name: kubelet calls the plugin by it, pods name it in `csi.driver`. */
 export const DEFAULT_DRIVER_NAME = 'tmp.csi.ephemera.io';
@@ -41,6 +40,15 @@ export const CsiConfigSchema = z
   })
   .strict();
 
+/** A config the driver cannot start with; the CLI prints the code and the message. */
+export class CsiConfigError extends Error {
+  readonly code = 'E_BAD_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'CsiConfigError';
+  }
+}
+
 export interface CsiConfig {
   driverName: string;
   nodeId: string;
@@ -56,7 +64,7 @@ export function parseCsiConfig(raw: unknown, where = 'CSI config'): CsiConfig {
   const r = CsiConfigSchema.safeParse(raw);
   if (!r.success) {
     const detail = r.error.issues.map((i) => `${i.path.map(String).join('.') || '(top)'}: ${i.message}`).join('; ');
-    throw new CsiError(status.INVALID_ARGUMENT, `${where}: ${detail}`);
+    throw new CsiConfigError(`${where}: ${detail}`);
   }
   const c = r.data;
   for (const [ns, tenant] of Object.entries(c.namespaces)) {
@@ -64,7 +72,7 @@ export function parseCsiConfig(raw: unknown, where = 'CSI config'): CsiConfig {
     try {
       assertTenantName(tenant);
     } catch (e) {
-      throw new CsiError(status.INVALID_ARGUMENT, `${where}: namespaces.${ns}: ${errorMessage(e)}`);
+      throw new CsiConfigError(`${where}: namespaces.${ns}: ${errorMessage(e)}`);
     }
   }
   let defaultSizeBytes: number | undefined;
@@ -72,9 +80,9 @@ export function parseCsiConfig(raw: unknown, where = 'CSI config'): CsiConfig {
     try {
       defaultSizeBytes = typeof c.defaultSize === 'number' ? c.defaultSize : parseSize(c.defaultSize.replace(/^(\s*\d+(?:\.\d+)?\s*[KkMmGg])i\s*$/, '$1iB'), 'defaultSize');
     } catch (e) {
-      throw new CsiError(status.INVALID_ARGUMENT, `${where}: ${errorMessage(e)}`);
+      throw new CsiConfigError(`${where}: ${errorMessage(e)}`);
     }
-    if (defaultSizeBytes <= 0) throw new CsiError(status.INVALID_ARGUMENT, `${where}: defaultSize must be more than 0`);
+    if (defaultSizeBytes <= 0) throw new CsiConfigError(`${where}: defaultSize must be more than 0`);
   }
   return {
     driverName: c.driverName,
@@ -92,7 +100,7 @@ export function loadCsiConfig(file: string): CsiConfig {
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new CsiError(status.INVALID_ARGUMENT, `cannot read the CSI config ${file}: ${errorMessage(e)}`);
+    throw new CsiConfigError(`cannot read the CSI config ${file}: ${errorMessage(e)}`);
   }
   return parseCsiConfig(raw, file);
 }

@@ -182,6 +182,7 @@ describe.skipIf(why !== undefined)('CSI node plugin: ephemeral inline volumes ov
   let podCgroup: string;
   let csi: grpc.Client;
   let reg: grpc.Client;
+  let config: ReturnType<typeof parseCsiConfig>;
   const podUid = randomUUID();
   const held: HeldProcess[] = [];
   // kubelet's own layout: /var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~csi/<volume name>/mount
@@ -209,7 +210,7 @@ describe.skipIf(why !== undefined)('CSI node plugin: ephemeral inline volumes ov
     podCgroup = path.join(root.dir, 'kubepods', 'burstable', `pod${podUid}`);
     fs.mkdirSync(podCgroup, { recursive: true });
     fs.writeFileSync(path.join(podCgroup, 'memory.limit_in_bytes'), String(512 * MiB));
-    const config = parseCsiConfig({
+    config = parseCsiConfig({
       driverName: DRIVER,
       nodeId: `node-${run16}`,
       namespaces: { 'team-a': 'tenant-a', 'team-b': 'tenant-b', shared: null },
@@ -405,6 +406,30 @@ describe.skipIf(why !== undefined)('CSI node plugin: ephemeral inline volumes ov
     expect((await daemonMounts()).mounts.find((m) => m.path === target)?.owner).toBe('untenanted');
     expect((await unpublish(id, target)).code).toBe(grpc.status.OK);
     expect(fsTypeAt(target)).toBeUndefined();
+  }, 60_000);
+
+  it('a restarted plugin knows what it published (the node daemon is the state): publish again is OK, unpublish cleans up', async () => {
+    const id = volumeId();
+    const target = targetOf('restart');
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    const request = { volumeId: id, targetPath: target, context: podContext({ size: '32Mi' }) };
+    expect((await publish(request)).code).toBe(grpc.status.OK);
+    csi.close();
+    reg.close();
+    await plugin.close();
+    expect(fs.existsSync(plugin.csiSocket)).toBe(false);
+    expect(fsTypeAt(target)).toBe('fuse.ephemera'); // the pod keeps its /tmp while the plugin restarts
+    plugin = await CsiNodePlugin.start({ config, daemonSocket: daemon.paths.socket, defaultSizeQuota: 256 * MiB });
+    csi = new grpc.Client(`unix://${plugin.csiSocket}`, grpc.credentials.createInsecure());
+    reg = new grpc.Client(`unix://${plugin.registrationSocket}`, grpc.credentials.createInsecure());
+    const again = await publish(request);
+    expect(again.code, again.details).toBe(grpc.status.OK);
+    const other = await publish({ ...request, volumeId: volumeId() });
+    expect(other.code).toBe(grpc.status.ALREADY_EXISTS);
+    const gone = await unpublish(id, target);
+    expect(gone.code, gone.details).toBe(grpc.status.OK);
+    expect(fsTypeAt(target)).toBeUndefined();
+    expect(fs.existsSync(target)).toBe(false);
   }, 60_000);
 
   it('a pod whose cgroup kubelet has not made → FAILED_PRECONDITION naming where it looked (kubelet retries)', async () => {
