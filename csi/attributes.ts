@@ -32,7 +32,7 @@ export interface InlineVolume {
  */
 export function parseInlineVolume(ctx: Record<string, string>): InlineVolume {
   if (ctx[K8S_EPHEMERAL] !== 'true') {
-    throw invalid(`volume_context["${K8S_EPHEMERAL}"] is ${JSON.stringify(ctx[K8S_EPHEMERAL] ?? null)}: this driver serves ephemeral inline volumes only (CSIDriver volumeLifecycleModes: [Ephemeral])`);
+    throw invalid(`volume_context["${K8S_EPHEMERAL}"] is ${JSON.stringify(ctx[K8S_EPHEMERAL] ?? null)}: this driver serves ephemeral inline volumes only (CSIDriver volumeLifecycleModes: [Ephemeral]; kubelet sets the key only with podInfoOnMount: true)`);
   }
   const need = (key: string): string => {
     const v = ctx[key];
