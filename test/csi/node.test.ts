@@ -16,65 +16,11 @@ import { NodeDaemon, cleanupNodeDaemon } from '../../fusefs/daemon';
 import { MemoryCgroup } from '../../fusefs/memory/cgroup';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
 import { mountUnavailableReason } from '../support/mount';
+import { bool, call, decode, enumField, map, msg, str, text } from './wire';
 
 const why = mountUnavailableReason() ?? cgroupV1Unavailable();
 if (why) console.warn(`\n!!! SKIPPING CSI node plugin tests: ${why}\n`);
 const MiB = 1 << 20;
-const CALL_DEADLINE_MS = 30_000;
-
-// --- a protobuf encoder of a few lines (proto3 wire format) ------------------------------------
-
-const varint = (n: number): Buffer => {
-  const out: number[] = [];
-  let v = n;
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return Buffer.from(out);
-};
-const tag = (field: number, wire: number) => varint(field * 8 + wire);
-/** Wire type 2: strings, bytes, embedded messages, map entries. */
-const bytesField = (field: number, value: Buffer) => Buffer.concat([tag(field, 2), varint(value.length), value]);
-const str = (field: number, value: string) => bytesField(field, Buffer.from(value, 'utf8'));
-const msg = (field: number, ...parts: Buffer[]) => bytesField(field, Buffer.concat(parts));
-/** Wire type 0. */
-const bool = (field: number, value: boolean) => Buffer.concat([tag(field, 0), varint(value ? 1 : 0)]);
-const enumField = (field: number, value: number) => Buffer.concat([tag(field, 0), varint(value)]);
-/** A map<string, string> is a repeated entry message with key = 1, value = 2. */
-const map = (field: number, entries: Record<string, string>) => Buffer.concat(Object.entries(entries).map(([k, v]) => msg(field, str(1, k), str(2, v))));
-
-/** Decodes one message level: field number → values (numbers for varints, Buffers for wire type 2). */
-function decode(buf: Buffer): Map<number, Array<number | Buffer>> {
-  const fields = new Map<number, Array<number | Buffer>>();
-  let i = 0;
-  const readVarint = () => {
-    let result = 0;
-    let shift = 1;
-    for (;;) {
-      const b = buf[i++]!;
-      result += (b & 0x7f) * shift;
-      if (b < 0x80) return result;
-      shift *= 128;
-    }
-  };
-  while (i < buf.length) {
-    const key = readVarint();
-    const field = Math.floor(key / 8);
-    const wire = key % 8;
-    let value: number | Buffer;
-    if (wire === 0) value = readVarint();
-    else if (wire === 2) {
-      const len = readVarint();
-      value = buf.subarray(i, i + len);
-      i += len;
-    } else throw new Error(`unexpected wire type ${wire} for field ${field}`);
-    fields.set(field, [...(fields.get(field) ?? []), value]);
-  }
-  return fields;
-}
-const text = (m: Map<number, Array<number | Buffer>>, field: number): string[] => (m.get(field) ?? []).map((v) => (v as Buffer).toString('utf8'));
 
 // --- the requests, field numbers from the CSI spec ---------------------------------------------
 
@@ -107,30 +53,6 @@ const publishRequest = (p: Publish) =>
 /** message NodeUnpublishVolumeRequest { string volume_id = 1; string target_path = 2; } */
 const unpublishRequest = (volumeId: string | undefined, targetPath: string | undefined) =>
   Buffer.concat([...(volumeId !== undefined ? [str(1, volumeId)] : []), ...(targetPath !== undefined ? [str(2, targetPath)] : [])]);
-
-// --- calls as raw bytes ------------------------------------------------------------------------
-
-interface Reply {
-  code: grpc.status;
-  details: string;
-  body: Map<number, Array<number | Buffer>>;
-}
-function call(client: grpc.Client, method: string, request: Buffer = Buffer.alloc(0)): Promise<Reply> {
-  return new Promise((resolve) => {
-    client.makeUnaryRequest<Buffer, Buffer>(
-      method,
-      (b) => b,
-      (b) => b,
-      request,
-      new grpc.Metadata(),
-      { deadline: Date.now() + CALL_DEADLINE_MS },
-      (err, reply) => {
-        if (err) resolve({ code: err.code, details: err.details, body: new Map() });
-        else resolve({ code: grpc.status.OK, details: '', body: decode(reply ?? Buffer.alloc(0)) });
-      },
-    );
-  });
-}
 
 function memoryStat(dir: string): Map<string, number> {
   const m = new Map<string, number>();
