@@ -145,10 +145,16 @@ export class CsiNode {
   }
 
   /**
-   * The pod stopped. The store leaves the pod's cgroup first (detach-cgroup: the adapter stops,
-   * every memory-tier file moves to disk, so no page stays charged to the pod), and only then is
-   * the mount removed; removing a mount while its adapter follows the cgroup left memory-tier
-   * pages charged before.
+   * The pod stopped (kubelet unpublishes after its containers are gone, while its cgroup still
+   * exists), so its /tmp goes. Nothing may stay charged to the pod's cgroup, and the memory tier
+   * comes off it before the unmount (removing a mount while its adapter still followed the cgroup
+   * had left memory-tier pages charged):
+   * 1. the store's files are deleted: their memory-tier (shmem) and disk-tier (page cache) pages,
+   *    charged to the pod that wrote them, go at once, with no copy to disk of data about to die
+   *    (a removed mount's disk tier is only lazily unmounted and lingers for seconds);
+   * 2. detach-cgroup: the adapter stops following the pod's cgroup and whatever could not be
+   *    deleted (a file still open, or step 1 ran out of time) moves to disk;
+   * 3. the mount is removed, and the directory the plugin made.
    */
   private async doUnpublish(r: UnpublishRequest): Promise<void> {
     if (!r.volume_id) throw invalid('volume_id is missing');
@@ -163,17 +169,14 @@ export class CsiNode {
       return;
     }
     const daemon = this.opts.daemon;
+    const emptied = await emptyStore(target, EMPTY_TIMEOUT_MS);
+    if (!emptied.ok) this.opts.log.warn({ volume: r.volume_id, err: emptied.error }, 'could not empty the store: what is left moves to disk before the unmount');
     try {
       const { eviction } = await daemon.detachCgroup(mountId);
       this.opts.log.info({ volume: r.volume_id, movedToDisk: eviction.freedBytes, leftInMemory: eviction.memoryBytes }, 'volume detached from its pod');
     } catch (e) {
       if ((e as { code?: string }).code !== 'E_UNKNOWN_MOUNT') throw new CsiError(status.INTERNAL, `detaching volume ${r.volume_id} from its pod: ${errorMessage(e)}`, e);
     }
-    // Its files are deleted before the unmount: the disk tier's page cache is charged to the pod
-    // that wrote it, and a removed mount's disk tier lingers (lazily unmounted) for seconds after
-    // remove-mount returns; unlinked, the pages go at once.
-    const emptied = await emptyStore(target, EMPTY_TIMEOUT_MS);
-    if (!emptied.ok) this.opts.log.warn({ volume: r.volume_id, err: emptied.error }, 'could not empty the store before removing it: its disk-tier pages go when the kernel drops its file system');
     try {
       await daemon.removeMount(mountId);
     } catch (e) {

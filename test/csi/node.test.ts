@@ -261,13 +261,15 @@ describe.skipIf(why !== undefined)('CSI node plugin: ephemeral inline volumes ov
     const read = await run('cmp', ['-n', String(32 * MiB), path.join(target, 'data'), '/dev/zero']);
     expect(read.code, read.stderr).toBe(0);
 
+    const t0 = Date.now();
     const gone = await unpublish(id, target);
+    const unpublishMs = Date.now() - t0;
     expect(gone.code, gone.details).toBe(grpc.status.OK);
     expect(fsTypeAt(target)).toBeUndefined();
     expect(fs.existsSync(target)).toBe(false); // the plugin removes the directory it made
     expect((await daemonMounts()).mounts.find((m) => m.id === mount.id)).toBeUndefined();
     const left = charged(podCgroup);
-    console.log(`[csi] after unpublish: pod cgroup shmem ${(left.shmem / MiB).toFixed(1)} MiB, cache ${(left.cache / MiB).toFixed(1)} MiB (before the write: ${(before.shmem / MiB).toFixed(1)} / ${(before.cache / MiB).toFixed(1)})`);
+    console.log(`[csi] after unpublish (${unpublishMs} ms): pod cgroup shmem ${(left.shmem / MiB).toFixed(1)} MiB, cache ${(left.cache / MiB).toFixed(1)} MiB (before the write: ${(before.shmem / MiB).toFixed(1)} / ${(before.cache / MiB).toFixed(1)})`);
     expect(left.cache - before.cache).toBeLessThan(1 * MiB);
     expect(left.shmem - before.shmem).toBeLessThan(1 * MiB);
 
