@@ -9,6 +9,11 @@ export const K8S_POD_NAME = 'csi.storage.k8s.io/pod.name';
 export const K8S_POD_NAMESPACE = 'csi.storage.k8s.io/pod.namespace';
 const K8S_PREFIX = 'csi.storage.k8s.io/';
 
+/** Bytes from a Kubernetes quantity (64Mi, 1Gi) or a size as the CLI writes it (64M, 1G: binary too). */
+export function parseQuantity(text: string, what: string): number {
+  return parseSize(text.replace(/^(\s*\d+(?:\.\d+)?\s*[KkMmGg])i\s*$/, '$1iB'), what);
+}
+
 /** Ours: a pod's `csi.volumeAttributes`. */
 const KNOWN = ['size', 'inodes', 'mem', 'file', 'tenant'] as const;
 
@@ -50,8 +55,7 @@ export function parseInlineVolume(ctx: Record<string, string>): InlineVolume {
     const v = ctx[key];
     if (v === undefined) return undefined;
     try {
-      // Kubernetes quantities (64Mi, 1Gi) as well as the CLI's sizes (64M, 1G: binary too).
-      return parseSize(v.replace(/^(\s*\d+(?:\.\d+)?\s*[KkMmGg])i\s*$/, '$1iB'), `volumeAttributes.${key}`);
+      return parseQuantity(v, `volumeAttributes.${key}`);
     } catch (e) {
       throw invalid(errorMessage(e).replace(/^E_[A-Z_]+: /, ''));
     }

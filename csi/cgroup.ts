@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { CsiError, invalid } from './errors';
 import { status } from '@grpc/grpc-js';
+import { CsiError, invalid } from './errors';
 
 /** A pod uid as the API server makes them (a UUID); anything else must not become a path. */
 const POD_UID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;

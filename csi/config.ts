@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { parseSize } from '../fusefs/units';
 import { assertTenantName } from '../link/index';
+import { parseQuantity } from './attributes';
 import { errorMessage } from './errors';
 
 /** The CSIDriver object's name: kubelet calls the plugin by it, pods name it in `csi.driver`. */
@@ -78,7 +78,7 @@ export function parseCsiConfig(raw: unknown, where = 'CSI config'): CsiConfig {
   let defaultSizeBytes: number | undefined;
   if (c.defaultSize !== undefined) {
     try {
-      defaultSizeBytes = typeof c.defaultSize === 'number' ? c.defaultSize : parseSize(c.defaultSize.replace(/^(\s*\d+(?:\.\d+)?\s*[KkMmGg])i\s*$/, '$1iB'), 'defaultSize');
+      defaultSizeBytes = typeof c.defaultSize === 'number' ? c.defaultSize : parseQuantity(c.defaultSize, 'defaultSize');
     } catch (e) {
       throw new CsiConfigError(`${where}: ${errorMessage(e)}`);
     }
