@@ -123,6 +123,7 @@ export function registerFusefsCommands(program: Command): void {
           queues,
           pid: process.pid,
           protoMinor: m.info.protoMinor,
+          killprivV2: m.info.killprivV2,
           ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
         },
         `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}`,
