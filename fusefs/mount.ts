@@ -32,7 +32,7 @@ export interface MountOptions {
   rootMode?: number;
   rootUid?: number;
   rootGid?: number;
-  /** Support xattrs (a GETXATTR round trip on every write(); default off → ENOTSUP). */
+  /** Support xattrs (default off → ENOTSUP; a GETXATTR round trip per write() when killprivV2 is off). */
   xattrs?: boolean;
   /**
    * Negotiate FUSE_HANDLE_KILLPRIV_V2 (the daemon clears setuid/setgid; passthrough writes skip

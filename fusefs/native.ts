@@ -19,7 +19,7 @@ export interface NativeSessionOptions {
   entryTimeout?: number;
   attrTimeout?: number;
   flushEnosys?: boolean;
-  /** Extended attributes (costs one GETXATTR round trip per write(): see fs.h). Default off. */
+  /** Extended attributes (a GETXATTR round trip per write() unless killprivV2: see fs.h). Default off. */
   xattrs?: boolean;
   /** Negotiate FUSE_HANDLE_KILLPRIV_V2 (default true): the daemon clears setuid/setgid, the kernel sets SB_NOSEC. */
   killprivV2?: boolean;

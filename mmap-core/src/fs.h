@@ -76,10 +76,11 @@ struct FsOptions {
   double entry_timeout_s = 3600;  // every change comes through this mount, so caching is safe
   double attr_timeout_s = 3600;
   bool answer_flush_enosys = true;  // nothing to do on flush: ENOSYS stops the kernel sending it
-  // Extended attributes cost a GETXATTR round trip on EVERY write(): the kernel asks for
-  // security.capability before each write (file_remove_privs; FUSE never sets SB_NOSEC), which
-  // measured 0.11x tmpfs on 4 KiB random writes. Off, every xattr op answers ENOSYS once and the
-  // kernel stops asking (no_getxattr): xattrs are ENOTSUP everywhere, consistently.
+  // Without FUSE_HANDLE_KILLPRIV_V2 (no SB_NOSEC), extended attributes cost a GETXATTR round trip
+  // on EVERY write(): the kernel asks for security.capability before each write (file_remove_privs),
+  // which measured 0.11x tmpfs on 4 KiB random writes; with it, about once per file (S_NOSEC).
+  // Off, every xattr op answers ENOSYS once and the kernel stops asking (no_getxattr): xattrs are
+  // ENOTSUP everywhere, consistently.
   bool xattrs = false;
   // FUSE_HANDLE_KILLPRIV_V2: the kernel sets SB_NOSEC, so a passthrough write to a file without
   // setuid/setgid bits skips file_remove_privs after its first write, and the daemon clears the

@@ -97,6 +97,20 @@ describe.skipIf(skip)('round trips per operation', () => {
     expect(delta(c1, m.counters()).SETATTR ?? 0).toBe(0);
   });
 
+  it('with --xattrs, writes no longer ask for security.capability each time (SB_NOSEC); without KILLPRIV_V2 they do', async () => {
+    const N = 200;
+    const writes = (dir: string) => `i=0; exec 3<>${dir}/f; while [ $i -lt ${N} ]; do printf w >&3; i=$((i+1)); done; exec 3>&-`;
+    const getxattrs = async (killprivV2: boolean) => {
+      const { m, dir } = await mount({ xattrs: true, killprivV2 });
+      sh(`: > ${dir}/f`);
+      const c0 = m.counters();
+      sh(writes(dir));
+      return delta(c0, m.counters()).GETXATTR ?? 0;
+    };
+    expect(await getxattrs(true)).toBeLessThanOrEqual(2);
+    expect(await getxattrs(false)).toBeGreaterThanOrEqual(N);
+  });
+
   it('EPHEMERA_KILLPRIV_V2=0 turns the negotiation off (the A/B switch)', async () => {
     const saved = process.env.EPHEMERA_KILLPRIV_V2;
     process.env.EPHEMERA_KILLPRIV_V2 = '0';
