@@ -519,7 +519,10 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
   constexpr uint32_t kAttrBits = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME |
                                  FATTR_ATIME_NOW | FATTR_MTIME_NOW | FATTR_CTIME | FATTR_KILL_SUIDGID;
   const bool remove_privs = killpriv_v2_ && node->is_reg() && !(in.valid & kAttrBits);
-  if ((in.valid & FATTR_KILL_SUIDGID) || remove_privs) KillSuidGid(req, node, now);
+  // The kernel asks for a write or truncate only when the caller lacks CAP_FSETID; for a chown it
+  // always asks, and the caller's privilege shows only as uid 0 (FUSE passes no capabilities).
+  const bool privileged = (in.valid & (FATTR_UID | FATTR_GID)) && req.h().uid == 0;
+  if ((in.valid & FATTR_KILL_SUIDGID) || remove_privs) KillSuidGid(req, node, now, privileged);
   if (in.valid & FATTR_UID) node->uid = in.uid, node->ctime = now;
   if (in.valid & FATTR_GID) node->gid = in.gid, node->ctime = now;
   if (in.valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) {
@@ -825,19 +828,19 @@ bool CallerInGroup(const Request& req, uint32_t gid) {
 
 // What a write, truncate or chown clears, as the VFS's setattr_should_drop_suidgid does for
 // tmpfs (fs/attr.c): S_ISUID always; S_ISGID with group-execute, or when the caller is neither in
-// the file's group nor privileged (uid 0 stands for CAP_FSETID: FUSE passes no capabilities).
-uint32_t SuidGidToKill(const Request& req, const Inode* in) {
+// the file's group nor privileged (CAP_FSETID).
+uint32_t SuidGidToKill(const Request& req, const Inode* in, bool privileged) {
   uint32_t kill = in->mode & S_ISUID;
   if (in->mode & S_ISGID) {
-    if ((in->mode & S_IXGRP) || (req.h().uid != 0 && !CallerInGroup(req, in->gid))) kill |= S_ISGID;
+    if ((in->mode & S_IXGRP) || (!privileged && !CallerInGroup(req, in->gid))) kill |= S_ISGID;
   }
   return kill;
 }
 }  // namespace
 
-void Filesystem::KillSuidGid(const Request& req, Inode* in, const timespec& now) {
+void Filesystem::KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged) {
   if (in->is_dir()) return;
-  uint32_t kill = SuidGidToKill(req, in);
+  uint32_t kill = SuidGidToKill(req, in, privileged);
   if (kill) {
     in->mode &= ~kill;
     in->ctime = now;
@@ -859,8 +862,9 @@ void Filesystem::KillSuidGid(const Request& req, Inode* in, const timespec& now)
 // since OPEN's reply carries no attributes). The kernel asks at OPEN only for O_TRUNC by a caller
 // without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID). Differences left: after such an open the kernel
 // refreshes size and times but not the mode (FUSE_STATX_MODSIZE), so a statx asking for the mode
-// alone sees the old bits until the next write or attribute refresh; and "privileged" is uid 0
-// (FUSE passes no capabilities). The mount is nosuid, so the bits never grant anything.
+// alone sees the old bits until the next write or attribute refresh; and a chown's caller counts as
+// privileged when it is uid 0 (FUSE passes no capabilities). The mount is nosuid, so the bits
+// never grant anything.
 int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
   memset(out, 0, sizeof(*out));
   out->fh = in->ino;
@@ -917,7 +921,7 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
     if (node->is_dir()) return reply.Error(EISDIR);
     if (!node->is_reg()) return reply.Error(EACCES);
     // Only an existing file is truncated, so only it loses the bits (a new file keeps its mode).
-    if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now());
+    if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   } else {
     if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node))
       return reply.Error(e);
@@ -937,7 +941,7 @@ void Filesystem::OpOPEN(const Request& req, Reply& reply) {
   if (!node) return reply.Error(ENOENT);
   if (node->is_dir()) return reply.Error(EISDIR);
   if (!node->data) return reply.Error(node->is_reg() ? ENOENT : ENXIO);  // unlinked meanwhile; or a fifo/device
-  if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now());
+  if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   abi::OpenOut out;
   if (int e = OpenRegular(node, in.flags, &out)) return reply.Error(e);
   reply.Ok(out);
@@ -1029,7 +1033,7 @@ void Filesystem::OpWRITE(const Request& req, Reply& reply) {
   if (n < 0) return reply.Error(errno);
   if (in.write_flags & FUSE_WRITE_KILL_SUIDGID) {  // writes through the daemon (no passthrough)
     std::lock_guard lock(mu_);
-    if (Inode* node = Get(req.nodeid())) KillSuidGid(req, node, Now());
+    if (Inode* node = Get(req.nodeid())) KillSuidGid(req, node, Now(), false);
   }
   fuse_write_out out{};
   out.size = static_cast<uint32_t>(n);

@@ -247,9 +247,9 @@ class Filesystem {
   // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
   int AdmitWrite(Inode* in);  // requires mu_
   int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
-  // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown by an
-  // unprivileged caller drops, as the VFS does for tmpfs (requires mu_).
-  void KillSuidGid(const Request& req, Inode* in, const timespec& now);
+  // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown drops, as
+  // the VFS does for tmpfs; `privileged`: the caller may keep S_ISGID (requires mu_).
+  void KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged);
   int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
   void ReadDir(const Request& req, Reply& reply, bool plus);
   void SetInitState(const fuse_init_in& in, abi::InitOut* out);

@@ -163,6 +163,8 @@ export function definePermissionTests(ctx: SuiteContext): void {
       file('root-writes', 0o6777);
       file('chown-gx', 0o6777);
       file('chown-nogx', 0o6767);
+      file('rootnocap-othergroup', 0o6767, USER); // root without CAP_FSETID, not in the file's group
+      file('rootnocap-owngroup', 0o6767);
 
       const cases: Array<[string, ChildOp]> = [
         ['write', ['write', p('w-suid-sgid-gx')]],
@@ -181,8 +183,16 @@ export function definePermissionTests(ctx: SuiteContext): void {
       fs.closeSync(fd);
       fs.chownSync(p('chown-gx'), USER, USER); // root: S_ISUID always goes, S_ISGID with g+x only
       fs.chownSync(p('chown-nogx'), USER, USER);
+      // uid 0 without CAP_FSETID (dropped from the bounding set, so exec leaves it out): the kernel,
+      // not the uid, decides, so it loses the bits as an unprivileged writer does.
+      const noCap = spawnSync('setpriv', ['--bounding-set=-fsetid', process.execPath, '-e', CHILD_SOURCE, JSON.stringify([['write', p('rootnocap-othergroup')], ['write', p('rootnocap-owngroup')]])], {
+        cwd: '/',
+        timeout: CHILD_TIMEOUT_MS,
+        encoding: 'utf8',
+      });
+      expect([noCap.error, noCap.status, noCap.stdout]).toEqual([undefined, 0, JSON.stringify(['OK', 'OK'])]);
 
-      const names = ['w-suid-sgid-gx', 'w-suid-sgid', 'w-sgid-ingroup', 'w-twice', 't-suid-sgid-gx', 't-sgid-ingroup', 'otrunc-suid', 'open-only', 'root-writes', 'chown-gx', 'chown-nogx'];
+      const names = ['w-suid-sgid-gx', 'w-suid-sgid', 'w-sgid-ingroup', 'w-twice', 't-suid-sgid-gx', 't-sgid-ingroup', 'otrunc-suid', 'open-only', 'root-writes', 'chown-gx', 'chown-nogx', 'rootnocap-othergroup', 'rootnocap-owngroup'];
       // fs.statSync asks for every basic field. Ephemera differs from tmpfs for a statx asking for
       // the mode alone right after an O_TRUNC open: the kernel then refreshes size and times but
       // keeps its cached mode (fs/fuse/file.c, FUSE_STATX_MODSIZE) until the next write or refresh.
@@ -198,6 +208,8 @@ export function definePermissionTests(ctx: SuiteContext): void {
         'root-writes': '6777',
         'chown-gx': '777',
         'chown-nogx': '2767',
+        'rootnocap-othergroup': '767',
+        'rootnocap-owngroup': '2767',
       });
       expect(fs.readFileSync(p('w-twice'), 'utf8')).toBe('wayload'); // both writes landed at offset 0
       expect(fs.readFileSync(p('otrunc-suid'), 'utf8')).toBe('');
