@@ -4,8 +4,9 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { registerBenchCommands } from '../../bench/commands';
-import type { BenchResult, TargetFailure } from '../../bench/frame';
+import type { TargetFailure } from '../../bench/frame';
 import { toJsonDocument } from '../../bench/summary';
+import { impactRow } from './rows';
 
 function program(): Command {
   const p = new Command('ephemera').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
@@ -53,16 +54,7 @@ describe('ephemera bench', () => {
   it('table --headline prints the summary above the table, and exits 1 only for a failure that is not a baseline’s OOM kill', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eph-bench-headline-'));
     try {
-      const pass = (target: string, seconds: number | undefined, oomKills: number): BenchResult => ({
-        suite: 'impact',
-        target,
-        workload: 'impact-memory-limit',
-        parameters: { primary: 'seconds', sweep: 'limit_mib', limit_mib: 64 },
-        pass: 1,
-        phase: 'cold',
-        figures: seconds === undefined ? {} : { seconds },
-        oomKills,
-      });
+      const pass = (target: string, seconds: number | undefined, oomKills: number) => impactRow(target, 64, seconds, oomKills);
       const write = (name: string, failures: TargetFailure[]): string => {
         const file = path.join(dir, name);
         const run = { suite: 'impact', quick: true, passes: 1, targets: [], startedAt: '', finishedAt: '', host: { kernel: '', cpus: 2, memoryMiB: 1 }, report: '/x/impact/report.html' };

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { BenchResult, TargetFailure } from '../../bench/frame';
+import type { TargetFailure } from '../../bench/frame';
 import { headline, headlineOfDocs, isResultNotFailure, renderHeadline } from '../../bench/headline';
 import { toJsonDocument, type BenchJsonDocument, type SummaryRow } from '../../bench/summary';
+import { impactRow } from './rows';
 
 /** A summary row as `summarize` makes it, written by hand so the expected numbers are known. */
 function row(
@@ -134,16 +135,7 @@ describe('headline', () => {
   });
 
   it('over rows summarize made from passes: a killed tmpfs gives no ratio but counts as avoided', () => {
-    const pass = (target: string, limit: number, seconds: number | undefined, oomKills: number): BenchResult => ({
-      suite: 'impact',
-      target,
-      workload: 'impact-memory-limit',
-      parameters: { primary: 'seconds', sweep: 'limit_mib', limit_mib: limit },
-      pass: 1,
-      phase: 'cold',
-      figures: seconds === undefined ? {} : { seconds },
-      oomKills,
-    });
+    const pass = impactRow;
     const doc = toJsonDocument(
       [pass('ephemera', 64, 30, 0), pass('tmpfs', 64, undefined, 1), pass('overlay', 64, 15, 0), pass('ephemera', 256, 4, 0), pass('tmpfs', 256, 2, 0), pass('overlay', 256, 8, 0)],
       [{ target: 'tmpfs', pass: 1, workload: 'impact-memory-limit', code: 'E_OOM_KILLED', message: 'cold: 1 OOM kill(s)' }],

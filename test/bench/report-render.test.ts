@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../../bench/frame';
 import { writeReport } from '../../bench/report';
 import { toJsonDocument, type RunInfo } from '../../bench/summary';
+import { impactRow } from './rows';
 
 /** Opens the report in Debian's headless Chromium and checks what actually laid out. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -34,24 +35,12 @@ const RUN: RunInfo = {
   host: { kernel: '6.18', cpus: 2, memoryMiB: 24_000 },
 };
 
-function sweepRow(target: string, limit: number, seconds: number | undefined, oomKills: number): BenchResult {
-  return {
-    suite: 'impact',
-    target,
-    workload: 'impact-memory-limit',
-    parameters: { primary: 'seconds', sweep: 'limit_mib', limit_mib: limit },
-    pass: 1,
-    phase: 'cold',
-    figures: seconds === undefined ? {} : { seconds },
-    oomKills,
-  };
-}
 
 const RESULTS: BenchResult[] = [
   ...[64, 128, 256].flatMap((limit) => [
-    sweepRow('ephemera', limit, 12 / (limit / 64), 0),
-    sweepRow('tmpfs', limit, limit === 64 ? undefined : 0.5, limit === 64 ? 2 : 0),
-    sweepRow('overlay', limit, 10 / (limit / 64), 0),
+    impactRow('ephemera', limit, 12 / (limit / 64), 0),
+    impactRow('tmpfs', limit, limit === 64 ? undefined : 0.5, limit === 64 ? 2 : 0),
+    impactRow('overlay', limit, 10 / (limit / 64), 0),
   ]),
   ...['ephemera', 'tmpfs', 'overlay'].map((target, i) => ({
     suite: 'impact',

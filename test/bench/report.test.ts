@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../../bench/frame';
 import { renderReportHtml, writeReport } from '../../bench/report';
 import { toJsonDocument, type RunInfo } from '../../bench/summary';
+import { impactRow } from './rows';
 
 const r = (target: string, workload: string, pass: number, figures: Record<string, number>): BenchResult => ({
   suite: 'fio',
@@ -81,16 +82,7 @@ describe('report.html', () => {
   });
 
   it('shows Ephemera’s median ratios and the OOM kills avoided in the page’s headline', () => {
-    const o = (target: string, seconds: number | undefined, oomKills: number): BenchResult => ({
-      suite: 'impact',
-      target,
-      workload: 'impact-memory-limit',
-      parameters: { primary: 'seconds', sweep: 'limit_mib', limit_mib: 64 },
-      pass: 1,
-      phase: 'cold',
-      figures: seconds === undefined ? {} : { seconds },
-      oomKills,
-    });
+    const o = (target: string, seconds: number | undefined, oomKills: number) => impactRow(target, 64, seconds, oomKills);
     const page = renderReportHtml(toJsonDocument([o('ephemera', 4, 0), o('tmpfs', undefined, 3), o('overlay', 8, 0)], [], { ...RUN, suite: 'impact' }));
     const section = /<section id="headline">([\s\S]*?)<\/section>/.exec(page)![1]!;
     expect(section).toContain('Ephemera: — tmpfs (no row with a ratio), 2.00× overlay (median of 1 row)');
