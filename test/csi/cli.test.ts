@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupNodeDaemon } from '../../fusefs/daemon';
 import { REPO, mountUnavailableReason } from '../support/mount';
 import { call, decode, text } from './wire';
+import { removeNodeDaemonState } from '../support/node-state';
 
 const why = mountUnavailableReason() ?? undefined;
 if (why) console.warn(`\n!!! SKIPPING CSI node plugin CLI tests: ${why}\n`);
@@ -53,12 +53,7 @@ describe.skipIf(why !== undefined)('ephemera node --csi-config', () => {
     }
     clearTimeout(killer);
     if (dir) {
-      try {
-        cleanupNodeDaemon(path.join(dir, 'state'));
-      } catch {
-        /* nothing left */
-      }
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeNodeDaemonState(path.join(dir, 'state'), dir);
     }
   }, 60_000);
 

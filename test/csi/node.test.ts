@@ -12,11 +12,12 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CsiNodePlugin, parseCsiConfig } from '../../csi/index';
-import { NodeDaemon, cleanupNodeDaemon } from '../../fusefs/daemon';
+import { NodeDaemon } from '../../fusefs/daemon';
 import { MemoryCgroup } from '../../fusefs/memory/cgroup';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
 import { mountUnavailableReason } from '../support/mount';
 import { bool, call, decode, enumField, map, msg, str, text } from './wire';
+import { removeNodeDaemonState } from '../support/node-state';
 
 const why = mountUnavailableReason() ?? cgroupV1Unavailable();
 if (why) console.warn(`\n!!! SKIPPING CSI node plugin tests: ${why}\n`);
@@ -160,12 +161,7 @@ describe.skipIf(why !== undefined)('CSI node plugin: ephemeral inline volumes ov
     }
     await removeAllTestCgroups();
     if (stateDir) {
-      try {
-        cleanupNodeDaemon(stateDir);
-      } catch {
-        /* nothing left */
-      }
-      fs.rmSync(stateDir, { recursive: true, force: true });
+      removeNodeDaemonState(stateDir);
     }
   }, 120_000);
 
