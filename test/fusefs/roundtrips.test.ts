@@ -63,7 +63,7 @@ describe.skipIf(skip)('round trips per operation', () => {
     // The first OPENDIR is answered ENOSYS; the kernel never sends OPENDIR or RELEASEDIR again.
     // Before: OPENDIR + READDIRPLUS (entries) + READDIRPLUS (end) + RELEASEDIR = 4 per listing.
     expect(first.OPENDIR).toBe(1);
-    expect(c1.ops.OPENDIR.errors).toBe(1);
+    expect(c1.ops.OPENDIR?.errors).toBe(1);
     expect(first.RELEASEDIR ?? 0).toBe(0);
     const reads = (first.READDIR ?? 0) + (first.READDIRPLUS ?? 0);
     expect(reads).toBeGreaterThanOrEqual(K);
