@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readBenchJson, renderCompactTable } from './compact';
 import { BenchError } from './errors';
+import { headlineOfDocs, renderHeadline } from './headline';
 import { runBench } from './runner';
 import { SUITES, findSuite } from './suites';
 
@@ -77,9 +78,16 @@ export function registerBenchCommands(program: Command): void {
     .argument('<json...>', 'files written by `ephemera bench <suite> --json FILE`')
     .option('--only <targets>', 'only these targets (comma-separated)')
     .option('--markdown', 'a Markdown table', false)
-    .action((files: string[], o: { only?: string; markdown: boolean }) => {
+    .option('--headline', 'first the ten-second summary (Ephemera vs tmpfs and overlay, OOM kills avoided, reports); exit 1 if a step failed other than a baseline’s OOM kill', false)
+    .action((files: string[], o: { only?: string; markdown: boolean; headline: boolean }) => {
       const targets = o.only?.split(',').map((t) => t.trim()).filter(Boolean);
-      process.stdout.write(`${renderCompactTable(files.map(readBenchJson), { markdown: o.markdown, ...(targets ? { targets } : {}) })}\n`);
+      const docs = files.map(readBenchJson);
+      if (o.headline) {
+        const h = headlineOfDocs(docs);
+        process.stdout.write(`${renderHeadline(h).join('\n')}\n\n`);
+        if (h.failedSteps.length > 0) process.exitCode = 1;
+      }
+      process.stdout.write(`${renderCompactTable(docs, { markdown: o.markdown, ...(targets ? { targets } : {}) })}\n`);
     });
   bench
     .command('list')

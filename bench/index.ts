@@ -6,6 +6,8 @@ export { HOST_TARGETS, setupHostTarget, createRunDir, removeRunDir, readRssKiB }
 export type { HostTarget, HostTargetName, TeardownReport } from './host-targets';
 export { median, ratio, summarize, renderTable, toJsonDocument } from './summary';
 export type { BenchJsonDocument, SummaryRow } from './summary';
+export { headline, headlineOfDocs, renderHeadline } from './headline';
+export type { Headline } from './headline';
 export { runBench } from './runner';
 export type { BenchRunOptions, BenchRunOutcome } from './runner';
 export { renderReportHtml, writeReport } from './report';

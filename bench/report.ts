@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { headline, renderHeadline } from './headline';
 import { formatFigure, renderDaemonLines, rowLabel, DAEMON_WORKLOAD_PREFIX, type BenchJsonDocument, type SummaryRow } from './summary';
 
 const FIGURE_UNITS: Record<string, string> = {
@@ -22,8 +23,20 @@ export interface Bar {
   oomKills?: number;
 }
 
+/**
+ * How a chart's <svg> opens. In the page it is as wide as its column (`width="100%"`, the height
+ * following the viewBox's aspect), so it uses the page's width; the files written for the README
+ * keep a fixed size, since an <img> of an SVG without one has no size to lay out at.
+ */
+export type ChartSize = 'responsive' | 'fixed';
+
+function svgOpen(className: string, title: string, width: number, height: number, size: ChartSize): string {
+  const dims = size === 'fixed' ? `width="${width}" height="${height}"` : 'width="100%"';
+  return `<svg xmlns="http://www.w3.org/2000/svg" class="${className}" ${dims} viewBox="0 0 ${width} ${height}" preserveAspectRatio="xMinYMin meet" role="img" aria-label="${escapeHtml(title)}" font-family="sans-serif" font-size="12">`;
+}
+
 /** A horizontal bar chart as inline SVG: one bar per target, longest bar = largest value. */
-export function barChartSvg(title: string, unit: string, bars: readonly Bar[]): string {
+export function barChartSvg(title: string, unit: string, bars: readonly Bar[], size: ChartSize = 'responsive'): string {
   const labelWidth = 130;
   const chartWidth = 380;
   const noteWidth = 330;
@@ -46,7 +59,7 @@ export function barChartSvg(title: string, unit: string, bars: readonly Bar[]): 
     ].join('');
   });
   return (
-    `<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}" font-family="sans-serif" font-size="12">` +
+    svgOpen('chart', title, width, height, size) +
     `<text class="title" font-weight="bold" x="0" y="16">${escapeHtml(title)}</text>${rows.join('')}</svg>`
   );
 }
@@ -79,9 +92,10 @@ export interface SweepLine {
 }
 
 /** A sweep as lines, one per target, log-scaled x when the points span more than 20×; OOM kills as red ✕ on the x axis. */
-export function lineChartSvg(title: string, xLabel: string, unit: string, lines: readonly SweepLine[]): string {
-  const width = 640;
-  const height = 300;
+export function lineChartSvg(title: string, xLabel: string, unit: string, lines: readonly SweepLine[], size: ChartSize = 'responsive'): string {
+  // Wide and low, so that at the page's width (it scales with it) a chart is not taller than a screen.
+  const width = 880;
+  const height = 320;
   const left = 70;
   const right = 150;
   const top = 30;
@@ -117,7 +131,7 @@ export function lineChartSvg(title: string, xLabel: string, unit: string, lines:
   });
   parts.push(`<text fill="#c00" x="${width - right + 12}" y="${top + 12 + lines.length * 18 + 6}">✕ = OOM kill</text>`);
   return (
-    `<svg xmlns="http://www.w3.org/2000/svg" class="chart sweep" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}" font-family="sans-serif" font-size="12">` +
+    svgOpen('chart sweep', title, width, height, size) +
     `<text class="title" font-weight="bold" x="0" y="16">${escapeHtml(title)}</text>${parts.join('')}</svg>`
   );
 }
@@ -133,7 +147,7 @@ function slugOf(text: string): string {
 }
 
 /** Bars for workloads without a sweep, lines for each sweep (workload × phase). */
-export function chartsFor(summary: readonly SummaryRow[]): Chart[] {
+export function chartsFor(summary: readonly SummaryRow[], size: ChartSize = 'responsive'): Chart[] {
   const shown = summary.filter((r) => !r.workload.startsWith(DAEMON_WORKLOAD_PREFIX));
   const charts: Chart[] = [];
   const sweepKey = (r: SummaryRow): string => `${r.suite}/${r.workload}${r.phase === 'n/a' ? '' : ` (${r.phase})`}`;
@@ -157,7 +171,7 @@ export function chartsFor(summary: readonly SummaryRow[]): Chart[] {
         .filter(Boolean)
         .join(', '),
     }));
-    charts.push({ slug: slugOf(key), svg: barChartSvg(`${key} — median ${FIGURE_UNITS[figure] ?? figure}`, FIGURE_UNITS[figure] ?? figure, bars) });
+    charts.push({ slug: slugOf(key), svg: barChartSvg(`${key} — median ${FIGURE_UNITS[figure] ?? figure}`, FIGURE_UNITS[figure] ?? figure, bars, size) });
   }
   for (const [key, rows] of bySweepKey) {
     const figure = rows.find((r) => r.primary !== undefined)?.primary ?? '';
@@ -170,7 +184,7 @@ export function chartsFor(summary: readonly SummaryRow[]): Chart[] {
         .filter((r) => r.target === target)
         .map((r) => ({ x: sweepPoint(r.variant)!.x, y: r.medians[figure] ?? null, oomKills: r.oomKills ?? 0 })),
     }));
-    charts.push({ slug: slugOf(key), svg: lineChartSvg(`${key} — median ${FIGURE_UNITS[figure] ?? figure}`, xKey, FIGURE_UNITS[figure] ?? figure, lines) });
+    charts.push({ slug: slugOf(key), svg: lineChartSvg(`${key} — median ${FIGURE_UNITS[figure] ?? figure}`, xKey, FIGURE_UNITS[figure] ?? figure, lines, size) });
   }
   return charts;
 }
@@ -196,8 +210,9 @@ function summaryTableHtml(summary: readonly SummaryRow[]): string {
   return `<table><thead><tr>${head}</tr></thead><tbody>\n${body}\n</tbody></table>`;
 }
 
-/** One self-contained page: charts, the summary table, daemon lines, failures, and the JSON behind them. */
+/** One self-contained page: the headline first, then charts, the summary table, daemon lines, failures, and the JSON behind them. */
 export function renderReportHtml(doc: BenchJsonDocument): string {
+  const top = renderHeadline(headline(doc.summary, { failures: doc.failures, stoppedBy: doc.run.stoppedBy ? [doc.run.stoppedBy] : [] }));
   const daemon = renderDaemonLines(doc.results, doc.summary);
   const failures = doc.failures.map((f) => `${f.target} pass ${f.pass}${f.workload ? ` ${f.workload}` : ''}: ${f.code} ${f.message}`);
   // Inside <script>, only "</script" and "<!--" can end or confuse the element; escaping every "<" covers both.
@@ -206,8 +221,11 @@ export function renderReportHtml(doc: BenchJsonDocument): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ephemera bench ${escapeHtml(run.suite)}</title>
 <style>
-body{font:14px system-ui,sans-serif;margin:2em;color:#222}
-svg.chart{display:block;margin:1em 0;font:12px system-ui,sans-serif}
+body{font:14px system-ui,sans-serif;margin:1em 2em;color:#222}
+#headline{font-size:1.15em;border-left:4px solid #4a7bb7;padding:.2em 1em;margin:0 0 1em}
+#headline p{margin:.3em 0}
+#charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,760px),1fr));gap:1em 2em}
+svg.chart{display:block;width:100%;height:auto;margin:.5em 0;font:12px system-ui,sans-serif}
 svg .title{font-weight:bold}
 svg rect.bar{fill:#4a7bb7}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
@@ -215,6 +233,7 @@ td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}
 .failures{color:#a00}
 tr.oom td{color:#c00}
 </style></head><body>
+<section id="headline">${top.map((line) => `<p>${escapeHtml(line)}</p>`).join('')}</section>
 <h1>ephemera bench ${escapeHtml(run.suite)}${run.quick ? ' (quick)' : ''}</h1>
 <p>${escapeHtml(`${run.passes} pass(es), targets ${run.targets.join(', ')}; ${run.startedAt} → ${run.finishedAt}; kernel ${run.host.kernel}, ${run.host.cpus} CPUs, ${run.host.memoryMiB} MiB`)}${run.stoppedBy ? ` — <b>stopped early: ${escapeHtml(run.stoppedBy)}</b>` : ''}</p>
 <p>Bars are medians over passes; ratios are against tmpfs and overlay from the same run (&gt; 1 = better).</p>
@@ -237,21 +256,29 @@ ${failures.length ? `<h2>Failures</h2><pre class="failures">${escapeHtml(failure
   document.body.setAttribute('data-marks', String(document.querySelectorAll('svg.chart [data-value]').length));
   document.body.setAttribute('data-oom-marks', String(document.querySelectorAll('svg.chart [data-oom]').length));
   document.body.setAttribute('data-rows', String(data.summary.length));
+  // Widths in CSS pixels, so the test can see the charts follow the window's width.
+  document.body.setAttribute('data-body-width', String(Math.round(document.body.getBoundingClientRect().width)));
+  document.body.setAttribute('data-chart-width', String(Math.round(Math.max.apply(null, charts.map(function (c) { return c.getBoundingClientRect().width; }).concat([0])))));
 })();
 </script>
 </body></html>
 `;
 }
 
+/** Where `writeReport(dir, …)` puts the page. */
+export function reportPath(dir: string): string {
+  return path.resolve(dir, 'report.html');
+}
+
 /** Writes DIR/report.html, DIR/<suite>.json and each chart as DIR/charts/<suite>-<chart>.svg (for the README). */
 export function writeReport(dir: string, doc: BenchJsonDocument): string {
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, 'report.html');
+  const file = reportPath(dir);
   fs.writeFileSync(file, renderReportHtml(doc));
   fs.writeFileSync(path.join(dir, `${slugOf(doc.run.suite)}.json`), `${JSON.stringify(doc, null, 2)}\n`);
   const chartDir = path.join(dir, 'charts');
   fs.mkdirSync(chartDir, { recursive: true });
-  chartsFor(doc.summary).forEach((c, i) =>
+  chartsFor(doc.summary, 'fixed').forEach((c, i) =>
     fs.writeFileSync(path.join(chartDir, `${slugOf(doc.run.suite)}-${String(i + 1).padStart(2, '0')}-${c.slug}.svg`), `<?xml version="1.0" encoding="UTF-8"?>\n${c.svg}\n`),
   );
   return file;

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
 import { BenchError } from './errors';
 import type { BenchResult, ProgressTick, Suite, TargetFailure } from './frame';
-import { writeReport } from './report';
+import { reportPath, writeReport } from './report';
 import { renderDaemonLines, renderTable, toJsonDocument, type BenchJsonDocument } from './summary';
 
 export interface BenchRunOptions {
@@ -96,6 +96,7 @@ export async function runBench(suite: Suite, options: BenchRunOptions): Promise<
     finishedAt: new Date().toISOString(),
     host: { kernel: os.release(), cpus: os.cpus().length, memoryMiB: Math.round(os.totalmem() / 2 ** 20) },
     ...(stoppedBy ? { stoppedBy: `${stoppedBy.code}: ${stoppedBy.message}` } : {}),
+    ...(options.reportDir ? { report: reportPath(options.reportDir) } : {}),
   });
   options.stdout.write(`${renderTable(doc.summary)}\n`);
   for (const line of renderDaemonLines(doc.results, doc.summary)) options.stdout.write(`${line}\n`);

@@ -246,6 +246,8 @@ export interface RunInfo {
   host: { kernel: string; cpus: number; memoryMiB: number };
   /** Why the run ended early (E_TIME_CAP, E_INTERRUPTED), if it did. */
   stoppedBy?: string;
+  /** Absolute path of the report.html written with this run (`--report`), if any. */
+  report?: string;
 }
 
 export type JsonRow = BenchResult & Record<(typeof NAMED_FIGURES)[number], number | null>;

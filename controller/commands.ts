@@ -14,6 +14,7 @@ import Docker from 'dockerode';
 import { DockerLimitWriter, TenantManager } from '../manager/index';
 import { DockerTaskExecutor, NodeAgent, defaultNodeLimitBytes } from '../agent/index';
 import { VolumePlugin } from '../volumes/index';
+import { CsiNodePlugin, loadCsiConfig } from '../csi/index';
 import { ensureTenantToken, tokenPath } from '../link/index';
 import { readFile, writeFile } from 'node:fs/promises';
 
@@ -239,10 +240,13 @@ export function registerControllerCommands(program: Command): void {
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
     .option('--volume-driver <name>', 'serve the Docker volume driver <name> (docker run --mount type=volume,volume-driver=<name>,dst=/tmp)', 'ephemera')
     .option('--no-volume-driver', 'no Docker volume driver')
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false }) => {
+    .option('--csi-config <file>', 'serve the Kubernetes CSI node plugin (ephemeral inline volumes) with this JSON config: driver name, namespace → tenant map, sockets (docs/kubernetes.md)')
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
+      // A bad CSI config fails before anything starts.
+      const csiConfig = opts.csiConfig ? loadCsiConfig(opts.csiConfig) : undefined;
       // One daemon per node serves every container's /tmp (a Node process per container would cost
       // more memory than many functions leave idle).
       const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir });
@@ -254,6 +258,7 @@ export function registerControllerCommands(program: Command): void {
       });
       let agent: NodeAgent | undefined;
       let volumes: VolumePlugin | undefined;
+      let csi: CsiNodePlugin | undefined;
       // One tenant manager per tenant, opened on its first container; it lends memory between that
       // tenant's running containers and is the one writer of their limits.
       const managers = new Map<string, Promise<TenantManager>>();
@@ -279,6 +284,11 @@ export function registerControllerCommands(program: Command): void {
           });
           process.stdout.write(`ephemera node ${opts.name}: Docker volume driver "${opts.volumeDriver}" on ${volumes.socketPath}\n`);
         }
+        if (csiConfig) {
+          // Pods' stores have no tenant manager yet: lending needs a limit writer that resizes pods (docs/kubernetes.md).
+          csi = await CsiNodePlugin.start({ config: csiConfig, daemonSocket: daemon.paths.socket, defaultSizeQuota: provider.sizeQuotaBytes });
+          process.stdout.write(`ephemera node ${opts.name}: CSI node plugin "${csi.config.driverName}" on ${csi.csiSocket}, registration ${csi.registrationSocket}\n`);
+        }
         if (opts.controller) {
           const engine = await Engine.connect({ tmpProvider: provider });
           const limitBytes = opts.nodeLimit !== undefined ? opts.nodeLimit * MiB : defaultNodeLimitBytes(opts.memoryFraction);
@@ -296,6 +306,7 @@ export function registerControllerCommands(program: Command): void {
         await waitForSignal();
       } finally {
         await agent?.close();
+        await csi?.close();
         await volumes?.close();
         for (const m of managers.values()) await (await m.catch(() => undefined))?.close();
         await provider.close();

@@ -40,7 +40,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--spill-dir <dir>', 'disk tier directory (a plain local file system)')
     .option('--budget <size>', 'memory-tier budget: new files beyond it go to disk, closed files are spilled down to it (needs --spill-dir)')
     .option('--policy <file>', 'policy config (eviction order, anti-thrash window, headroom) for --budget or --cgroup')
-    .option('--xattrs', 'support extended attributes (costs a GETXATTR round trip per write(); default: ENOTSUP)', false)
+    .option('--xattrs', 'support extended attributes (default: ENOTSUP; without FUSE_HANDLE_KILLPRIV_V2 they cost a GETXATTR round trip per write())', false)
     .option('--cgroup <dir>', "tie the store to this memory cgroup (the container's): keep its rss+shmem under limit - headroom")
     .option('--oom-pause', 'with --cgroup on v1: pause the OOM killer at the limit and raise an alarm (1 s watchdog)', false)
     .option('--size-hint <size>', "the function's profiled largest file: new files go straight to memory when 1.1x it fits")
@@ -132,6 +132,7 @@ export function registerFusefsCommands(program: Command): void {
           queues,
           pid: process.pid,
           protoMinor: m.info.protoMinor,
+          killprivV2: m.info.killprivV2,
           ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
           ...(m.restart
             ? { takeover: m.restart.takeover, restart: m.info.restart, sinceStartMs: Math.round(performance.now()) }

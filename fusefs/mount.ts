@@ -33,8 +33,13 @@ export interface MountOptions {
   rootMode?: number;
   rootUid?: number;
   rootGid?: number;
-  /** Support xattrs (a GETXATTR round trip on every write(); default off → ENOTSUP). */
+  /** Support xattrs (default off → ENOTSUP; a GETXATTR round trip per write() when killprivV2 is off). */
   xattrs?: boolean;
+  /**
+   * Negotiate FUSE_HANDLE_KILLPRIV_V2 (the daemon clears setuid/setgid; passthrough writes skip
+   * file_remove_privs). Default on; EPHEMERA_KILLPRIV_V2=0 in the daemon's environment turns it off (A/B runs).
+   */
+  killprivV2?: boolean;
   /** /dev/fuse loops or FUSE over io_uring; default auto (see mmap-core/src/transport_uring.h). */
   transport?: NativeSessionOptions['transport'];
   /**
@@ -88,6 +93,7 @@ export class EphemeraMount {
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,
       xattrs: opts.xattrs ?? false,
+      killprivV2: opts.killprivV2 ?? process.env.EPHEMERA_KILLPRIV_V2 !== '0',
       transport: opts.transport ?? 'auto',
     });
     let onStopped!: () => void;

@@ -19,8 +19,10 @@ export interface NativeSessionOptions {
   entryTimeout?: number;
   attrTimeout?: number;
   flushEnosys?: boolean;
-  /** Extended attributes (costs one GETXATTR round trip per write(): see fs.h). Default off. */
+  /** Extended attributes (a GETXATTR round trip per write() unless killprivV2: see fs.h). Default off. */
   xattrs?: boolean;
+  /** Negotiate FUSE_HANDLE_KILLPRIV_V2 (default true): the daemon clears setuid/setgid, the kernel sets SB_NOSEC. */
+  killprivV2?: boolean;
   sizeQuota?: number;
   inodeQuota?: number;
   /** device: /dev/fuse loops; uring: FUSE over io_uring (mount fails if the kernel lacks it); auto: uring when offered. */
@@ -50,6 +52,8 @@ export interface NativeMountInfo {
   uringQueues: number;
   /** Why io_uring is not used, when it was wanted and is not. */
   uringNote: string;
+  /** FUSE_HANDLE_KILLPRIV_V2 agreed at INIT. */
+  killprivV2: boolean;
   /** Restartable mounts only. */
   restart?: NativeRestartInfo;
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Every benchmark suite, one after another (they must not share the machine), each with its JSON
-# and report in $OUT, then one table. `--quick` runs the whole set in ~10 minutes; without it, the
-# full grids with each suite's default passes take just under 2 hours on a 2-vCPU VM. Extra
-# arguments go to every suite (e.g. --passes 3). Run scripts/setup.sh first (or the demo).
+# and report in $OUT, then the summary (Ephemera vs tmpfs and overlay, OOM kills avoided) above
+# one table. `--quick` runs the whole set in ~10 minutes; without it, the full grids with each
+# suite's default passes take just under 2 hours on a 2-vCPU VM. Extra arguments go to every
+# suite (e.g. --passes 3). As root; run scripts/setup.sh first (or the demo).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
 OUT=${EPHEMERA_BENCH_OUT:-/var/tmp/ephemera-bench-all}
 SUITES=${EPHEMERA_BENCH_SUITES:-"fio policy schedule mix overhead workloads sharing functionbench impact"}
 mkdir -p "$OUT"
@@ -22,5 +25,5 @@ for suite in $SUITES; do
   [ -f "$OUT/$suite.json" ] && jsons+=("$OUT/$suite.json")
 done
 echo
-node bin/ephemera.js bench table "${jsons[@]}"
+node bin/ephemera.js bench table --headline "${jsons[@]}"
 exit "$status"

@@ -5,6 +5,8 @@
 # the function images from Debian packages (no registry is reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
 
 DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/ephemera-dockerd.log}
@@ -16,11 +18,6 @@ setup_started=$(now_ms)
 step_started=
 step() { step_started=$(now_ms); echo "==> $*"; }
 done_step() { echo "    done in $(since "$step_started")"; }
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup.sh must run as root (it installs packages and starts dockerd)" >&2
-  exit 1
-fi
 
 step "Debian packages"
 missing=()

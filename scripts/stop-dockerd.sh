@@ -2,6 +2,8 @@
 # Stops the dockerd that scripts/setup.sh (or test/support/docker.ts) started, and nothing else:
 # only the pid recorded in the pid file, and only if that pid is still a dockerd.
 set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+require_root
 DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 
 if [ ! -f "$DOCKERD_PID_FILE" ]; then

@@ -2,6 +2,8 @@
 # CI entry point: set the machine up, run the whole test suite, stop the dockerd this run started.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
 export CI=${CI:-true}  # fixed model-test seeds (test/model/suite.ts), as in the project CI
 export DOCKERD_PID_FILE=${DOCKERD_PID_FILE:-/run/ephemera-dockerd.pid}
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include "journal.h"
@@ -397,8 +398,19 @@ void Filesystem::SetInitState(const fuse_init_in& in, abi::InitOut* out) {
     writeback_ = true;
   }
   if (want_uring_ && (kflags & kInitOverIoUring)) want |= kInitOverIoUring;
+  // The kernel then leaves clearing setuid/setgid to us (KillSuidGid) and sets SB_NOSEC, so a
+  // passthrough write to a file without those bits returns from file_remove_privs at once (S_NOSEC)
+  // instead of re-checking the mode and security.capability on every write.
+  if (opts_.killpriv_v2) want |= FUSE_HANDLE_KILLPRIV_V2;
   uint64_t flags = want & kflags;
   uring_ = (flags & kInitOverIoUring) != 0;
+  killpriv_v2_ = (flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+  // Offered by the kernel, not negotiated: an ENOSYS to OPENDIR then means "no OPENDIR or
+  // RELEASEDIR ever again" (fs/fuse/file.c, fc->no_opendir). Directory handles hold no state
+  // here (READDIR reads the nodeid), so each listing saves two round trips. FUSE_NO_OPEN_SUPPORT
+  // is not taken: passthrough needs OPEN's reply (FOPEN_PASSTHROUGH and the backing id), and
+  // OPEN is where a file is admitted to a tier.
+  no_opendir_ = (kflags & FUSE_NO_OPENDIR_SUPPORT) != 0;
   out->flags = static_cast<uint32_t>(flags);
   out->flags2 = static_cast<uint32_t>(flags >> 32);
   out->max_readahead = in.max_readahead;
@@ -520,9 +532,23 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
     node->mode = (node->mode & S_IFMT) | (in.mode & 07777);
     node->ctime = now;
   }
+  // With FUSE_HANDLE_KILLPRIV_V2 the kernel asks in two ways (fs/fuse/dir.c): FATTR_KILL_SUIDGID
+  // with a chown of a non-directory (always) or a truncate by a caller without CAP_FSETID; and,
+  // for a write (passthrough or not), fallocate or chown(-1, -1), file_remove_privs' notify_change
+  // arrives as a SETATTR carrying no attribute at all: fuse_setattr strips ATTR_KILL_SUID/SGID
+  // and ATTR_MODE and still sends what is left (ATTR_FORCE). The kernel sends that only when its
+  // (cached) mode has the bits and the caller lacks CAP_FSETID, so honouring it is tmpfs' rule,
+  // and the reply's mode updates the kernel's cache (later writes go S_NOSEC). Decided on the
+  // owner and group before a chown, as chown_common does.
+  constexpr uint32_t kAttrBits = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME |
+                                 FATTR_ATIME_NOW | FATTR_MTIME_NOW | FATTR_CTIME | FATTR_KILL_SUIDGID;
+  const bool remove_privs = killpriv_v2_ && node->is_reg() && !(in.valid & kAttrBits);
+  // The kernel asks for a write or truncate only when the caller lacks CAP_FSETID; for a chown it
+  // always asks, and the caller's privilege shows only as uid 0 (FUSE passes no capabilities).
+  const bool privileged = (in.valid & (FATTR_UID | FATTR_GID)) && req.h().uid == 0;
+  if ((in.valid & FATTR_KILL_SUIDGID) || remove_privs) KillSuidGid(req, node, now, privileged);
   if (in.valid & FATTR_UID) node->uid = in.uid, node->ctime = now;
   if (in.valid & FATTR_GID) node->gid = in.gid, node->ctime = now;
-  if (in.valid & FATTR_KILL_SUIDGID) node->mode &= ~(S_ISUID | S_ISGID);
   if (in.valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) {
     timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
     if (in.valid & FATTR_ATIME_NOW) times[0] = now;
@@ -796,6 +822,73 @@ void Filesystem::OpRENAME2(const Request& req, Reply& reply) {
 // ---------------------------------------------------------------------------------------------
 // Files
 
+namespace {
+// Whether the caller of `req` is in group `gid`: its fsgid, or one of its supplementary groups
+// (read from /proc, which the daemon's pid namespace shows: the kernel sends pids in it). Only
+// asked when a file with S_ISGID is written, truncated or chowned. Unreadable: not in the group,
+// which clears the bit (the safe side).
+bool CallerInGroup(const Request& req, uint32_t gid) {
+  if (req.h().gid == gid) return true;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%u/status", req.h().pid);
+  FILE* f = fopen(path, "re");
+  if (!f) return false;
+  char line[4096];
+  bool found = false;
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "Groups:", 7) != 0) continue;
+    for (char* p = line + 7; *p;) {
+      char* end;
+      unsigned long g = strtoul(p, &end, 10);
+      if (end == p) break;
+      if (g == gid) found = true;
+      p = end;
+    }
+    break;
+  }
+  fclose(f);
+  return found;
+}
+
+// What a write, truncate or chown clears, as the VFS's setattr_should_drop_suidgid does for
+// tmpfs (fs/attr.c): S_ISUID always; S_ISGID with group-execute, or when the caller is neither in
+// the file's group nor privileged (CAP_FSETID).
+uint32_t SuidGidToKill(const Request& req, const Inode* in, bool privileged) {
+  uint32_t kill = in->mode & S_ISUID;
+  if (in->mode & S_ISGID) {
+    if ((in->mode & S_IXGRP) || (!privileged && !CallerInGroup(req, in->gid))) kill |= S_ISGID;
+  }
+  return kill;
+}
+}  // namespace
+
+void Filesystem::KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged) {
+  if (in->is_dir()) return;
+  uint32_t kill = SuidGidToKill(req, in, privileged);
+  if (kill) {
+    in->mode &= ~kill;
+    in->ctime = now;
+  }
+  // "clear security.capability on write, truncate and chown" is the other half of the contract.
+  auto cap = in->xattrs.find("security.capability");
+  if (cap != in->xattrs.end()) {
+    meta_bytes_ -= std::min<uint64_t>(meta_bytes_, cap->first.size() + cap->second.size());
+    in->xattrs.erase(cap);
+    in->ctime = now;
+  }
+}
+
+// Clearing setuid/setgid under passthrough, and how it differs from tmpfs. A passthrough write
+// never reaches the daemon, but file_remove_privs still runs on the FUSE file before it
+// (backing_file_write_iter) and asks through an attribute-less SETATTR (see OpSETATTR), so the
+// bits go on the first write by an unprivileged writer, as on tmpfs; an open for writing alone
+// changes nothing, as on tmpfs (clearing there would also leave the kernel's cached mode stale,
+// since OPEN's reply carries no attributes). The kernel asks at OPEN only for O_TRUNC by a caller
+// without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID). Differences left: after such an open the kernel
+// refreshes size and times but not the mode (FUSE_STATX_MODSIZE), so a statx asking for the mode
+// alone sees the old bits until the next write or attribute refresh; and a chown's caller counts as
+// privileged when it is uid 0 (FUSE passes no capabilities). The mount is nosuid, so the bits
+// never grant anything.
 int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
   memset(out, 0, sizeof(*out));
   out->fh = in->ino;
@@ -851,6 +944,8 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
     node = Get(existing);
     if (node->is_dir()) return reply.Error(EISDIR);
     if (!node->is_reg()) return reply.Error(EACCES);
+    // Only an existing file is truncated, so only it loses the bits (a new file keeps its mode).
+    if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   } else {
     if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node))
       return reply.Error(e);
@@ -870,6 +965,7 @@ void Filesystem::OpOPEN(const Request& req, Reply& reply) {
   if (!node) return reply.Error(ENOENT);
   if (node->is_dir()) return reply.Error(EISDIR);
   if (!node->data) return reply.Error(node->is_reg() ? ENOENT : ENXIO);  // unlinked meanwhile; or a fifo/device
+  if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   abi::OpenOut out;
   if (int e = OpenRegular(node, in.flags, &out)) return reply.Error(e);
   reply.Ok(out);
@@ -959,6 +1055,10 @@ void Filesystem::OpWRITE(const Request& req, Reply& reply) {
   }
   ssize_t n = pwrite(data->fd, req.payload(), in.size, static_cast<off_t>(in.offset));
   if (n < 0) return reply.Error(errno);
+  if (in.write_flags & FUSE_WRITE_KILL_SUIDGID) {  // writes through the daemon (no passthrough)
+    std::lock_guard lock(mu_);
+    if (Inode* node = Get(req.nodeid())) KillSuidGid(req, node, Now(), false);
+  }
   fuse_write_out out{};
   out.size = static_cast<uint32_t>(n);
   reply.Ok(out);
@@ -1098,6 +1198,7 @@ void Filesystem::OpCOPY_FILE_RANGE(const Request& req, Reply& reply) {
 // Directories
 
 void Filesystem::OpOPENDIR(const Request& req, Reply& reply) {
+  if (no_opendir_) return reply.Error(ENOSYS);  // the kernel stops sending OPENDIR/RELEASEDIR (SetInitState)
   std::lock_guard lock(mu_);
   Inode* in = Get(req.nodeid());
   if (!in) return reply.Error(ENOENT);

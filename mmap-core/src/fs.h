@@ -76,11 +76,16 @@ struct FsOptions {
   double entry_timeout_s = 3600;  // every change comes through this mount, so caching is safe
   double attr_timeout_s = 3600;
   bool answer_flush_enosys = true;  // nothing to do on flush: ENOSYS stops the kernel sending it
-  // Extended attributes cost a GETXATTR round trip on EVERY write(): the kernel asks for
-  // security.capability before each write (file_remove_privs; FUSE never sets SB_NOSEC), which
-  // measured 0.11x tmpfs on 4 KiB random writes. Off, every xattr op answers ENOSYS once and the
-  // kernel stops asking (no_getxattr): xattrs are ENOTSUP everywhere, consistently.
+  // Without FUSE_HANDLE_KILLPRIV_V2 (no SB_NOSEC), extended attributes cost a GETXATTR round trip
+  // on EVERY write(): the kernel asks for security.capability before each write (file_remove_privs),
+  // which measured 0.11x tmpfs on 4 KiB random writes; with it, about once per file (S_NOSEC).
+  // Off, every xattr op answers ENOSYS once and the kernel stops asking (no_getxattr): xattrs are
+  // ENOTSUP everywhere, consistently.
   bool xattrs = false;
+  // FUSE_HANDLE_KILLPRIV_V2: the kernel sets SB_NOSEC, so a passthrough write to a file without
+  // setuid/setgid bits skips file_remove_privs after its first write, and the daemon clears the
+  // bits itself (see KillSuidGid in fs.cc). Off only for A/B runs (EPHEMERA_KILLPRIV_V2=0).
+  bool killpriv_v2 = true;
   std::string mode = "auto";        // auto | passthrough | writeback | none (unit tests)
   uint32_t max_write = 1 << 20;
   // Caps like a sized tmpfs's: bytes over both tiers, names and symlink targets included (tmpfs
@@ -154,6 +159,7 @@ class Filesystem {
   // for FUSE_OVER_IO_URING when the kernel offers it, and uring() says whether it was agreed.
   void set_want_uring(bool v) { want_uring_ = v; }
   bool uring() const { return uring_.load(); }
+  bool killpriv_v2() const { return killpriv_v2_.load(); }
   const OpCounters& counters() const { return counters_; }
   std::vector<InodeStat> InodeStats();
   struct Usage {
@@ -245,6 +251,7 @@ class Filesystem {
   int WriteSnapshot(std::string* err);   // requires mu_
   std::unique_ptr<Journal> journal_;
   bool kernel_has_resend_ = false;
+  uint64_t init_kernel_flags_ = 0, init_flags_ = 0;  // INIT as offered and as agreed (journaled)
 #define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, Out) void Op##Name(const Request& req, Reply& reply);
   EPHEMERA_OPCODES(EPHEMERA_DECLARE_HANDLER)
 #undef EPHEMERA_DECLARE_HANDLER
@@ -280,6 +287,9 @@ class Filesystem {
   // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
   int AdmitWrite(Inode* in);  // requires mu_
   int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
+  // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown drops, as
+  // the VFS does for tmpfs; `privileged`: the caller may keep S_ISGID (requires mu_).
+  void KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged);
   int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
   void ReadDir(const Request& req, Reply& reply, bool plus);
   void SetInitState(const fuse_init_in& in, abi::InitOut* out);
@@ -312,6 +322,8 @@ class Filesystem {
   std::atomic<bool> writeback_{false};
   std::atomic<bool> want_uring_{false};
   std::atomic<bool> uring_{false};
+  std::atomic<bool> killpriv_v2_{false};  // FUSE_HANDLE_KILLPRIV_V2 agreed at INIT
+  std::atomic<bool> no_opendir_{false};   // the kernel takes ENOSYS to OPENDIR as "never send it"
   uint32_t proto_minor_ = 0;
   std::function<void()> on_init_;
   std::function<void(uint64_t, uint64_t, Tier)> on_close_;

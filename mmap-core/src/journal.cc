@@ -216,6 +216,8 @@ void Filesystem::JournalDirent(bool add, uint64_t dir, uint64_t cookie, uint64_t
 
 void Filesystem::JournalInit(uint64_t kernel_flags, uint64_t flags) {
   kernel_has_resend_ = (kernel_flags & kInitHasResend) != 0;
+  init_kernel_flags_ = kernel_flags;
+  init_flags_ = flags;
   std::string local;
   std::string& b = t_track ? t_records : local;
   Put<uint8_t>(b, kInit);
@@ -340,8 +342,8 @@ int Filesystem::WriteSnapshot(std::string* err) {
   if (initialized_) {
     Put<uint8_t>(b, kInit);
     Put<uint32_t>(b, proto_minor_);
-    Put<uint64_t>(b, kernel_has_resend_ ? kInitHasResend : 0);
-    Put<uint64_t>(b, 0);
+    Put<uint64_t>(b, init_kernel_flags_);
+    Put<uint64_t>(b, init_flags_);
     Put<uint8_t>(b, passthrough_ ? 1 : 0);
     Put<uint8_t>(b, writeback_ ? 1 : 0);
   }
@@ -475,11 +477,14 @@ int Filesystem::AdoptJournal(const std::string& path, std::string* err) {
         }
         case kInit: {
           proto_minor_ = r.Get<uint32_t>();
-          uint64_t kflags = r.Get<uint64_t>();
-          r.Get<uint64_t>();
+          init_kernel_flags_ = r.Get<uint64_t>();
+          init_flags_ = r.Get<uint64_t>();
           passthrough_ = r.Get<uint8_t>() != 0;
           writeback_ = r.Get<uint8_t>() != 0;
-          kernel_has_resend_ = (kflags & kInitHasResend) != 0;
+          // Everything SetInitState derived from the offer and the agreement.
+          kernel_has_resend_ = (init_kernel_flags_ & kInitHasResend) != 0;
+          killpriv_v2_ = (init_flags_ & FUSE_HANDLE_KILLPRIV_V2) != 0;
+          no_opendir_ = (init_kernel_flags_ & FUSE_NO_OPENDIR_SUPPORT) != 0;
           init = true;
           break;
         }

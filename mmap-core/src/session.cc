@@ -86,6 +86,7 @@ class Session : public Napi::ObjectWrap<Session> {
     fo.attr_timeout_s = GetNumber(o, "attrTimeout", fo.attr_timeout_s);
     fo.answer_flush_enosys = GetBool(o, "flushEnosys", true);
     fo.xattrs = GetBool(o, "xattrs", false);
+    fo.killpriv_v2 = GetBool(o, "killprivV2", true);
     fo.size_quota = static_cast<uint64_t>(GetNumber(o, "sizeQuota", 0));
     fo.inode_quota = static_cast<uint64_t>(GetNumber(o, "inodeQuota", 0));
     StoreOptions so;
@@ -415,6 +416,7 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("transport", transport_ ? transport_->active_transport() : "none");
     o.Set("uringQueues", transport_ ? transport_->uring_queues() : 0);
     o.Set("uringNote", transport_ ? transport_->uring_note() : "");
+    o.Set("killprivV2", fs_->killpriv_v2());
     if (!journal_path_.empty()) {
       auto js = fs_->journal_stats();
       Napi::Object j = Napi::Object::New(env);

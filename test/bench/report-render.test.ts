@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../../bench/frame';
 import { writeReport } from '../../bench/report';
 import { toJsonDocument, type RunInfo } from '../../bench/summary';
+import { impactRow } from './rows';
 
 /** Opens the report in Debian's headless Chromium and checks what actually laid out. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -34,24 +35,12 @@ const RUN: RunInfo = {
   host: { kernel: '6.18', cpus: 2, memoryMiB: 24_000 },
 };
 
-function sweepRow(target: string, limit: number, seconds: number | undefined, oomKills: number): BenchResult {
-  return {
-    suite: 'impact',
-    target,
-    workload: 'impact-memory-limit',
-    parameters: { primary: 'seconds', sweep: 'limit_mib', limit_mib: limit },
-    pass: 1,
-    phase: 'cold',
-    figures: seconds === undefined ? {} : { seconds },
-    oomKills,
-  };
-}
 
 const RESULTS: BenchResult[] = [
   ...[64, 128, 256].flatMap((limit) => [
-    sweepRow('ephemera', limit, 12 / (limit / 64), 0),
-    sweepRow('tmpfs', limit, limit === 64 ? undefined : 0.5, limit === 64 ? 2 : 0),
-    sweepRow('overlay', limit, 10 / (limit / 64), 0),
+    impactRow('ephemera', limit, 12 / (limit / 64), 0),
+    impactRow('tmpfs', limit, limit === 64 ? undefined : 0.5, limit === 64 ? 2 : 0),
+    impactRow('overlay', limit, 10 / (limit / 64), 0),
   ]),
   ...['ephemera', 'tmpfs', 'overlay'].map((target, i) => ({
     suite: 'impact',
@@ -86,6 +75,27 @@ describe.skipIf(!existsSync(CHROMIUM))('report in headless Chromium', () => {
     expect(svgs).toHaveLength(2);
     for (const svg of svgs) expect(readFileSync(path.join(dir, 'out', 'charts', svg), 'utf8')).toMatch(/^<\?xml[\s\S]*<svg xmlns="http:\/\/www.w3.org\/2000\/svg"[\s\S]*data-value=/);
     expect(JSON.parse(readFileSync(path.join(dir, 'out', 'impact.json'), 'utf8')).summary).toHaveLength(doc.summary.length);
+  }, 120_000);
+
+  it('lays its charts out across the page’s width, following the window, with the headline first', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ephemera-report-width-'));
+    dirs.push(dir);
+    const file = writeReport(path.join(dir, 'out'), toJsonDocument(RESULTS, [], RUN));
+    const widths = [900, 1700].map((w, i) => {
+      const { stdout, status } = chromium([`--window-size=${w},1000`, '--dump-dom', `file://${file}`], path.join(dir, `profile-${i}`));
+      expect(status).toBe(0);
+      expect(stdout).toMatch(/<body[^>]*>\s*<section id="headline">/);
+      const body = /<body([^>]*)>/.exec(stdout)?.[1] ?? '';
+      const attr = (name: string): number => Number(new RegExp(`${name}="(\\d+)"`).exec(body)?.[1] ?? NaN);
+      return { body: attr('data-body-width'), chart: attr('data-chart-width') };
+    });
+    const [narrow, wide] = widths as [{ body: number; chart: number }, { body: number; chart: number }];
+    // A narrow window: one column, each chart as wide as the page's body.
+    expect(narrow.chart).toBeGreaterThanOrEqual(narrow.body - 2);
+    // A wide one: the charts grow with it (one column, or two sharing the width), never a fixed size.
+    expect(wide.body).toBeGreaterThan(narrow.body + 600);
+    expect(wide.chart).toBeGreaterThan(wide.body * 0.45);
+    expect(wide.chart).not.toBe(narrow.chart);
   }, 120_000);
 
   it('screenshots to a PNG', () => {

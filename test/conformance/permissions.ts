@@ -13,6 +13,8 @@ const CHILD_TIMEOUT_MS = 20_000;
 type ChildOp =
   | ['read', string]
   | ['write', string]
+  | ['openWrite', string]
+  | ['openTrunc', string]
   | ['create', string]
   | ['unlink', string]
   | ['rename', string, string]
@@ -34,6 +36,8 @@ const results = ops.map(([op, ...a]) => {
     switch (op) {
       case 'read': fs.readFileSync(a[0]); break;
       case 'write': { const fd = fs.openSync(a[0], 'r+'); fs.writeSync(fd, 'w'); fs.closeSync(fd); break; }
+      case 'openWrite': fs.closeSync(fs.openSync(a[0], 'r+')); break;
+      case 'openTrunc': fs.closeSync(fs.openSync(a[0], fs.constants.O_WRONLY | fs.constants.O_TRUNC)); break;
       case 'create': fs.writeFileSync(a[0], 'mine', { flag: 'wx', mode: 0o600 }); break;
       case 'unlink': fs.unlinkSync(a[0]); break;
       case 'rename': fs.renameSync(a[0], a[1]); break;
@@ -133,6 +137,83 @@ export function definePermissionTests(ctx: SuiteContext): void {
       expect(fs.readFileSync(p('shared'), 'utf8')).toBe('wveryone writes');
       expect(fs.existsSync(p('sticky', 'roots'))).toBe(true);
       expect(fs.existsSync(p('open', 'roots'))).toBe(false);
+    });
+
+    // The VFS's rule (setattr_should_drop_suidgid, fs/attr.c), which tmpfs follows: a write,
+    // truncate or chown clears S_ISUID; S_ISGID goes too when group-execute is set, or when the
+    // caller is neither in the file's group nor privileged. Writers with CAP_FSETID keep both, and
+    // an open for writing alone changes nothing. Ephemera (FUSE_HANDLE_KILLPRIV_V2, passthrough
+    // writes) clears them in the daemon; where it cannot match tmpfs it says so below.
+    it('setuid/setgid bits are cleared on write, truncate and chown as tmpfs clears them', () => {
+      fs.chmodSync(ctx.dir(), 0o755);
+      const file = (name: string, mode: number, gid = 0) => {
+        fs.writeFileSync(p(name), 'payload');
+        fs.chownSync(p(name), 0, gid);
+        fs.chmodSync(p(name), mode);
+      };
+      const modeOf = (name: string) => fs.statSync(p(name)).mode & 0o7777;
+      file('w-suid-sgid-gx', 0o6777);
+      file('w-suid-sgid', 0o6767);
+      file('w-sgid-ingroup', 0o2766, USER); // the writer is in the file's group: S_ISGID stays
+      file('w-twice', 0o6777);
+      file('t-suid-sgid-gx', 0o6777);
+      file('t-sgid-ingroup', 0o2766, USER);
+      file('otrunc-suid', 0o4766);
+      file('open-only', 0o6777);
+      file('root-writes', 0o6777);
+      file('chown-gx', 0o6777);
+      file('chown-nogx', 0o6767);
+      file('rootnocap-othergroup', 0o6767, USER); // root without CAP_FSETID, not in the file's group
+      file('rootnocap-owngroup', 0o6767);
+
+      const cases: Array<[string, ChildOp]> = [
+        ['write', ['write', p('w-suid-sgid-gx')]],
+        ['write', ['write', p('w-suid-sgid')]],
+        ['write', ['write', p('w-sgid-ingroup')]],
+        ['write', ['write', p('w-twice')]],
+        ['write', ['write', p('w-twice')]],
+        ['truncate', ['truncate', p('t-suid-sgid-gx'), 1]],
+        ['truncate', ['truncate', p('t-sgid-ingroup'), 1]],
+        ['open O_TRUNC', ['openTrunc', p('otrunc-suid')]],
+        ['open for writing', ['openWrite', p('open-only')]],
+      ];
+      expect(runAsUser(cases.map(([, op]) => op))).toEqual(cases.map(() => 'OK'));
+      const fd = fs.openSync(p('root-writes'), 'r+');
+      fs.writeSync(fd, 'root');
+      fs.closeSync(fd);
+      fs.chownSync(p('chown-gx'), USER, USER); // root: S_ISUID always goes, S_ISGID with g+x only
+      fs.chownSync(p('chown-nogx'), USER, USER);
+      // uid 0 without CAP_FSETID (dropped from the bounding set, so exec leaves it out): the kernel,
+      // not the uid, decides, so it loses the bits as an unprivileged writer does.
+      const noCap = spawnSync('setpriv', ['--bounding-set=-fsetid', process.execPath, '-e', CHILD_SOURCE, JSON.stringify([['write', p('rootnocap-othergroup')], ['write', p('rootnocap-owngroup')]])], {
+        cwd: '/',
+        timeout: CHILD_TIMEOUT_MS,
+        encoding: 'utf8',
+      });
+      expect([noCap.error, noCap.status, noCap.stdout]).toEqual([undefined, 0, JSON.stringify(['OK', 'OK'])]);
+
+      const names = ['w-suid-sgid-gx', 'w-suid-sgid', 'w-sgid-ingroup', 'w-twice', 't-suid-sgid-gx', 't-sgid-ingroup', 'otrunc-suid', 'open-only', 'root-writes', 'chown-gx', 'chown-nogx', 'rootnocap-othergroup', 'rootnocap-owngroup'];
+      // fs.statSync asks for every basic field. Ephemera differs from tmpfs for a statx asking for
+      // the mode alone right after an O_TRUNC open: the kernel then refreshes size and times but
+      // keeps its cached mode (fs/fuse/file.c, FUSE_STATX_MODSIZE) until the next write or refresh.
+      expect(Object.fromEntries(names.map((n) => [n, modeOf(n).toString(8)]))).toEqual({
+        'w-suid-sgid-gx': '777',
+        'w-suid-sgid': '767',
+        'w-sgid-ingroup': '2766',
+        'w-twice': '777',
+        't-suid-sgid-gx': '777',
+        't-sgid-ingroup': '2766',
+        'otrunc-suid': '766',
+        'open-only': '6777',
+        'root-writes': '6777',
+        'chown-gx': '777',
+        'chown-nogx': '2767',
+        'rootnocap-othergroup': '767',
+        'rootnocap-owngroup': '2767',
+      });
+      expect(fs.readFileSync(p('w-twice'), 'utf8')).toBe('wayload'); // both writes landed at offset 0
+      expect(fs.readFileSync(p('otrunc-suid'), 'utf8')).toBe('');
+      expect(fs.readFileSync(p('root-writes'), 'utf8')).toBe('rootoad');
     });
   });
 }

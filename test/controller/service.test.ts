@@ -121,7 +121,7 @@ describe.skipIf(docker.skipReason !== undefined)('controller + node agents on re
         const inspect = await engine.docker.getContainer(c.Id).inspect();
         const name = taskName.get(c.Labels['ephemera.task']!)!;
         expect(inspect.HostConfig.Memory).toBe((name.startsWith('io') ? 150 : 300) * MiB);
-        expect(c.Labels['ephemera.node']).toBe(expected[scoring].node1.tasks.includes(name) ? node1 : node2);
+        expect(c.Labels['ephemera.node']).toBe(expected[scoring].node1!.tasks.includes(name) ? node1 : node2);
       }
       const records: TaskRecord[] = await Promise.all([...taskName.keys()].map((id) => waitForTask(ctl.url, id)));
       for (const r of records) {

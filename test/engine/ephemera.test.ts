@@ -7,9 +7,9 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, BUSYBOX_RECIPE, FUNCTION_RECIPE, profileFunction, type TmpMode } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
-import { cleanupNodeDaemon } from '../../fusefs/daemon';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { mountUnavailableReason } from '../support/mount';
+import { removeNodeDaemonState } from '../support/node-state';
 
 const docker = await ensureDocker();
 const labels = testRunLabels('ephemera-tmp');
@@ -51,12 +51,7 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
     if (engine) await engine.removeManaged(labels);
     await provider?.close();
     if (stateDir) {
-      try {
-        cleanupNodeDaemon(stateDir);
-      } catch {
-        /* nothing left to clean */
-      }
-      fs.rmSync(stateDir, { recursive: true, force: true });
+      removeNodeDaemonState(stateDir);
     }
   });
 
@@ -120,12 +115,7 @@ describe.skipIf(why !== undefined)('containers with an Ephemera /tmp', () => {
       expect(under).toEqual([path.join(sizedState, 'mounts')]);
     } finally {
       await sized.close();
-      try {
-        cleanupNodeDaemon(sizedState);
-      } catch {
-        /* nothing left */
-      }
-      fs.rmSync(sizedState, { recursive: true, force: true });
+      removeNodeDaemonState(sizedState);
     }
   }, 120_000);
 

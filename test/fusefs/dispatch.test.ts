@@ -175,6 +175,28 @@ describe('dispatcher (bytes in, bytes out, no mount)', () => {
     expect(read(afterA).map(([n]) => n)).toEqual(['b', 'c']);
   });
 
+  it('answers OPENDIR ENOSYS only when the kernel offered FUSE_NO_OPENDIR_SUPPORT (it then stops sending it)', () => {
+    const NO_OPENDIR_SUPPORT = 1 << 24;
+    const opendir = (s: ReturnType<typeof newFs>) => header(s.dispatch(request(OP.OPENDIR, 1n, Buffer.alloc(8)))); // fuse_open_in
+    const offered = initialized();
+    expect(opendir(offered).error).toBe(ENOSYS);
+    const older = newFs();
+    expect(header(older.dispatch(request(OP.INIT, 0n, initBody(7, 45, 0xffffffff & ~NO_OPENDIR_SUPPORT)))).error).toBe(0);
+    const r = opendir(older);
+    expect(r.error).toBe(0);
+    expect(r.len - 16).toBe(16); // fuse_open_out
+  });
+
+  it('INIT asks for FUSE_HANDLE_KILLPRIV_V2 unless the session turns it off', () => {
+    const KILLPRIV_V2 = 1 << 28;
+    const flagsOf = (opts: Record<string, unknown>) => {
+      const s = new (loadCore().Session)({ mode: 'none', ...opts });
+      return header(s.dispatch(request(OP.INIT, 0n, initBody()))).body.readUInt32LE(12); // fuse_init_out.flags
+    };
+    expect(flagsOf({}) & KILLPRIV_V2).not.toBe(0);
+    expect(flagsOf({ killprivV2: false }) & KILLPRIV_V2).toBe(0);
+  });
+
   it('every request that expects a reply gets exactly one, across a random byte fuzz', () => {
     const s = initialized();
     let rnd = 12345;

@@ -7,10 +7,11 @@ import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_RECIPE, Engine, type FunctionContainer } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
-import { NodeDaemon, cleanupNodeDaemon } from '../../fusefs/daemon';
+import { NodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, managerLabels, TenantManager } from '../../manager/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { mountUnavailableReason } from '../support/mount';
+import { removeNodeDaemonState } from '../support/node-state';
 
 const dockerInfo = await ensureDocker();
 const labels = testRunLabels('node-integration');
@@ -54,12 +55,7 @@ describe.skipIf(why !== undefined)('node: daemon + tenant manager + Ephemera /tm
     await provider?.close();
     await daemon?.stop();
     if (stateDir) {
-      try {
-        cleanupNodeDaemon(stateDir);
-      } catch {
-        /* nothing left */
-      }
-      fs.rmSync(stateDir, { recursive: true, force: true });
+      removeNodeDaemonState(stateDir);
     }
   });
 

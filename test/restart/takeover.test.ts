@@ -142,7 +142,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     fs.writeFileSync(keep, crypto.randomBytes(32 << 20));
     const keepSum = sha256(keep);
     const paths = restartPaths(mnt);
-    const store = String((first.events[0].restart as Record<string, unknown>).store);
+    const store = String((first.events[0]!.restart as Record<string, unknown>).store);
     const holderPid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
     const backing = () => fs.readdirSync(path.join(paths.memoryDir, store)).filter((n) => n.startsWith(`${fs.statSync(keep).ino}.`));
     expect(backing()).toHaveLength(1);
@@ -186,6 +186,8 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     });
     const readyAt = Date.now();
     expect(second.events[0]).toMatchObject({ takeover: true, mode: 'passthrough' });
+    // What INIT agreed comes from the journal (no second INIT): the same protocol and flags.
+    for (const k of ['protoMinor', 'killprivV2']) expect(second.events[0]![k], k).toBe(first.events[0]![k]);
     await new Promise((r) => setTimeout(r, 1500));
     const after = await counters(second);
     const ops = after.counters as Record<string, number>;
@@ -209,7 +211,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(firstRequestMs).toBeLessThanOrEqual(readyAt);
     process.stderr.write(
       `restart: ${result.iterations} iterations, ${result.bytesChecked} bytes checked, 0 errors; ` +
-        `successor spawn → ready ${readyAt - spawnedAt} ms (journal loaded in ${second.events[0].restart ? (second.events[0].restart as Record<string, number>).loadUs : '?'} µs), ` +
+        `successor spawn → ready ${readyAt - spawnedAt} ms (journal loaded in ${(second.events[0]!.restart as Record<string, number> | undefined)?.loadUs ?? '?'} µs), ` +
         `spawn → first answered request ${firstRequestMs - spawnedAt} ms; the caller's longest stall ${result.maxStallMs} ms ` +
         `(kill → successor spawn ${spawnedAt - killedAt} ms); resent requests: ${restart.repliesReplayed} answered from the journal, ${restart.resendsApplied} applied; ` +
         `ops before: ${JSON.stringify(before)} after: ${JSON.stringify(ops)}\n`,

@@ -12,10 +12,11 @@ import * as path from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_RECIPE, Engine, FUNCTION_RECIPE } from '../../engine/index';
-import { NodeDaemon, cleanupNodeDaemon } from '../../fusefs/daemon';
+import { NodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { VolumePlugin, ensureVolumeToken } from '../../volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
+import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason } from '../support/mount';
 
 const dockerInfo = await ensureDocker();
@@ -137,12 +138,7 @@ describe.skipIf(why !== undefined)('Docker volume driver: an Ephemera /tmp for c
     for (const m of managers.values()) await (await m.catch(() => undefined))?.close();
     await daemon?.stop();
     if (stateDir) {
-      try {
-        cleanupNodeDaemon(stateDir);
-      } catch {
-        /* nothing left */
-      }
-      fs.rmSync(stateDir, { recursive: true, force: true });
+      removeNodeDaemonState(stateDir);
     }
   }, 120_000);
 
