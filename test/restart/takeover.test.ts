@@ -158,6 +158,14 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     const before = (await counters(first)).counters as Record<string, number>;
     for (const op of ['CREATE', 'OPEN', 'RENAME', 'UNLINK']) expect(before[op], op).toBeGreaterThan(0);
 
+    // Handles the kernel keeps across the kill: one on `keep` (its passthrough backing id lives in
+    // the connection: a second open after the takeover must reuse it, a new id would be EIO), and
+    // one on a file unlinked while open.
+    const keepFd = fs.openSync(keep, 'r');
+    const ghost = path.join(mnt, 'ghost');
+    const ghostFd = fs.openSync(ghost, 'w+');
+    fs.writeSync(ghostFd, 'still here', 0);
+    fs.unlinkSync(ghost);
     const killedAt = Date.now();
     process.kill(first.pid, 'SIGKILL');
     await first.exited;
@@ -189,6 +197,19 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     // What INIT agreed comes from the journal (no second INIT): the same protocol and flags.
     for (const k of ['protoMinor', 'killprivV2']) expect(second.events[0]![k], k).toBe(first.events[0]![k]);
     await new Promise((r) => setTimeout(r, 1500));
+    const again = fs.openSync(keep, 'r');
+    const head = Buffer.alloc(4096);
+    fs.readSync(again, head, 0, 4096, 0);
+    fs.closeSync(again);
+    const viaOld = Buffer.alloc(4096);
+    fs.readSync(keepFd, viaOld, 0, 4096, 0);
+    expect(viaOld.equals(head)).toBe(true);
+    fs.closeSync(keepFd);
+    const ghostBack = Buffer.alloc(10);
+    fs.readSync(ghostFd, ghostBack, 0, 10, 0);
+    expect(ghostBack.toString()).toBe('still here');
+    fs.closeSync(ghostFd);
+    expect(fs.existsSync(ghost)).toBe(false);
     const after = await counters(second);
     const ops = after.counters as Record<string, number>;
     for (const op of ['CREATE', 'OPEN', 'RENAME', 'UNLINK']) expect(ops[op], op).toBeGreaterThan(0);
