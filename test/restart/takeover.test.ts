@@ -119,7 +119,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
       } catch {
         /* no holder left */
       }
-      for (const m of [mnt, paths.memoryDir]) {
+      for (const m of [mnt, paths.memoryDir, path.join(base, 'beside')]) {
         for (let i = 0; i < 4 && isMountPoint(m); i++) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
       }
       fs.rmSync(paths.dir, { recursive: true, force: true });
@@ -180,7 +180,9 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     });
     expect(fs.readdirSync(spill)).toContain(store);
     other.child.kill('SIGTERM');
+    await other.next('stopped', 10_000);
     await other.exited;
+    expect(isMountPoint(beside)).toBe(false);
 
     const spawnedAt = Date.now();
     const second = await startDaemon(args);
