@@ -249,6 +249,7 @@ class Filesystem {
   void JournalWriteQuota();   // requires mu_
   void JournalWriteInode(uint64_t ino);  // one batch with one inode's state (requires mu_)
   int WriteSnapshot(std::string* err);   // requires mu_
+  int LoadJournal(const std::string& path, std::string* err);  // AdoptJournal's work (requires mu_)
   std::unique_ptr<Journal> journal_;
   bool kernel_has_resend_ = false;
   uint64_t init_kernel_flags_ = 0, init_flags_ = 0;  // INIT as offered and as agreed (journaled)

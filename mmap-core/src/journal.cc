@@ -414,8 +414,20 @@ int Filesystem::StartJournal(const std::string& path, std::string* err) {
 }
 
 int Filesystem::AdoptJournal(const std::string& path, std::string* err) {
-  auto t0 = std::chrono::steady_clock::now();
   std::lock_guard lock(mu_);
+  int e = LoadJournal(path, err);
+  if (e) {
+    // Not ours after all: leave every file where it is for the next successor (the holder still
+    // keeps the connection), and never unlink one when this table goes.
+    store_.Disown();
+    for (auto& slot : slots_)
+      if (slot && slot->data) slot->data->name.clear();
+  }
+  return e;
+}
+
+int Filesystem::LoadJournal(const std::string& path, std::string* err) {
+  auto t0 = std::chrono::steady_clock::now();
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     *err = "cannot read the journal " + path + ": " + strerror(errno);

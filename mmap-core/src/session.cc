@@ -214,13 +214,14 @@ class Session : public Napi::ObjectWrap<Session> {
     Napi::Object o = info[0].As<Napi::Object>();
     Napi::Array arr = o.Get("fds").As<Napi::Array>();
     size_t fuse_count = static_cast<size_t>(GetNumber(o, "fuseCount", 0));
-    std::vector<int> fuse_fds;
+    std::vector<int> fuse_fds, locks;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       int fd = arr.Get(i).As<Napi::Number>().Int32Value();
       if (i < fuse_count) fuse_fds.push_back(fd);
-      else adopted_locks_.push_back(fd);
+      else locks.push_back(fd);
     }
-    holder_conn_ = static_cast<int>(GetNumber(o, "conn", -1));
+    // Owned by this session only once the takeover succeeds; on failure the caller closes them.
+    int conn = static_cast<int>(GetNumber(o, "conn", -1));
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     std::string err;
     if (int e = fs_->AdoptJournal(journal_path_, &err)) {
@@ -246,6 +247,8 @@ class Session : public Napi::ObjectWrap<Session> {
       return deferred->Promise();
     }
     resend_note_ = err;
+    adopted_locks_ = std::move(locks);
+    holder_conn_ = conn;
     deferred->Resolve(InfoObject(env));
     return deferred->Promise();
   }

@@ -140,6 +140,7 @@ Store::~Store() {
     if (fd < 0) return;
     close(fd);
     fd = -1;
+    if (disowned_) return;
     int rootfd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) return;
     RemoveStoreDir(rootfd, name_.c_str());

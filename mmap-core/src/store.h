@@ -82,6 +82,9 @@ class Store {
   int dirfd(Tier t) const { return t == Tier::kMemory ? memory_dirfd_ : disk_dirfd_; }
   // Names made from now on use serials from `next` (past every name a predecessor made).
   void set_next_serial(uint64_t next) { serial_ = next; }
+  // A successor that failed to take over: the directories and files stay for the next one (the
+  // holder still keeps the connection), so the destructor only closes fds.
+  void Disown() { disowned_ = true; }
   // The fds holding the `.held` locks (owned by the store; dup them to hand them on).
   const std::vector<int>& lock_fds() const { return lock_fds_; }
 
@@ -93,6 +96,7 @@ class Store {
   int memory_error_ = 0, disk_error_ = 0;
   std::atomic<uint64_t> serial_{0};
   std::vector<int> lock_fds_;
+  bool disowned_ = false;
 };
 
 // The lock file a restartable store holds in its directory (see StoreOptions::lock).
