@@ -435,4 +435,31 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(['ENOTCONN', 'ECONNABORTED']).toContain(probe.stdout.trim());
     expect(Date.now() - t0).toBeLessThan(10_000);
   }, 60_000);
+
+  it('a refused takeover leaves everything for the next successor: the build that reads the journal takes over', async () => {
+    const { mnt } = setup();
+    const args = [mnt, '--restartable', '--holder-timeout', '10'];
+    const first = await startDaemon(args);
+    fs.writeFileSync(path.join(mnt, 'a'), 'x');
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    const paths = restartPaths(mnt);
+    const original = fs.readFileSync(paths.journal);
+    const j = Buffer.from(original);
+    j.writeUInt32LE(99, 13);
+    j.writeUInt32LE(zlib.crc32(j.subarray(12, 12 + j.readUInt32LE(4))), 8);
+    fs.writeFileSync(paths.journal, j);
+    const r = spawnSync(process.execPath, [CLI, 'mount', ...args, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.stderr).toContain('E_STATE_VERSION');
+    fs.writeFileSync(paths.journal, original); // the rollback: a build that reads version 1
+    const second = await startDaemon(args);
+    cleanups.push(async () => {
+      if (alive(second.pid)) {
+        second.child.kill('SIGTERM');
+        await second.exited;
+      }
+    });
+    expect(second.events[0]).toMatchObject({ takeover: true });
+    expect(fs.readFileSync(path.join(mnt, 'a'), 'utf8')).toBe('x');
+  }, 60_000);
 });
