@@ -44,7 +44,9 @@ async function startDaemon(args: string[], env: Record<string, string> = {}): Pr
     for (;;) {
       const found = events.slice(after).find((e) => e.event === event);
       if (found) return found;
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`ephemera mount exited before "${event}": ${stderr.trim()}`);
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`ephemera mount exited (${child.exitCode ?? child.signalCode}) before "${event}": ${stderr.trim()} events: ${JSON.stringify(events)}`);
+      }
       if (Date.now() > deadline) throw new Error(`timed out waiting for "${event}": ${stderr.trim()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
