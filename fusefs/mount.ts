@@ -170,6 +170,10 @@ export class EphemeraMount {
     await this.memoryAdapter?.close();
     this.session.unmount();
     await this.stopped;
+    // Now, not when the session is garbage-collected (seconds later): until then the store's
+    // directory fds kept the tiers' file systems alive after their lazy unmount, and every page
+    // the files held stayed charged to the container that wrote them.
+    this.session.releaseStore();
     this.memoryTier?.close();
   }
 }

@@ -129,6 +129,8 @@ export interface PlacementRule {
 export interface NativeSession {
   mount(onStopped?: () => void): Promise<NativeMountInfo>;
   unmount(): void;
+  /** After the loops stopped: frees every file's data and the store's directories now, not at GC. */
+  releaseStore(): void;
   dispatch(request: Buffer): Buffer | null;
   counters(): NativeCounters;
   usage(): NativeUsage;

@@ -1624,6 +1624,24 @@ int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
 }
 
 
+void Filesystem::ReleaseStore() {
+  std::lock_guard lock(mu_);
+  moves_.clear();
+  open_files_.clear();
+  for (auto& slot : slots_) {
+    if (!slot || !slot->data) continue;
+    slot->backing_id = -1;  // the connection is gone, and its backing ids with it
+    FdRef fd;
+    if (slot->data->Open(O_RDWR, &fd) == 0) {
+      if (ftruncate(fd->fd, 0) != 0) { /* unlinked below all the same */ }
+    }
+    slot->data->pinned.reset();
+    Unaccount(slot.get());
+    slot->data.reset();
+  }
+  store_.Release();
+}
+
 int Filesystem::SyncDiskTier() {
   int files = 0;
   {

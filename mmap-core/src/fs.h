@@ -191,6 +191,12 @@ class Filesystem {
   // cgroup v1 refuses to lower a limit below them until they are clean (then they are reclaimable).
   // Returns the number of files synced.
   int SyncDiskTier();
+  // The mount is gone (the transport stopped): every file's data is freed now, not when the
+  // session is garbage-collected. Each backing file is truncated before it is unlinked, so its
+  // pages (shmem on the memory tier, page cache on the disk tier, both charged to the container
+  // that wrote them) go at once even where a process still holds it open; then the store's
+  // directories are removed. Later requests find no inode but the root.
+  void ReleaseStore();
   // Called after the last close of a regular file (ino, allocated bytes, tier).
   // The init error of the store (a tier directory that could not be prepared), 0 if none.
   int store_error(std::string* what) const { return store_.init_error(what); }

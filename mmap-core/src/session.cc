@@ -51,6 +51,7 @@ class Session : public Napi::ObjectWrap<Session> {
                        {
                            InstanceMethod("mount", &Session::Mount),
                            InstanceMethod("unmount", &Session::Unmount),
+                           InstanceMethod("releaseStore", &Session::ReleaseStore),
                            InstanceMethod("dispatch", &Session::Dispatch),
                            InstanceMethod("counters", &Session::Counters),
                            InstanceMethod("usage", &Session::Usage),
@@ -165,6 +166,14 @@ class Session : public Napi::ObjectWrap<Session> {
     if (transport_) transport_->Stop();
     fs_->set_on_close(nullptr);
     if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
+    return info.Env().Undefined();
+  }
+
+  // After the loops stopped: frees every file's data and the store's directories now (see
+  // Filesystem::ReleaseStore).
+  Napi::Value ReleaseStore(const Napi::CallbackInfo& info) {
+    if (transport_) transport_->Stop();
+    fs_->ReleaseStore();
     return info.Env().Undefined();
   }
 

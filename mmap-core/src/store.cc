@@ -98,8 +98,11 @@ int Store::Prepare(const std::string& root, int* dirfd) {
   return e;
 }
 
-Store::~Store() {
-  // Every FileData is gone by now (the inode table dies first): the directories are empty.
+Store::~Store() { Release(); }
+
+void Store::Release() {
+  // Every FileData is gone by now (the inode table dies first, or Filesystem::ReleaseStore
+  // emptied it): the directories are empty but for a file a reader still held.
   auto drop = [this](int& fd, const std::string& root) {
     if (fd < 0) return;
     close(fd);

@@ -69,6 +69,10 @@ class Store {
   const StoreOptions& options() const { return opts_; }
   // Writes back the disk tier's file system (one syncfs, not one fd per file). 0 or errno.
   int SyncDisk() const;
+  // Closes both tier directories and removes them with whatever files they still hold. After it
+  // the store holds no reference to either tier's file system, so the tiers can be unmounted at
+  // once (not lazily) and nothing they held stays charged to anyone. Idempotent.
+  void Release();
   // This mount's directory name on both tiers (`store-<pid>-<n>`).
   const std::string& name() const { return name_; }
 
