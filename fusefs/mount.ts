@@ -29,6 +29,13 @@ export interface MountOptions {
   spillDir?: string;
   sizeQuota?: number;
   inodeQuota?: number;
+  /**
+   * The quota over both tiers is enforced by each tier's own file system (see NativeSessionOptions).
+   * Default: the memory tier when this mount makes its own and has a size quota; the disk tier never
+   * (the node daemon passes it for its sized disk tier).
+   */
+  memoryTierSized?: boolean;
+  diskTierSized?: boolean;
   rootMode?: number;
   rootUid?: number;
   rootGid?: number;
@@ -80,6 +87,8 @@ export class EphemeraMount {
       spillDir: opts.spillDir ?? '',
       sizeQuota: opts.sizeQuota ?? 0,
       inodeQuota: opts.inodeQuota ?? 0,
+      memoryTierSized: opts.memoryTierSized ?? (memoryTier !== undefined && (opts.sizeQuota ?? 0) > 0),
+      diskTierSized: opts.diskTierSized ?? false,
       rootMode: opts.rootMode ?? 0o1777,
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,

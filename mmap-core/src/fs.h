@@ -65,6 +65,9 @@ struct Inode {
   uint64_t open_epoch = 0;        // bumped by every open: a tier move commits only if unchanged
   uint64_t accounted_bytes = 0;   // allocated bytes as of the last close/move (tier totals)
   timespec data_ctime_base{};     // the backing file's ctime right after a move (see FillAttr)
+  // Ranges allocated by fallocate (start → end), punched holes and truncation taken out: a move
+  // allocates them again on the target, which a copy of the data alone would not (requires mu_).
+  std::map<uint64_t, uint64_t> fallocated;
 
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
@@ -260,6 +263,15 @@ class Filesystem {
   void ReadDir(const Request& req, Reply& reply, bool plus);
   void SetInitState(const fuse_init_in& in, abi::InitOut* out);
   uint64_t BytesUsed();  // requires mu_
+  // The one admission point for bytes the kernel writes without asking us (passthrough): gives each
+  // sized tier's file system the room left under the size quota over both tiers (names included),
+  // plus, on a move's target tier, what the move's copy still has to write, so a file moving is
+  // counted once while both copies exist. Called wherever the bytes held or the quota change: create,
+  // open, last close, truncate, fallocate, unlink, moves, set-quotas (requires mu_).
+  void SizeTiers();
+  // Records a served fallocate on `ino`, if `fd` is still its data (requires mu_).
+  void NoteFallocate(uint64_t ino, const FdRef& fd, uint32_t mode, uint64_t offset, uint64_t length);
+  void ClipFallocated(Inode* in, uint64_t size);  // a truncate to `size` (requires mu_)
   // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
   void LiveTierBytes(uint64_t* memory, uint64_t* disk);
   // Whether a new file fits on the memory tier under the placement rule (requires mu_).
@@ -309,6 +321,7 @@ class Filesystem {
     uint64_t size = 0;
   };
   std::unordered_map<uint64_t, PendingMove> moves_;
+  uint64_t inline_copy_[2] = {0, 0};  // bytes a copy under mu_ (AdmitWrite) still has to write, per target tier
   uint64_t next_move_token_ = 1;
 };
 

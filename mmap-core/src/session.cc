@@ -89,6 +89,8 @@ class Session : public Napi::ObjectWrap<Session> {
     StoreOptions so;
     so.memory_dir = GetString(o, "memoryDir", "");
     so.spill_dir = GetString(o, "spillDir", "");
+    so.memory_tier_sized = GetBool(o, "memoryTierSized", false);
+    so.disk_tier_sized = GetBool(o, "diskTierSized", false);
     fs_ = std::make_unique<Filesystem>(fo, so);
     std::string what;
     if (int e = fs_->store_error(&what)) {

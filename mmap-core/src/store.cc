@@ -5,9 +5,12 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -18,6 +21,26 @@ namespace {
 std::atomic<uint64_t> g_store_counter{0};
 
 constexpr const char* kStorePrefix = "store-";
+constexpr const char* kReserveName = "../.quota-reserve";  // beside the store's directory, at the tier's root
+constexpr uint64_t kPage = 4096;
+
+// Sets a tmpfs's size= through the new mount API: only `size` changes (shmem_reconfigure looks at
+// the options it was given), and the mount's other flags stay as they are, which a mount(2)
+// MS_REMOUNT would reset. tmpfs refuses a size below what it holds (EINVAL). 0 or errno.
+// `root` must be the tmpfs's mount point (fspick refuses a path below it).
+int ResizeTmpfs(const std::string& root, uint64_t bytes) {
+  constexpr unsigned kFspickCloexec = 1;
+  constexpr unsigned kSetString = 1, kCmdReconfigure = 7;
+  int fc = static_cast<int>(syscall(SYS_fspick, AT_FDCWD, root.c_str(), kFspickCloexec));
+  if (fc < 0) return errno;
+  std::string value = std::to_string(bytes);
+  int e = 0;
+  if (syscall(SYS_fsconfig, fc, kSetString, "size", value.c_str(), 0) != 0 ||
+      syscall(SYS_fsconfig, fc, kCmdReconfigure, nullptr, nullptr, 0) != 0)
+    e = errno;
+  close(fc);
+  return e;
+}
 
 // Removes the files of directory `dirfd`/`name` and the directory itself (one level: a store holds
 // only files).
@@ -148,6 +171,55 @@ int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr
   close(fd);  // a closed file costs no fd; the caller opens it when a handle needs it
   *out = std::make_shared<FileData>(tier, dirfd, std::move(name));
   return 0;
+}
+
+int Store::SetRoom(Tier tier, uint64_t room) {
+  if (!tier_sized(tier)) return 0;
+  if (tier == Tier::kMemory) {
+    // A writer between the statvfs and the resize only makes the tmpfs hold more: try again.
+    for (int attempt = 0;; attempt++) {
+      struct statvfs sv;
+      if (fstatvfs(memory_dirfd_, &sv) != 0) return errno;
+      uint64_t held = static_cast<uint64_t>(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+      uint64_t size = std::max<uint64_t>((held + room) / kPage * kPage, kPage);
+      // Compared with the size in force, not one remembered: set-quotas resizes the tier too.
+      if (size == static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize) return 0;
+      int e = ResizeTmpfs(opts_.memory_dir, size);
+      if (e == 0) return 0;
+      if (e != EINVAL || attempt >= 2) return e;
+    }
+  }
+  int fd = openat(disk_dirfd_, kReserveName, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return errno;
+  struct statvfs sv;
+  struct stat st;
+  int e = 0;
+  if (fstatvfs(fd, &sv) != 0 || fstat(fd, &st) != 0) {
+    e = errno;
+  } else {
+    const uint64_t block = sv.f_frsize ? sv.f_frsize : kPage;
+    // Free space with the reserve counted as free; the reserve takes all of it but `room`.
+    uint64_t reserve_now = static_cast<uint64_t>(st.st_blocks) * 512;
+    uint64_t free_all = static_cast<uint64_t>(sv.f_bavail) * block + reserve_now;
+    uint64_t want = free_all > room ? (free_all - room + block - 1) / block * block : 0;
+    if (want != static_cast<uint64_t>(st.st_size)) {
+      if (want < static_cast<uint64_t>(st.st_size) || want < reserve_now) {
+        if (ftruncate(fd, static_cast<off_t>(want)) != 0) e = errno;
+      }
+      if (e == 0 && want > 0 && fallocate(fd, 0, 0, static_cast<off_t>(want)) != 0) {
+        // A writer took part of the room meanwhile: hold what is left, so nobody gets more.
+        e = errno;
+        struct statvfs again;
+        if (e == ENOSPC && fstatvfs(fd, &again) == 0 && again.f_bavail > 0) {
+          struct stat now;
+          fstat(fd, &now);
+          fallocate(fd, 0, 0, now.st_size + static_cast<off_t>(again.f_bavail * block));
+        }
+      }
+    }
+  }
+  close(fd);
+  return e;
 }
 
 int Store::SyncDisk() const {

@@ -54,6 +54,12 @@ struct FileData {
 struct StoreOptions {
   std::string memory_dir;  // a directory on a huge=within_size tmpfs; empty: memfd
   std::string spill_dir;   // the disk tier (a plain local fs); empty: no disk tier
+  // memory_dir is the root of a tmpfs of this mount's own: the store resizes it so its room is the
+  // room left under the size quota over both tiers (SetRoom).
+  bool memory_tier_sized = false;
+  // spill_dir is the root of a file system of this mount's own with a reserve file (`.quota-reserve`,
+  // fusefs/daemon/disk-tier.ts) at its root: the store sizes the reserve the same way.
+  bool disk_tier_sized = false;
 };
 
 class Store {
@@ -73,6 +79,16 @@ class Store {
   // the store holds no reference to either tier's file system, so the tiers can be unmounted at
   // once (not lazily) and nothing they held stays charged to anyone. Idempotent.
   void Release();
+  // Sets the bytes writers may still allocate on `tier` to `room` (rounded down to a page or a
+  // block, never less than one page on the memory tier: a tmpfs of size 0 would be unlimited).
+  // Under passthrough the kernel writes backing files without asking us, so the only place a
+  // quota over both tiers can answer ENOSPC to a growing file is each tier's own file system: the
+  // memory tier's tmpfs is resized to what it holds plus `room`, the disk tier's reserve file takes
+  // all but `room` of its free space. A no-op on a tier that is not sized. 0 or errno.
+  int SetRoom(Tier tier, uint64_t room);
+  bool tier_sized(Tier tier) const {
+    return tier == Tier::kMemory ? opts_.memory_tier_sized && memory_dirfd_ >= 0 : opts_.disk_tier_sized && disk_dirfd_ >= 0;
+  }
   // This mount's directory name on both tiers (`store-<pid>-<n>`).
   const std::string& name() const { return name_; }
 
