@@ -201,6 +201,8 @@ int Store::SetRoom(Tier tier, uint64_t room) {
     // Free space with the reserve counted as free; the reserve takes all of it but `room`.
     uint64_t reserve_now = static_cast<uint64_t>(st.st_blocks) * 512;
     uint64_t free_all = static_cast<uint64_t>(sv.f_bavail) * block + reserve_now;
+    // Room in whole pages, as a tmpfs gives it (the image's ext4 may have 1 KiB blocks).
+    room = room / kPage * kPage;
     uint64_t want = free_all > room ? (free_all - room + block - 1) / block * block : 0;
     if (want != static_cast<uint64_t>(st.st_size)) {
       if (want < static_cast<uint64_t>(st.st_size) || want < reserve_now) {
