@@ -613,7 +613,8 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   if (link) in->link = *link, meta_bytes_ += link->size();
   AddEntry(dir, key, in->ino);
   dir->mtime = dir->ctime = in->ctime;
-  SizeTiers();  // the name takes room, and the new file's tier gets what is left
+  // The name takes room, and the new file's tier gets what is left (a created file: at its open).
+  if (!S_ISREG(mode)) SizeTiers();
   *out = in;
   return 0;
 }
@@ -628,6 +629,7 @@ void Filesystem::OpMKNOD(const Request& req, Reply& reply) {
   std::lock_guard lock(mu_);
   Inode* node;
   if (int e = MakeNode(req, req.nodeid(), name, in.mode, in.rdev, nullptr, &node)) return reply.Error(e);
+  SizeTiers();
   ReplyEntry(node, reply);
 }
 

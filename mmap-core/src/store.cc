@@ -135,6 +135,7 @@ void Store::Release() {
     RemoveStoreDir(rootfd, name_.c_str());
     close(rootfd);
   };
+  if (reserve_fd_ >= 0) close(reserve_fd_), reserve_fd_ = -1;
   drop(memory_dirfd_, opts_.memory_dir);
   drop(disk_dirfd_, opts_.spill_dir);
 }
@@ -189,8 +190,10 @@ int Store::SetRoom(Tier tier, uint64_t room) {
       if (e != EINVAL || attempt >= 2) return e;
     }
   }
-  int fd = openat(disk_dirfd_, kReserveName, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return errno;
+  // Kept open: sized at every admission point, a create-write-close-unlink costs two resizes.
+  if (reserve_fd_ < 0) reserve_fd_ = openat(disk_dirfd_, kReserveName, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (reserve_fd_ < 0) return errno;
+  const int fd = reserve_fd_;
   struct statvfs sv;
   struct stat st;
   int e = 0;
@@ -220,7 +223,6 @@ int Store::SetRoom(Tier tier, uint64_t room) {
       }
     }
   }
-  close(fd);
   return e;
 }
 

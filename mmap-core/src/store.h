@@ -99,6 +99,7 @@ class Store {
   int memory_dirfd_ = -1, disk_dirfd_ = -1;
   int memory_error_ = 0, disk_error_ = 0;
   std::atomic<uint64_t> serial_{0};
+  int reserve_fd_ = -1;  // the disk tier's `.quota-reserve`, opened at the first SetRoom
 };
 
 // Removes `store-<pid>-*` directories under `root` whose process is gone (a killed daemon's
