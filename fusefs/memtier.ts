@@ -59,6 +59,22 @@ export function isMountPoint(dir: string): boolean {
   return listMountPoints().includes(dir);
 }
 
+/**
+ * Unmounts `dir` now where nothing holds it, so its file system (and every page it held, charged to
+ * whoever wrote it) is gone when this returns; lazily where something still does. A loop device
+ * marked autoclear is detached with the last unmount.
+ */
+export function unmountNow(dir: string): void {
+  for (let i = 0; i < 8 && isMountPoint(dir); i++) {
+    try {
+      execFileSync('umount', [dir], { stdio: 'pipe', timeout: 30_000 });
+    } catch {
+      break; // busy: the lazy unmount below
+    }
+  }
+  unmountQuietly(dir);
+}
+
 export function unmountQuietly(dir: string): void {
   for (let i = 0; i < 8 && isMountPoint(dir); i++) {
     try {

@@ -30,6 +30,13 @@ export interface MountOptions {
   spillDir?: string;
   sizeQuota?: number;
   inodeQuota?: number;
+  /**
+   * The quota over both tiers is enforced by each tier's own file system (see NativeSessionOptions).
+   * Default: the memory tier when this mount makes its own and has a size quota; the disk tier never
+   * (the node daemon passes it for its sized disk tier).
+   */
+  memoryTierSized?: boolean;
+  diskTierSized?: boolean;
   rootMode?: number;
   rootUid?: number;
   rootGid?: number;
@@ -89,6 +96,8 @@ export class EphemeraMount {
       spillDir: opts.spillDir ?? '',
       sizeQuota: opts.sizeQuota ?? 0,
       inodeQuota: opts.inodeQuota ?? 0,
+      memoryTierSized: opts.memoryTierSized ?? (memoryTier !== undefined && (opts.sizeQuota ?? 0) > 0),
+      diskTierSized: opts.diskTierSized ?? false,
       rootMode: opts.rootMode ?? 0o1777,
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,
@@ -245,6 +254,10 @@ export class EphemeraMount {
     await this.memoryAdapter?.close();
     this.session.unmount();
     await this.stopped;
+    // Now, not when the session is garbage-collected (seconds later): until then the store's
+    // directory fds kept the tiers' file systems alive after their lazy unmount, and every page
+    // the files held stayed charged to the container that wrote them.
+    this.session.releaseStore();
     this.memoryTier?.close();
     if (this.restart) fs.rmSync(this.restart.paths.dir, { recursive: true, force: true });
   }

@@ -25,6 +25,10 @@ export interface NativeSessionOptions {
   killprivV2?: boolean;
   sizeQuota?: number;
   inodeQuota?: number;
+  /** memoryDir is a tmpfs of this mount's own: resized so its room is what the quota leaves over both tiers. */
+  memoryTierSized?: boolean;
+  /** spillDir is a file system of this mount's own with `.quota-reserve` at its root: the reserve is sized the same way. */
+  diskTierSized?: boolean;
   /** device: /dev/fuse loops; uring: FUSE over io_uring (mount fails if the kernel lacks it); auto: uring when offered. */
   transport?: TransportChoice;
   /** Ring entries per io_uring queue (one queue per possible CPU). */
@@ -163,6 +167,8 @@ export interface PlacementRule {
 export interface NativeSession {
   mount(onStopped?: () => void): Promise<NativeMountInfo>;
   unmount(): void;
+  /** After the loops stopped: frees every file's data and the store's directories now, not at GC. */
+  releaseStore(): void;
   dispatch(request: Buffer): Buffer | null;
   counters(): NativeCounters;
   usage(): NativeUsage;

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EphemeraError } from '../errors';
-import { isMountPoint, unmountQuietly } from '../memtier';
+import { isMountPoint, unmountNow } from '../memtier';
 import { stderrOf } from './memory-tier';
 
 /**
@@ -43,13 +43,14 @@ export class SizedDiskTier {
   }
 
   /**
-   * Removes a disk tier from `spillDir`: its file system (lazily unmounted; the loop device goes
-   * with it), its image and its mount point. Also what a dead daemon left: its files were O_TMPFILE
+   * Removes a disk tier from `spillDir`: its file system (unmounted at once when nothing holds it,
+   * so its page cache, charged to the container that wrote it, goes now; else lazily; the loop
+   * device, autoclear, goes with it), its image and its mount point. Also what a dead daemon left: its files were O_TMPFILE
    * or reachable only through that daemon, so nothing anyone can reach is lost.
    */
   static remove(spillDir: string): void {
     const dir = SizedDiskTier.dirFor(spillDir);
-    unmountQuietly(dir);
+    unmountNow(dir);
     fs.rmSync(`${dir}.img`, { force: true });
     try {
       if (!isMountPoint(dir)) fs.rmdirSync(dir);

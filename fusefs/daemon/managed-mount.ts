@@ -55,6 +55,9 @@ export class ManagedMount implements MountMetricsSource {
         spillDir: diskTier?.dir ?? record.spillDir,
         sizeQuota: record.sizeQuota,
         inodeQuota: record.inodeQuota,
+        // Both tiers are this mount's own file systems: the quota counts them as one.
+        memoryTierSized: record.sizeQuota > 0,
+        diskTierSized: diskTier !== undefined,
       });
       undo.push(() => mount.close());
       publish(record.fusePath, record.path);
@@ -202,6 +205,12 @@ export class ManagedMount implements MountMetricsSource {
    */
   setQuotas(sizeQuota: number, inodeQuota: number): void {
     const before = this.record.sizeQuota;
+    const u = this.mount.usage();
+    const held = u.bytesMemory + u.bytesDisk + u.nameBytes;
+    if (sizeQuota > 0 && sizeQuota < held) {
+      // As tmpfs refuses a size below what it holds, over both tiers together.
+      throw new EphemeraError('E_BAD_OPTION', `cannot set the size quota to ${sizeQuota} bytes: the mount holds ${held} (memory ${u.bytesMemory}, disk ${u.bytesDisk}, names ${u.nameBytes})`);
+    }
     this.memoryTier.resize(sizeQuota);
     try {
       this.diskTier?.resize(sizeQuota);

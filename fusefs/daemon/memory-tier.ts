@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { EphemeraError } from '../errors';
-import { isMountPoint, unmountQuietly } from '../memtier';
+import { isMountPoint, unmountNow, unmountQuietly } from '../memtier';
 
 /**
  * A mount's own memory-tier tmpfs, sized to the mount's size quota. Under passthrough the kernel
@@ -54,7 +54,7 @@ export class SizedMemoryTier {
   }
 
   close(): void {
-    unmountQuietly(this.dir);
+    unmountNow(this.dir);
     try {
       fs.rmdirSync(this.dir);
     } catch {

@@ -97,6 +97,7 @@ Filesystem::Filesystem(FsOptions opts, StoreOptions store_opts)
   uint64_t ram = sysinfo(&si) == 0 ? static_cast<uint64_t>(si.totalram) * si.mem_unit : (1ULL << 34);
   default_size_quota_ = ram / 2;
   default_inode_quota_ = ram / 4096 / 2;
+  SizeTiers();
 }
 
 uint64_t Filesystem::SizeQuota() const { return opts_.size_quota ? opts_.size_quota : default_size_quota_; }
@@ -251,6 +252,7 @@ void Filesystem::MaybeFree(Inode* in) {
     if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id), in->backing_id = -1;
     Unaccount(in);
     in->data.reset();
+    SizeTiers();  // the other tier gets the room back
   }
   if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
   if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
@@ -338,6 +340,26 @@ void Filesystem::LiveTierBytes(uint64_t* memory, uint64_t* disk) {
     uint64_t& total = in->data->tier == Tier::kMemory ? *memory : *disk;
     total = total - std::min(total, in->accounted_bytes) + static_cast<uint64_t>(st.st_blocks) * 512;
   }
+}
+
+void Filesystem::SizeTiers() {
+  if (!store_.tier_sized(Tier::kMemory) && !store_.tier_sized(Tier::kDisk)) return;
+  uint64_t memory = 0, disk = 0;
+  LiveTierBytes(&memory, &disk);
+  const uint64_t used = memory + disk + meta_bytes_, quota = SizeQuota();
+  const uint64_t room = quota > used ? quota - used : 0;
+  // A move's copy is not yet any inode's bytes: its target tier gets the room for the rest of it.
+  // (A writer on that tier racing the copy can take that room; the copy then fails ENOSPC and the
+  // move is abandoned, the writer having passed the quota by at most the moving file's size.)
+  uint64_t copying[2] = {inline_copy_[0], inline_copy_[1]};
+  for (auto& [token, mv] : moves_) {
+    struct stat src{}, dst{};
+    if (!mv.src || !mv.dst || fstat(mv.src->fd, &src) != 0 || fstat(mv.dst->fd, &dst) != 0) continue;
+    uint64_t need = static_cast<uint64_t>(src.st_blocks) * 512, have = static_cast<uint64_t>(dst.st_blocks) * 512;
+    copying[static_cast<int>(mv.target->tier)] += need > have ? need - have : 0;
+  }
+  store_.SetRoom(Tier::kMemory, room + copying[0]);
+  store_.SetRoom(Tier::kDisk, room + copying[1]);
 }
 
 bool Filesystem::NewFileFitsInMemory() {
@@ -518,15 +540,15 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
   if (in.valid & FATTR_SIZE) {
     if (node->is_dir()) return reply.Error(EISDIR);
     if (!node->data) return reply.Error(EINVAL);
-    struct stat st;
-    if (int e = node->data->Stat(&st)) return reply.Error(e);
-    if (in.size > static_cast<uint64_t>(st.st_size) && BytesUsed() + (in.size - st.st_size) > SizeQuota())
-      return reply.Error(ENOSPC);  // a sized tmpfs would refuse the blocks later; we refuse now
+    // Growing a file allocates nothing (a hole), so it is not refused, as on tmpfs: the blocks are
+    // counted when written.
     FdRef fd;
     if (int e = node->data->Open(O_RDWR, &fd)) return reply.Error(e);
     if (ftruncate(fd->fd, static_cast<off_t>(in.size)) != 0) return reply.Error(errno);
+    ClipFallocated(node, in.size);
     node->ctime = now;
     if (node->open_count == 0) Account(node);
+    SizeTiers();
   }
   if (in.valid & FATTR_MODE) {
     node->mode = (node->mode & S_IFMT) | (in.mode & 07777);
@@ -615,6 +637,8 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   if (link) in->link = *link, meta_bytes_ += link->size();
   AddEntry(dir, key, in->ino);
   dir->mtime = dir->ctime = in->ctime;
+  // The name takes room, and the new file's tier gets what is left (a created file: at its open).
+  if (!S_ISREG(mode)) SizeTiers();
   *out = in;
   return 0;
 }
@@ -629,6 +653,7 @@ void Filesystem::OpMKNOD(const Request& req, Reply& reply) {
   std::lock_guard lock(mu_);
   Inode* node;
   if (int e = MakeNode(req, req.nodeid(), name, in.mode, in.rdev, nullptr, &node)) return reply.Error(e);
+  SizeTiers();
   ReplyEntry(node, reply);
 }
 
@@ -897,6 +922,7 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
     FdRef fd;
     if (int e = in->data->Open(O_RDWR, &fd)) return e;
     if (ftruncate(fd->fd, 0) != 0) return errno;
+    in->fallocated.clear();
     in->ctime = in->mtime = Now();
     if (in->open_count == 0) Account(in);
   }
@@ -925,6 +951,7 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
   open_files_.insert(in);
   in->open_epoch++;
   in->last_open_ms = NowMs();
+  if (writing) SizeTiers();  // what every open file holds now: the room this one may grow into
   return 0;
 }
 
@@ -991,6 +1018,7 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
         }
         // Under passthrough we never see writes: the backing file says what the file holds now.
         Account(in);
+        SizeTiers();
         // A closed file costs no fd (a memfd, having no name, keeps its own).
         if (in->data && in->data->dirfd >= 0) in->data->pinned.reset();
         if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
@@ -1120,15 +1148,18 @@ void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
     std::lock_guard lock(mu_);
     if (int e = DataOf(req.nodeid(), ENODEV, &data)) return reply.Error(e);
     tier = Get(req.nodeid())->data->tier;
-    if (!(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + in.length > SizeQuota())
-      return reply.Error(ENOSPC);
+    // What the call may still allocate: the range past the blocks the file holds (a range already
+    // allocated costs nothing, as on tmpfs). Refused whole, as tmpfs refuses it (ext4 would leave a
+    // partial allocation behind).
+    struct stat st{};
+    fstat(data->fd, &st);
+    uint64_t held = static_cast<uint64_t>(st.st_blocks) * 512, end = in.offset + in.length;
+    uint64_t need = end > held ? std::min<uint64_t>(in.length, end - held) : 0;
+    if (!(in.mode & FALLOC_FL_PUNCH_HOLE) && BytesUsed() + need > SizeQuota()) return reply.Error(ENOSPC);
+    SizeTiers();
     if (tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && placement_.memory_budget != UINT64_MAX) {
       // Pages an open file allocates cannot be spilled, so an allocation past the container's room
       // would end in an OOM kill; tmpfs answers ENOSPC when full, and so do we.
-      struct stat st{};
-      fstat(data->fd, &st);
-      uint64_t held = static_cast<uint64_t>(st.st_blocks) * 512, end = in.offset + in.length;
-      uint64_t need = end > held ? std::min<uint64_t>(in.length, end - held) : 0;
       uint64_t memory = 0, disk = 0;
       LiveTierBytes(&memory, &disk);
       if (memory + need > placement_.memory_budget) return reply.Error(ENOSPC);
@@ -1137,13 +1168,55 @@ void Filesystem::OpFALLOCATE(const Request& req, Reply& reply) {
   }
   if (tier == Tier::kMemory && !(in.mode & FALLOC_FL_PUNCH_HOLE) && !agent.cgroup_dir.empty()) {
     int r = ChargedFallocate(agent, data->fd, in.mode, in.offset, in.length, &fallocate_timeouts_);
+    if (r >= 0) {
+      std::lock_guard lock(mu_);
+      if (r == 0) NoteFallocate(req.nodeid(), data, in.mode, in.offset, in.length);
+      SizeTiers();  // the other tier's room shrinks by what was allocated
+    }
     if (r == 0) return reply.Ok();
     if (r > 0) return reply.Error(r);
     uncharged_fallocates_.fetch_add(1);  // helper unavailable: allocate here rather than fail the function
   }
-  if (fallocate(data->fd, static_cast<int>(in.mode), static_cast<off_t>(in.offset), static_cast<off_t>(in.length)) != 0)
-    return reply.Error(errno);
+  int r = fallocate(data->fd, static_cast<int>(in.mode), static_cast<off_t>(in.offset), static_cast<off_t>(in.length));
+  int e = r == 0 ? 0 : errno;
+  {
+    std::lock_guard lock(mu_);
+    if (e == 0) NoteFallocate(req.nodeid(), data, in.mode, in.offset, in.length);
+    SizeTiers();
+  }
+  if (e) return reply.Error(e);
   reply.Ok();
+}
+
+void Filesystem::NoteFallocate(uint64_t ino, const FdRef& fd, uint32_t mode, uint64_t offset, uint64_t length) {
+  Inode* in = Get(ino);
+  if (!in || !in->data || !in->data->pinned || in->data->pinned != fd) return;  // moved meanwhile
+  uint64_t end = offset + length;
+  auto& r = in->fallocated;
+  // Remove [offset, end) from the ranges, then add it back unless it was a hole punched.
+  for (auto it = r.lower_bound(0); it != r.end();) {
+    uint64_t s = it->first, e = it->second;
+    if (e <= offset || s >= end) {
+      ++it;
+      continue;
+    }
+    it = r.erase(it);
+    if (s < offset) r.emplace(s, offset);
+    if (e > end) r.emplace(end, e);
+  }
+  if (!(mode & FALLOC_FL_PUNCH_HOLE)) r.emplace(offset, end);
+}
+
+void Filesystem::ClipFallocated(Inode* in, uint64_t size) {
+  auto& r = in->fallocated;
+  for (auto it = r.begin(); it != r.end();) {
+    if (it->first >= size) {
+      it = r.erase(it);
+    } else {
+      it->second = std::min(it->second, size);
+      ++it;
+    }
+  }
 }
 
 void Filesystem::SetChargeAgent(ChargeAgent a) {
@@ -1428,6 +1501,7 @@ void Filesystem::SetQuotas(uint64_t size_quota, uint64_t inode_quota) {
   opts_.size_quota = size_quota;
   opts_.inode_quota = inode_quota;
   if (journal_) JournalWriteQuota();
+  SizeTiers();
 }
 
 
@@ -1516,6 +1590,16 @@ int Filesystem::FinishMove(Inode* in, PendingMove& mv) {
   struct stat old_st, new_st;
   if (fstat(mv.src->fd, &old_st) != 0 || fstat(mv.dst->fd, &new_st) != 0) return EIO;
   if (old_st.st_size != new_st.st_size) return EIO;  // a torn copy is never published
+  // A range allocated with fallocate and never written is a hole to SEEK_DATA on both tiers (tmpfs:
+  // not uptodate; ext4: unwritten), so the copy skipped it; the file keeps the room it reserved,
+  // as on tmpfs. Done here for copies the daemon's own pages may pay for: to disk, or when no
+  // container is attached (a promotion's helper runs in the container's cgroup and cannot).
+  if (mv.target->tier == Tier::kDisk || charge_agent_.cgroup_dir.empty()) {
+    for (auto& [start, end] : in->fallocated) {
+      uint64_t stop = std::min<uint64_t>(end, static_cast<uint64_t>(old_st.st_size));
+      if (stop > start) fallocate(mv.dst->fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start), static_cast<off_t>(stop - start));
+    }
+  }
   // The attributes come from the backing file: carry the times over, and remember the new
   // file's ctime so FillAttr keeps showing the inode's own ctime until data changes again.
   timespec times[2] = {old_st.st_atim, old_st.st_mtim};
@@ -1528,7 +1612,7 @@ int Filesystem::FinishMove(Inode* in, PendingMove& mv) {
   in->data = std::move(mv.target);
   in->last_move_ms = NowMs();
   Account(in);
-  return 0;
+  return 0;  // the caller sizes the tiers once the source is unlinked (its pages still count until then)
 }
 
 int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
@@ -1543,6 +1627,7 @@ int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
   t->size = mv.size;
   t->to = to;
   moves_[token] = std::move(mv);  // owns both fds until commit or abort
+  SizeTiers();  // room on the target tier for the copy
   return 0;
 }
 
@@ -1554,12 +1639,17 @@ int Filesystem::CommitMove(uint64_t token) {
   moves_.erase(it);
   int e = FinishMove(Get(mv.ino), mv);
   if (e == 0 && journal_) JournalWriteInode(mv.ino);
+  // The file that lost (the source, or an abandoned copy) is unlinked before the tiers are sized,
+  // so its room is not handed out while its pages still count on its file system.
+  mv.source.reset(), mv.src.reset(), mv.target.reset(), mv.dst.reset();
+  SizeTiers();
   return e;
 }
 
 void Filesystem::AbortMove(uint64_t token) {
   std::lock_guard lock(mu_);
   moves_.erase(token);
+  SizeTiers();
 }
 
 namespace {
@@ -1631,8 +1721,20 @@ int Filesystem::AdmitWrite(Inode* in) {
   if (e) return e == ENOSPC ? ENOSPC : 0;
   // The copy runs under the lock: it happens once per file that outgrew memory (a log reopened
   // for appending moves on the first reopen that does not fit and stays on disk while written).
-  if (int c = CopyData(mv.src->fd, mv.dst->fd, mv.size)) return c == ENOSPC ? ENOSPC : EIO;
-  if (int f = FinishMove(in, mv)) return f == EBUSY ? 0 : EIO;
+  // The disk tier gets the room for it first: the file is counted once, on the memory tier.
+  inline_copy_[static_cast<int>(Tier::kDisk)] = in->accounted_bytes;
+  SizeTiers();
+  int c = CopyData(mv.src->fd, mv.dst->fd, mv.size);
+  inline_copy_[static_cast<int>(Tier::kDisk)] = 0;
+  if (c) {
+    mv.target.reset();  // unlinks the partial copy
+    SizeTiers();
+    return c == ENOSPC ? ENOSPC : EIO;
+  }
+  int f = FinishMove(in, mv);
+  mv.source.reset(), mv.src.reset(), mv.target.reset(), mv.dst.reset();  // as in CommitMove
+  SizeTiers();
+  if (f) return f == EBUSY ? 0 : EIO;
   demoted_at_open_.fetch_add(1);
   return 0;
 }
@@ -1650,6 +1752,25 @@ int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
   return e;
 }
 
+
+void Filesystem::ReleaseStore() {
+  std::lock_guard lock(mu_);
+  moves_.clear();
+  open_files_.clear();
+  for (auto& slot : slots_) {
+    if (!slot || !slot->data) continue;
+    slot->backing_id = -1;  // the connection is gone, and its backing ids with it
+    FdRef fd;
+    // A disowned store's files belong to the next successor: never empty them.
+    if (!store_.disowned() && slot->data->Open(O_RDWR, &fd) == 0) {
+      if (ftruncate(fd->fd, 0) != 0) { /* unlinked below all the same */ }
+    }
+    slot->data->pinned.reset();
+    Unaccount(slot.get());
+    slot->data.reset();
+  }
+  store_.Release();
+}
 
 int Filesystem::SyncDiskTier() {
   int files = 0;

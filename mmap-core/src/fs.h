@@ -65,6 +65,9 @@ struct Inode {
   uint64_t open_epoch = 0;        // bumped by every open: a tier move commits only if unchanged
   uint64_t accounted_bytes = 0;   // allocated bytes as of the last close/move (tier totals)
   timespec data_ctime_base{};     // the backing file's ctime right after a move (see FillAttr)
+  // Ranges allocated by fallocate (start → end), punched holes and truncation taken out: a move
+  // allocates them again on the target, which a copy of the data alone would not (requires mu_).
+  std::map<uint64_t, uint64_t> fallocated;
 
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
@@ -191,6 +194,12 @@ class Filesystem {
   // cgroup v1 refuses to lower a limit below them until they are clean (then they are reclaimable).
   // Returns the number of files synced.
   int SyncDiskTier();
+  // The mount is gone (the transport stopped): every file's data is freed now, not when the
+  // session is garbage-collected. Each backing file is truncated before it is unlinked, so its
+  // pages (shmem on the memory tier, page cache on the disk tier, both charged to the container
+  // that wrote them) go at once even where a process still holds it open; then the store's
+  // directories are removed. Later requests find no inode but the root.
+  void ReleaseStore();
   // Called after the last close of a regular file (ino, allocated bytes, tier).
   // The init error of the store (a tier directory that could not be prepared), 0 if none.
   int store_error(std::string* what) const { return store_.init_error(what); }
@@ -295,6 +304,15 @@ class Filesystem {
   void ReadDir(const Request& req, Reply& reply, bool plus);
   void SetInitState(const fuse_init_in& in, abi::InitOut* out);
   uint64_t BytesUsed();  // requires mu_
+  // The one admission point for bytes the kernel writes without asking us (passthrough): gives each
+  // sized tier's file system the room left under the size quota over both tiers (names included),
+  // plus, on a move's target tier, what the move's copy still has to write, so a file moving is
+  // counted once while both copies exist. Called wherever the bytes held or the quota change: create,
+  // open, last close, truncate, fallocate, unlink, moves, set-quotas (requires mu_).
+  void SizeTiers();
+  // Records a served fallocate on `ino`, if `fd` is still its data (requires mu_).
+  void NoteFallocate(uint64_t ino, const FdRef& fd, uint32_t mode, uint64_t offset, uint64_t length);
+  void ClipFallocated(Inode* in, uint64_t size);  // a truncate to `size` (requires mu_)
   // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
   void LiveTierBytes(uint64_t* memory, uint64_t* disk);
   // Whether a new file fits on the memory tier under the placement rule (requires mu_).
@@ -345,6 +363,7 @@ class Filesystem {
     uint64_t size = 0;
   };
   std::unordered_map<uint64_t, PendingMove> moves_;
+  uint64_t inline_copy_[2] = {0, 0};  // bytes a copy under mu_ (AdmitWrite) still has to write, per target tier
   uint64_t next_move_token_ = 1;
 };
 

@@ -53,6 +53,7 @@ class Session : public Napi::ObjectWrap<Session> {
                        {
                            InstanceMethod("mount", &Session::Mount),
                            InstanceMethod("unmount", &Session::Unmount),
+                           InstanceMethod("releaseStore", &Session::ReleaseStore),
                            InstanceMethod("dispatch", &Session::Dispatch),
                            InstanceMethod("counters", &Session::Counters),
                            InstanceMethod("usage", &Session::Usage),
@@ -98,6 +99,8 @@ class Session : public Napi::ObjectWrap<Session> {
     so.lock = !journal_path_.empty() && so.adopt_name.empty();
     if (!journal_path_.empty() && so.memory_dir.empty())
       throw Napi::TypeError::New(info.Env(), "a journal needs a memoryDir (a memfd has no name a successor could find)");
+    so.memory_tier_sized = GetBool(o, "memoryTierSized", false);
+    so.disk_tier_sized = GetBool(o, "diskTierSized", false);
     fs_ = std::make_unique<Filesystem>(fo, so);
     std::string what;
     if (int e = fs_->store_error(&what)) {
@@ -261,6 +264,14 @@ class Session : public Napi::ObjectWrap<Session> {
     if (transport_) transport_->Stop();
     fs_->set_on_close(nullptr);
     if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
+    return info.Env().Undefined();
+  }
+
+  // After the loops stopped: frees every file's data and the store's directories now (see
+  // Filesystem::ReleaseStore).
+  Napi::Value ReleaseStore(const Napi::CallbackInfo& info) {
+    if (transport_) transport_->Stop();
+    fs_->ReleaseStore();
     return info.Env().Undefined();
   }
 

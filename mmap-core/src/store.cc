@@ -6,9 +6,12 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -19,6 +22,26 @@ namespace {
 std::atomic<uint64_t> g_store_counter{0};
 
 constexpr const char* kStorePrefix = "store-";
+constexpr const char* kReserveName = "../.quota-reserve";  // beside the store's directory, at the tier's root
+constexpr uint64_t kPage = 4096;
+
+// Sets a tmpfs's size= through the new mount API: only `size` changes (shmem_reconfigure looks at
+// the options it was given), and the mount's other flags stay as they are, which a mount(2)
+// MS_REMOUNT would reset. tmpfs refuses a size below what it holds (EINVAL). 0 or errno.
+// `root` must be the tmpfs's mount point (fspick refuses a path below it).
+int ResizeTmpfs(const std::string& root, uint64_t bytes) {
+  constexpr unsigned kFspickCloexec = 1;
+  constexpr unsigned kSetString = 1, kCmdReconfigure = 7;
+  int fc = static_cast<int>(syscall(SYS_fspick, AT_FDCWD, root.c_str(), kFspickCloexec));
+  if (fc < 0) return errno;
+  std::string value = std::to_string(bytes);
+  int e = 0;
+  if (syscall(SYS_fsconfig, fc, kSetString, "size", value.c_str(), 0) != 0 ||
+      syscall(SYS_fsconfig, fc, kCmdReconfigure, nullptr, nullptr, 0) != 0)
+    e = errno;
+  close(fc);
+  return e;
+}
 
 // Removes the files of directory `dirfd`/`name` and the directory itself (one level: a store holds
 // only files).
@@ -133,9 +156,14 @@ int Store::Prepare(const std::string& root, int* dirfd) {
   return e;
 }
 
-Store::~Store() {
+Store::~Store() { Release(); }
+
+void Store::Release() {
   for (int fd : lock_fds_) close(fd);
-  // Every FileData is gone by now (the inode table dies first): the directories are empty.
+  lock_fds_.clear();
+  // Every FileData is gone by now (the inode table dies first, or Filesystem::ReleaseStore
+  // emptied it): the directories are empty but for a file a reader still held. A disowned store
+  // (a successor that failed to take over) leaves them to the next successor.
   auto drop = [this](int& fd, const std::string& root) {
     if (fd < 0) return;
     close(fd);
@@ -146,6 +174,7 @@ Store::~Store() {
     RemoveStoreDir(rootfd, name_.c_str());
     close(rootfd);
   };
+  if (reserve_fd_ >= 0) close(reserve_fd_), reserve_fd_ = -1;
   drop(memory_dirfd_, opts_.memory_dir);
   drop(disk_dirfd_, opts_.spill_dir);
 }
@@ -182,6 +211,58 @@ int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr
   close(fd);  // a closed file costs no fd; the caller opens it when a handle needs it
   *out = std::make_shared<FileData>(tier, dirfd, std::move(name));
   return 0;
+}
+
+int Store::SetRoom(Tier tier, uint64_t room) {
+  if (!tier_sized(tier)) return 0;
+  if (tier == Tier::kMemory) {
+    // A writer between the statvfs and the resize only makes the tmpfs hold more: try again.
+    for (int attempt = 0;; attempt++) {
+      struct statvfs sv;
+      if (fstatvfs(memory_dirfd_, &sv) != 0) return errno;
+      uint64_t held = static_cast<uint64_t>(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+      uint64_t size = std::max<uint64_t>((held + room) / kPage * kPage, kPage);
+      // Compared with the size in force, not one remembered: set-quotas resizes the tier too.
+      if (size == static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize) return 0;
+      int e = ResizeTmpfs(opts_.memory_dir, size);
+      if (e == 0) return 0;
+      if (e != EINVAL || attempt >= 2) return e;
+    }
+  }
+  // Kept open: sized at every admission point, a create-write-close-unlink costs two resizes.
+  if (reserve_fd_ < 0) reserve_fd_ = openat(disk_dirfd_, kReserveName, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (reserve_fd_ < 0) return errno;
+  const int fd = reserve_fd_;
+  struct statvfs sv;
+  struct stat st;
+  int e = 0;
+  if (fstatvfs(fd, &sv) != 0 || fstat(fd, &st) != 0) {
+    e = errno;
+  } else {
+    const uint64_t block = sv.f_frsize ? sv.f_frsize : kPage;
+    // Free space with the reserve counted as free; the reserve takes all of it but `room`.
+    uint64_t reserve_now = static_cast<uint64_t>(st.st_blocks) * 512;
+    uint64_t free_all = static_cast<uint64_t>(sv.f_bavail) * block + reserve_now;
+    // Room in whole pages, as a tmpfs gives it (the image's ext4 may have 1 KiB blocks).
+    room = room / kPage * kPage;
+    uint64_t want = free_all > room ? (free_all - room + block - 1) / block * block : 0;
+    if (want != static_cast<uint64_t>(st.st_size)) {
+      if (want < static_cast<uint64_t>(st.st_size) || want < reserve_now) {
+        if (ftruncate(fd, static_cast<off_t>(want)) != 0) e = errno;
+      }
+      if (e == 0 && want > 0 && fallocate(fd, 0, 0, static_cast<off_t>(want)) != 0) {
+        // A writer took part of the room meanwhile: hold what is left, so nobody gets more.
+        e = errno;
+        struct statvfs again;
+        if (e == ENOSPC && fstatvfs(fd, &again) == 0 && again.f_bavail > 0) {
+          struct stat now;
+          fstat(fd, &now);
+          fallocate(fd, 0, 0, now.st_size + static_cast<off_t>(again.f_bavail * block));
+        }
+      }
+    }
+  }
+  return e;
 }
 
 int Store::SyncDisk() const {

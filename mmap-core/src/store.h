@@ -61,6 +61,12 @@ struct StoreOptions {
   // Restartable mounts: hold an flock on `<dir>/.held` (its fd goes to the connection holder), so
   // the sweep of dead stores leaves a directory alone while a holder keeps it for a successor.
   bool lock = false;
+  // memory_dir is the root of a tmpfs of this mount's own: the store resizes it so its room is the
+  // room left under the size quota over both tiers (SetRoom).
+  bool memory_tier_sized = false;
+  // spill_dir is the root of a file system of this mount's own with a reserve file (`.quota-reserve`,
+  // fusefs/daemon/disk-tier.ts) at its root: the store sizes the reserve the same way.
+  bool disk_tier_sized = false;
 };
 
 class Store {
@@ -76,6 +82,20 @@ class Store {
   const StoreOptions& options() const { return opts_; }
   // Writes back the disk tier's file system (one syncfs, not one fd per file). 0 or errno.
   int SyncDisk() const;
+  // Closes both tier directories and removes them with whatever files they still hold. After it
+  // the store holds no reference to either tier's file system, so the tiers can be unmounted at
+  // once (not lazily) and nothing they held stays charged to anyone. Idempotent.
+  void Release();
+  // Sets the bytes writers may still allocate on `tier` to `room` (rounded down to a page or a
+  // block, never less than one page on the memory tier: a tmpfs of size 0 would be unlimited).
+  // Under passthrough the kernel writes backing files without asking us, so the only place a
+  // quota over both tiers can answer ENOSPC to a growing file is each tier's own file system: the
+  // memory tier's tmpfs is resized to what it holds plus `room`, the disk tier's reserve file takes
+  // all but `room` of its free space. A no-op on a tier that is not sized. 0 or errno.
+  int SetRoom(Tier tier, uint64_t room);
+  bool tier_sized(Tier tier) const {
+    return tier == Tier::kMemory ? opts_.memory_tier_sized && memory_dirfd_ >= 0 : opts_.disk_tier_sized && disk_dirfd_ >= 0;
+  }
   // This mount's directory name on both tiers (`store-<pid>-<n>`).
   const std::string& name() const { return name_; }
   // The tier's directory fd (-1: none); for a successor rebuilding FileData from its journal.
@@ -85,6 +105,7 @@ class Store {
   // A successor that failed to take over: the directories and files stay for the next one (the
   // holder still keeps the connection), so the destructor only closes fds.
   void Disown() { disowned_ = true; }
+  bool disowned() const { return disowned_; }
   // The fds holding the `.held` locks (owned by the store; dup them to hand them on).
   const std::vector<int>& lock_fds() const { return lock_fds_; }
 
@@ -97,6 +118,7 @@ class Store {
   std::atomic<uint64_t> serial_{0};
   std::vector<int> lock_fds_;
   bool disowned_ = false;
+  int reserve_fd_ = -1;  // the disk tier's `.quota-reserve`, opened at the first SetRoom
 };
 
 // The lock file a restartable store holds in its directory (see StoreOptions::lock).

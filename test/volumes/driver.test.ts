@@ -179,7 +179,11 @@ describe.skipIf(why !== undefined)('Docker volume driver: an Ephemera /tmp for c
       expect(kept.mounted).toBe(false);
       const s = await daemon.handle({ type: 'stats', id: v.mountId });
       const tiers = (s as unknown as { mounts: Array<{ bytes: { memory: number; disk: number }; cgroup: string | null }> }).mounts[0]!;
-      expect(tiers.bytes).toEqual({ memory: 0, disk: 64 * MiB });
+      // ext4 counts an extent block where the copy landed in more than four extents (the disk
+      // tier's free space is shaped by its quota reserve): within a few 1 KiB blocks.
+      expect(tiers.bytes.memory).toBe(0);
+      expect(tiers.bytes.disk).toBeGreaterThanOrEqual(64 * MiB);
+      expect(tiers.bytes.disk).toBeLessThanOrEqual(64 * MiB + 64 * 1024);
       expect(tiers.cgroup).toBeNull();
       const rm = await docker('volume', 'rm', v.name);
       expect(rm.code, rm.stderr).toBe(0);
