@@ -9,6 +9,7 @@
 # Layouts: dir | tmpfs | loop-<dio|buf>-<nojournal|journal|writeback>[-<none|mq-deadline>]
 #          | ephemera | ephemera-hint (`ephemera mount --cgroup` on the probe's cgroup, 12G quota as
 #            `ephemera node` gives a container here; -hint adds --size-hint FILE_MIB)
+#          | before-ephemera[-hint] (the same with the build at BEFORE_ROOT)
 # Prints one JSON line per run: layout, pass, the program's fill/read/write seconds, and the
 # cgroup's peak usage, failcnt and the page cache the root cgroup gained (charged outside).
 set -euo pipefail
@@ -47,11 +48,13 @@ setup() { # layout -> prints the directory to run in
     mkdir -p "$WORK/mnt" && mount -t tmpfs -o size=1g probe "$WORK/mnt" && echo "$WORK/mnt"
     return
   fi
-  if [[ $layout == ephemera* ]]; then
-    local hint=()
-    [ "$layout" = ephemera-hint ] && hint=(--size-hint "${FILE_MIB}M")
+  if [[ $layout == ephemera* || $layout == before-ephemera* ]]; then
+    local hint=() root="$HERE/.."
+    [[ $layout == *-hint ]] && hint=(--size-hint "${FILE_MIB}M")
+    # before-…: another build (BEFORE_ROOT, e.g. a copy of the previous dist/ and mmap-core/build)
+    [[ $layout == before-* ]] && root=${BEFORE_ROOT:?before-ephemera needs BEFORE_ROOT}
     mkdir -p "$WORK/mnt" "$WORK/spill"
-    node "$HERE/../bin/ephemera.js" mount "$WORK/mnt" --size 12G --spill-dir "$WORK/spill" --cgroup "$CG" "${hint[@]}" --json \
+    node "$root/bin/ephemera.js" mount "$WORK/mnt" --size 12G --spill-dir "$WORK/spill" --cgroup "$CG" "${hint[@]}" --json \
       >"$WORK/eph.log" 2>&1 &
     echo $! >"$WORK/eph.pid"
     for _ in $(seq 100); do grep -q '"ready"' "$WORK/eph.log" 2>/dev/null && break; sleep 0.1; done
@@ -101,7 +104,16 @@ for pass in $(seq 1 "$PASSES"); do
     echo $((LIMIT_MIB << 20)) >"$CG/memory.memsw.limit_in_bytes" 2>/dev/null || true
     dir=$(setup "$layout")
     sync
+    # The cgroup's peak shmem (the memory tier, charged to the writer) while the program runs.
+    (peak_shmem=0; while [ -d "$CG" ]; do
+      v=$(awk '$1=="total_shmem"{print int($2/1048576)}' "$CG/memory.stat" 2>/dev/null || echo 0)
+      [ "${v:-0}" -gt "$peak_shmem" ] && peak_shmem=$v && echo "$v" >"$WORK/peak_shmem"
+      sleep 0.2; done) &
+    sampler=$!
+    echo 0 >"$WORK/peak_shmem"
     out=$(bash -c "echo \$\$ >$CG/cgroup.procs; exec $BIN impact $dir $FILE_MIB $OPS")
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
     cache=$(stat_mib total_cache)
     shmem=$(stat_mib total_shmem)
     peak=$(cat "$CG/memory.max_usage_in_bytes")
@@ -110,7 +122,9 @@ for pass in $(seq 1 "$PASSES"); do
     rm -f "$dir"/output*.txt
     sync
     teardown
+    moves=$(grep -o '"adapter":{[^}]*}' "$WORK/eph.log" 2>/dev/null || true)
+    rm -f "$WORK/eph.log"
     rmdir "$CG"
-    echo "{\"layout\":\"$layout\",\"pass\":$pass,\"file_mib\":$FILE_MIB,\"ops\":$OPS,\"limit_mib\":$LIMIT_MIB,\"run\":$out,\"peak_mib\":$((peak >> 20)),\"failcnt\":$fail,\"oom_kill\":${oom:-0},\"end_cache_mib\":$cache,\"end_shmem_mib\":$shmem}"
+    echo "{\"layout\":\"$layout\",\"pass\":$pass,\"file_mib\":$FILE_MIB,\"ops\":$OPS,\"limit_mib\":$LIMIT_MIB,\"run\":$out,\"peak_mib\":$((peak >> 20)),\"failcnt\":$fail,\"oom_kill\":${oom:-0},\"end_cache_mib\":$cache,\"end_shmem_mib\":$shmem,\"peak_shmem_mib\":$(cat "$WORK/peak_shmem")${moves:+,$moves}}"
   done
 done
