@@ -25,9 +25,9 @@ export function decidePlacement(request: PlacementRequest, config: PolicyConfig)
 
 /** A disk-tier inode in use: open now, or opened or closed within the working-set window. */
 export function inDiskWorkingSet(inode: InodeStat, nowMs: number, config: PolicyConfig): boolean {
-  const window = config.placement.workingSetWindowMs;
-  if (inode.tier !== 'disk' || window === 0) return false;
+  if (inode.tier !== 'disk') return false;
   if (inode.openCount > 0) return true;
+  const window = config.placement.workingSetWindowMs;
   const last = Math.max(inode.lastOpenMs ?? -Infinity, inode.lastCloseMs ?? -Infinity);
   return nowMs - last < window;
 }

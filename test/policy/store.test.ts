@@ -60,10 +60,11 @@ describe('placement', () => {
     expect(diskWorkingSetBytes({ nowMs: now, inodes: [...inodes] }, config, except)).toBe(mib * MiB);
   });
 
-  it('the window 0 turns the working set off', () => {
-    const off = parsePolicyConfig({ placement: { workingSetWindowMs: 0 } });
-    expect(diskWorkingSetBytes({ nowMs: now, inodes: [file2Open] }, off)).toBe(0);
-    expect(workingSetExcessBytes({ nowMs: now, inodes: [file1Memory, file2Open] }, 141 * MiB, off)).toBe(0);
+  it('the window 0 leaves open disk files only in the working set', () => {
+    const openOnly = parsePolicyConfig({ placement: { workingSetWindowMs: 0 } });
+    expect(diskWorkingSetBytes({ nowMs: now, inodes: [file2Open] }, openOnly)).toBe(128 * MiB);
+    expect(diskWorkingSetBytes({ nowMs: now, inodes: [file2Closed] }, openOnly)).toBe(0);
+    expect(workingSetExcessBytes({ nowMs: now, inodes: [file1Memory, file2Closed] }, 141 * MiB, openOnly)).toBe(0);
   });
 
   it.each([
