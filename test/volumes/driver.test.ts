@@ -183,7 +183,11 @@ describe.skipIf(why !== undefined)('Docker volume driver: an Ephemera /tmp for c
       expect(kept.mounted).toBe(false);
       const s = await daemon.handle({ type: 'stats', id: v.mountId });
       const tiers = (s as unknown as { mounts: Array<{ bytes: { memory: number; disk: number }; cgroup: string | null }> }).mounts[0]!;
-      expect(tiers.bytes).toEqual({ memory: 0, disk: 64 * MiB });
+      // Allocated bytes: the spill writes its copy back before it drops the daemon's page cache,
+      // so the disk tier's extent blocks are allocated too (1 KiB blocks on a 128 MiB quota's image).
+      expect(tiers.bytes.memory).toBe(0);
+      expect(tiers.bytes.disk).toBeGreaterThanOrEqual(64 * MiB);
+      expect(tiers.bytes.disk).toBeLessThan(64 * MiB + 64 * 1024);
       expect(tiers.cgroup).toBeNull();
       const rm = await docker('volume', 'rm', v.name);
       expect(rm.code, rm.stderr).toBe(0);
