@@ -23,10 +23,23 @@ function targetList(value: string): string[] {
   return list;
 }
 
+/** One --case: comma-separated key=value pairs, all of which a case must match; repeats add cases. */
+function caseFilter(value: string, previous: Record<string, string>[]): Record<string, string>[] {
+  const filter: Record<string, string> = {};
+  for (const pair of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0 || eq === pair.length - 1) throw new InvalidArgumentError(`"${pair}" is not key=value`);
+    filter[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  if (Object.keys(filter).length === 0) throw new InvalidArgumentError('needs at least one key=value');
+  return [...previous, filter];
+}
+
 interface BenchCliOptions {
   quick: boolean;
   passes?: number;
   targets?: string[];
+  case?: Record<string, string>[];
   json?: string;
   report?: string;
   timeCap?: number;
@@ -44,6 +57,7 @@ export function registerBenchCommands(program: Command): void {
     .option('--json <file>', 'write {"results":[…],"summary":[…],"failures":[…],"run":{…}}')
     .option('--report <dir>', 'write a self-contained report.html into DIR')
     .option('--time-cap <seconds>', 'stop the suite after this long (default: the suite’s own cap)', positiveSeconds)
+    .option('--case <k=v,…>', 'container suites: only the cases whose parameters match all pairs (repeat for more), e.g. memory_mib=150,file_mib=128', caseFilter, [])
     .action(async (suiteName: string, opts: BenchCliOptions) => {
       const suite = findSuite(suiteName);
       if (!suite) throw new BenchError('E_UNKNOWN_SUITE', `unknown suite ${suiteName} (suites: ${SUITES.map((s) => s.name).join(', ')})`);
@@ -59,6 +73,7 @@ export function registerBenchCommands(program: Command): void {
           quick: opts.quick,
           passes: opts.passes ?? (opts.quick ? suite.defaultPasses?.quick : suite.defaultPasses?.full) ?? 3,
           targets: opts.targets,
+          ...(opts.case && opts.case.length > 0 ? { cases: opts.case } : {}),
           timeCapS: opts.timeCap,
           jsonFile: opts.json,
           reportDir: opts.report,

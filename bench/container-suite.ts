@@ -129,10 +129,30 @@ export function benchLabels(suite: string): Record<string, string> {
   return { 'ephemera.bench': `${suite}-${process.pid}-${randomBytes(3).toString('hex')}` };
 }
 
+/** A case's values a --case filter matches: its parameters, its workload and memory_mib. */
+function caseValues(c: ContainerCase): Record<string, string> {
+  const values: Record<string, string> = { workload: c.workload, memory_mib: String(c.memoryMiB) };
+  for (const [k, v] of Object.entries(c.parameters)) values[k] = String(v);
+  return values;
+}
+
+/** The cases matching one of `filters` (every pair of it); throws when a filter matches none. */
+export function selectCases(cases: ContainerCase[], filters: Record<string, string>[] | undefined, suite: string): ContainerCase[] {
+  if (!filters || filters.length === 0) return cases;
+  const matches = (c: ContainerCase, f: Record<string, string>) => Object.entries(f).every(([k, v]) => caseValues(c)[k] === v);
+  for (const f of filters) {
+    if (!cases.some((c) => matches(c, f))) {
+      const text = Object.entries(f).map(([k, v]) => `${k}=${v}`).join(',');
+      throw new BenchError('E_BAD_OPTION', `--case ${text} matches no case of the ${suite} suite (keys: ${Object.keys(caseValues(cases[0]!)).join(', ')})`);
+    }
+  }
+  return cases.filter((c) => filters.some((f) => matches(c, f)));
+}
+
 async function runContainerSuite(def: ContainerSuiteDefinition, opts: SuiteOptions): Promise<BenchResult[]> {
   const targetNames = checkContainerTargets(opts.targets ?? def.defaultTargets, def.name);
   if (!Number.isInteger(opts.passes) || opts.passes < 1) throw new BenchError('E_BAD_OPTION', `passes must be a positive integer, got ${opts.passes}`);
-  const cases = def.cases(opts.quick);
+  const cases = selectCases(def.cases(opts.quick), opts.cases, def.name);
   const { signal, dispose } = suiteSignal(opts, def.name);
   const results: BenchResult[] = [];
   const labels = benchLabels(def.name);

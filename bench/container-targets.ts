@@ -7,7 +7,7 @@ import { mountsUnder } from './host-targets';
 import { runProcess, tail } from './proc';
 
 /** The /tmp a function container gets, one set of names in every container suite. */
-export const CONTAINER_TARGETS = ['ephemera', 'ephemera-noshare', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'] as const;
+export const CONTAINER_TARGETS = ['ephemera', 'ephemera-noshare', 'ephemera-nohint', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'] as const;
 export type ContainerTargetName = (typeof CONTAINER_TARGETS)[number];
 
 /** What single-container suites run by default: ephemera-noshare would repeat ephemera there. */
@@ -115,10 +115,16 @@ export async function openContainerTarget(name: ContainerTargetName, ctx: Contai
       }
     }
     case 'ephemera':
-    case 'ephemera-noshare': {
+    case 'ephemera-noshare':
+    case 'ephemera-nohint': {
+      // ephemera-nohint: Ephemera without the profile's size hint (every new file placed as unknown).
       let provider: EphemeraTmpProvider;
       try {
-        provider = await EphemeraTmpProvider.start({ stateDir: path.join(base, 'state'), sizeHintBytes: ctx.sizeHintBytes ?? null });
+        provider = await EphemeraTmpProvider.start({
+          stateDir: path.join(base, 'state'),
+          sizeHintBytes: ctx.sizeHintBytes ?? null,
+          ...(name === 'ephemera-nohint' ? { ignoreSizeHints: true } : {}),
+        });
       } catch (err) {
         throw new BenchError('E_TARGET_SETUP', `${name}: starting the Ephemera node daemon: ${errorMessage(err)}`, { cause: err });
       }

@@ -46,6 +46,11 @@ export interface SuiteOptions {
   quick: boolean;
   passes: number;
   targets?: string[];
+  /**
+   * Container suites: run only the cases matching one of these (each a set of parameter values that
+   * must all match, e.g. { file_mib: '128', memory_mib: '150' }); absent or empty = every case.
+   */
+  cases?: Record<string, string>[];
   /** Hard cap on the suite's wall time, in seconds. */
   timeCapS: number;
   log: (line: string) => void;

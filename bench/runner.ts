@@ -11,6 +11,8 @@ export interface BenchRunOptions {
   quick: boolean;
   passes: number;
   targets?: string[];
+  /** Only these cases (SuiteOptions.cases). */
+  cases?: Record<string, string>[];
   /** Overrides the suite's default cap. */
   timeCapS?: number;
   jsonFile?: string;
@@ -71,6 +73,7 @@ export async function runBench(suite: Suite, options: BenchRunOptions): Promise<
       quick: options.quick,
       passes: options.passes,
       targets: options.targets,
+      ...(options.cases ? { cases: options.cases } : {}),
       timeCapS,
       log: progress.log,
       signal: options.signal,

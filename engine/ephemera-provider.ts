@@ -19,6 +19,8 @@ export interface EphemeraProviderOptions {
   stateDir?: string;
   /** The function's profiled largest file F (bytes): with it, new files go straight to memory when 1.1·F fits. */
   sizeHintBytes?: number | null;
+  /** Ignore every size hint (the containers' labels and sizeHintBytes): new files placed as with no profile. */
+  ignoreSizeHints?: boolean;
   /** Pause the v1 OOM killer at the limit and raise an alarm for an emergency loan (1 s watchdog). */
   oomPause?: boolean;
   /** Size quota of each /tmp over both tiers, bytes; default: policy's defaultTmpSizeBytes (half of RAM, at most a quarter of the disk tier's free space). */
@@ -110,7 +112,7 @@ export class EphemeraTmpProvider implements TmpProvider {
         type: 'attach-cgroup',
         id,
         cgroup: cgroupPath,
-        sizeHint: this.hints.get(id) ?? this.opts.sizeHintBytes ?? null,
+        sizeHint: this.opts.ignoreSizeHints ? null : (this.hints.get(id) ?? this.opts.sizeHintBytes ?? null),
         oomPause: this.opts.oomPause ?? false,
         ...(containerId ? { containerId } : {}),
       });

@@ -2,7 +2,9 @@ import { EventEmitter } from 'node:events';
 import {
   DEFAULT_POLICY_CONFIG,
   decidePlacement,
+  diskWorkingSetBytes,
   scaled,
+  workingSetExcessBytes,
   planEviction,
   planPromotion,
   type InodeStat as PolicyInodeStat,
@@ -155,7 +157,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       if (this.targetLimit !== undefined && e.limitBytes <= this.targetLimit) this.targetLimit = undefined;
       this.kick();
     });
-    this.mount.onClose((_ino, _bytes, tier) => tier === 'disk' && this.kick());
+    // A disk-tier close may make room to promote; a memory-tier close may let a file that starves
+    // the disk tier's working set of page cache be spilled (only closed files move).
+    this.mount.onClose(() => this.kick());
     // In writeback mode the daemon writes every memory-tier page itself (charged to the daemon) and
     // usage() adds the whole memory tier to the container: promotions and fallocates copied by the
     // helper in the container's cgroup would then be counted twice. So the helper is for passthrough.
@@ -306,13 +310,28 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       await this.mount.syncDiskTier();
       u = this.usage();
     }
-    if (u.usageBytes > u.markBytes) {
+    const overMark = u.usageBytes > u.markBytes;
+    if (overMark) {
       const plan = planEviction({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, u.usageBytes - u.markBytes, this.policy, { urgent });
       const mark = u.markBytes;
       await this.spill(plan.victims, () => this.usage().usageBytes <= mark);
       u = this.usage();
       if (u.usageBytes > u.markBytes && plan.shortfallBytes > 0) this.raiseAlarm(u.usageBytes - u.markBytes, false, () => undefined);
-    } else if (this.targetLimit === undefined) {
+    }
+    if (!overMark && u.memoryTierBytes > 0 && this.mount.usage().filesDisk > 0) {
+      // The memory tier and the disk tier's page cache share the limit, and shmem is never
+      // reclaimed: closed memory-tier files give way to the disk-tier files in use, as the page
+      // cache of an overlay /tmp would shift to the file being worked on.
+      const snap = { nowMs: monotonicMs(), inodes: this.snapshotInodes() };
+      const excess = workingSetExcessBytes(snap, this.sharedBudget(u), this.policy);
+      if (excess > 0) {
+        const plan = planEviction(snap, excess, this.policy, { urgent: false });
+        let freed = 0;
+        await this.spill(plan.victims, (bytes) => (freed += bytes) >= excess);
+        u = this.usage();
+      }
+    }
+    if (!overMark && this.targetLimit === undefined) {
       // Dirty page cache (a file being written on the disk tier) is not reclaimable until written
       // back, so it takes room too: promoting into it could push the cgroup into an OOM kill.
       // And while a disk-tier file is open with dirty pages about, a writer is likely still going:
@@ -331,7 +350,9 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
       }
       const room = dirty > DIRTY_WRITEBACK_FLOOR && writing ? 0 : u.markBytes - u.usageBytes - dirty;
       if (Number.isFinite(room) && room > 0 && counts.filesDisk > counts.openDisk) {
-        const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy);
+        const plan = planPromotion({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, room, this.policy, {
+          sharedBudgetBytes: this.sharedBudget(u),
+        });
         for (const ino of plan.promotions) {
           // A shrink asked meanwhile wins: promoting now would only have to be spilled again.
           if (this.targetLimit !== undefined || this.closed) break;
@@ -344,17 +365,23 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
     this.emit('usage', after);
   }
 
-  /** Moves victims to the disk tier in order until `enough()` says so. */
-  private async spill(victims: readonly number[], enough: () => boolean): Promise<void> {
+  /** Moves victims to the disk tier in order until `enough(bytes moved by this one)` says so. */
+  private async spill(victims: readonly number[], enough: (movedBytes: number) => boolean): Promise<void> {
     for (const ino of victims) {
       const r = await this.mount.moveNow(ino, 'disk');
+      const moved = r.code === 'OK' ? r.bytes : 0;
       if (r.code === 'OK') {
         this.stats.spills++;
         this.stats.spilledBytes += r.bytes;
         this.emit('spill', { ino, bytes: r.bytes });
       }
-      if (enough()) break;
+      if (enough(moved)) break;
     }
+  }
+
+  /** What the memory tier and the disk tier's page cache share: the mark less the function's own memory. */
+  private sharedBudget(u: AdapterUsage): number {
+    return Number.isFinite(u.markBytes) ? Math.max(0, u.markBytes - u.functionBytes) : Number.MAX_SAFE_INTEGER;
   }
 
   private async promote(ino: number): Promise<void> {
@@ -390,12 +417,18 @@ export class MemoryAdapter extends EventEmitter<AdapterEvents> {
 
   /** Where new files go, decided natively at CREATE from the rule set here. */
   private updatePlacement(u: AdapterUsage): void {
-    const budget = Number.isFinite(u.markBytes) ? Math.max(0, u.markBytes - u.functionBytes) : Number.MAX_SAFE_INTEGER;
+    const budget = this.sharedBudget(u);
+    const hint = this.opts.sizeHintBytes ?? null;
+    // The inode table is walked only where the answer can change the decision: a hint, a finite
+    // budget, and files on disk.
+    const diskWorkingSet =
+      hint !== null && Number.isFinite(u.markBytes) && this.mount.usage().filesDisk > 0
+        ? diskWorkingSetBytes({ nowMs: monotonicMs(), inodes: this.snapshotInodes() }, this.policy)
+        : 0;
     const decision = decidePlacement(
-      { sizeHintBytes: this.opts.sizeHintBytes ?? null, budgetBytes: budget, memoryTierBytes: u.memoryTierBytes },
+      { sizeHintBytes: hint, budgetBytes: budget, memoryTierBytes: u.memoryTierBytes, diskWorkingSetBytes: diskWorkingSet },
       this.policy,
     );
-    const hint = this.opts.sizeHintBytes ?? null;
     this.mount.setPlacement({
       memoryBudget: budget,
       newFilesOnDisk: decision.tier === 'disk',

@@ -107,6 +107,7 @@ export function registerFusefsCommands(program: Command): void {
         throw e;
       }
       const balancer = budget === undefined ? undefined : new TierBalancer(m, { budget, policy });
+      let adapterStats: Record<string, number> | undefined;
       if (o.cgroup) {
         if (budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
         // The memory adapter (fusefs/adapter.ts) keeps the cgroup's rss+shmem under limit - headroom.
@@ -116,6 +117,7 @@ export function registerFusefsCommands(program: Command): void {
           oomPause: Boolean(o.oomPause),
           sizeHintBytes: o.sizeHint ? parseSize(String(o.sizeHint), '--size-hint') : null,
         });
+        adapterStats = adapter.stats;
         adapter.on('alarm', (a) =>
           process.stderr.write(`ephemera: memory alarm: ${a.oomPaused ? 'OOM-paused, ' : ''}short ${a.shortfallBytes} B (no manager attached)\n`),
         );
@@ -151,7 +153,9 @@ export function registerFusefsCommands(program: Command): void {
         memoryTier?.close();
         diskTier?.close();
         const ops = opCounts(counters);
-        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions },
+        // The adapter's moves and writebacks: what a bench row did besides serving (tier placement).
+        const moves = adapterStats ? { adapter: { ...adapterStats } } : {};
+        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, ...moves },
           `ephemera: stopped (${signal}) ${opText(ops)}`);
         process.exit(signal === 'connection-lost' ? 1 : 0);
       };

@@ -1,4 +1,5 @@
 import { headroomBytes, type PolicyConfig } from './config';
+import { inDiskWorkingSet } from './placement';
 import type { InodeStat, StoreSnapshot } from './snapshots';
 
 export interface EvictionPlan {
@@ -64,6 +65,15 @@ export interface PromotionPlan {
   readonly bytes: number;
 }
 
+export interface PromotionOptions {
+  /**
+   * The budget the memory tier shares with the disk tier's page cache (a container's cgroup): an
+   * inode is promoted only if the memory tier, it, and the working set left on disk
+   * (placement.diskWorkingSetBytes) still fit in it. Absent: only `roomBytes` counts.
+   */
+  readonly sharedBudgetBytes?: number;
+}
+
 /**
  * Chooses disk-tier inodes to bring back into `roomBytes` of memory: open inodes first, most
  * recently opened first (the ones being used now); closed ones only if configured, most recently
@@ -74,6 +84,7 @@ export function planPromotion(
   snapshot: Pick<StoreSnapshot, 'nowMs' | 'inodes'>,
   roomBytes: number,
   config: PolicyConfig,
+  options: PromotionOptions = {},
 ): PromotionPlan {
   const onDisk = snapshot.inodes.filter(
     (i) => i.tier === 'disk' && !movedRecently(i, snapshot.nowMs, config),
@@ -88,12 +99,23 @@ export function planPromotion(
       ? onDisk.filter((i) => i.openCount === 0).sort(newestFirst((i) => i.lastCloseMs))
       : []),
   ];
+  const shared = options.sharedBudgetBytes;
+  let memory = 0;
+  let workingSet = 0;
+  for (const i of snapshot.inodes) {
+    if (i.tier === 'memory') memory += i.sizeBytes;
+    else if (inDiskWorkingSet(i, snapshot.nowMs, config)) workingSet += i.sizeBytes;
+  }
   const promotions: number[] = [];
   let bytes = 0;
   for (const inode of order) {
     if (bytes + inode.sizeBytes > roomBytes) continue;
+    const own = inDiskWorkingSet(inode, snapshot.nowMs, config) ? inode.sizeBytes : 0;
+    // Moved to memory, an inode stops needing page cache; the rest of the working set still does.
+    if (shared !== undefined && memory + bytes + inode.sizeBytes + (workingSet - own) > shared) continue;
     promotions.push(inode.ino);
     bytes += inode.sizeBytes;
+    workingSet -= own;
   }
   return { promotions, bytes };
 }

@@ -31,7 +31,14 @@ export type {
   NodeState,
   TaskSpec,
 } from './snapshots';
-export { decidePlacement, defaultTmpSizeBytes, type PlacementDecision } from './placement';
+export {
+  decidePlacement,
+  defaultTmpSizeBytes,
+  inDiskWorkingSet,
+  diskWorkingSetBytes,
+  workingSetExcessBytes,
+  type PlacementDecision,
+} from './placement';
 export {
   planEviction,
   planPromotion,
@@ -39,6 +46,7 @@ export {
   type EvictionPlan,
   type EvictionOptions,
   type PromotionPlan,
+  type PromotionOptions,
   type AdaptDecision,
 } from './eviction';
 export { classifyContainer, poolScopeKey, scaledDemand, spareBytes, needBytes, type Pool } from './pools';

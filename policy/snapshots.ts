@@ -46,6 +46,11 @@ export interface PlacementRequest {
   readonly budgetBytes: number;
   /** Bytes the memory tier holds now. */
   readonly memoryTierBytes: number;
+  /**
+   * Page cache the disk tier's working set is owed inside the same budget (diskWorkingSetBytes);
+   * 0 or absent where the page cache is not charged against the budget (a fixed budget).
+   */
+  readonly diskWorkingSetBytes?: number;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1747,6 +1747,18 @@ int Filesystem::MoveNow(uint64_t ino, Tier to, uint64_t* bytes) {
     AbortMove(t.token);
     return e;
   }
+  if (to == Tier::kDisk) {
+    // The copy's page cache was charged to the daemon, not to the container: left there, the
+    // spilled file would be served from memory nobody's limit counts (measured: 2 x 128 MiB in a
+    // 150 MiB cgroup ran 6 s against 28-42 s on a plain directory). Written back and dropped, its
+    // pages are faulted in again by the function, charged to its own cgroup, as overlay's are.
+    if (fdatasync(t.dst_fd) != 0) {
+      int err = errno == ENOSPC ? ENOSPC : EIO;
+      AbortMove(t.token);
+      return err;
+    }
+    posix_fadvise(t.dst_fd, 0, 0, POSIX_FADV_DONTNEED);
+  }
   int e = CommitMove(t.token);
   if (e == 0 && bytes) *bytes = t.size;
   return e;

@@ -3,12 +3,14 @@ import { describe, expect, it } from 'vitest';
 import {
   adaptStore,
   decidePlacement,
+  diskWorkingSetBytes,
   DEFAULT_POLICY_CONFIG as config,
   headroomBytes,
   MiB,
   planEviction,
   planPromotion,
   parsePolicyConfig,
+  workingSetExcessBytes,
   type InodeStat,
 } from '../../policy';
 
@@ -25,6 +27,67 @@ describe('placement', () => {
     // 1.1 × 51 MiB = 56.1 MiB > 55 MiB left.
     expect(decidePlacement({ ...req, sizeHintBytes: 51 * MiB }, config)).toEqual({ tier: 'disk', reason: 'exceeds-budget' });
     expect(decidePlacement({ ...req, sizeHintBytes: null }, config).tier).toBe('disk');
+  });
+
+  // bench impact, 2 × 128 MiB at 150 MiB: budget 141 MiB, file 1 in memory, file 2 on disk in use.
+  const WS = config.placement.workingSetWindowMs;
+  const now = 1_000_000;
+  const file1Memory = inode(1, { sizeBytes: 128 * MiB, lastOpenMs: now - 5_000, lastCloseMs: now - 4_000 });
+  const file2Open = inode(2, { tier: 'disk', sizeBytes: 128 * MiB, openCount: 1, lastOpenMs: now - 1_000 });
+  const file2Closed = { ...file2Open, openCount: 0, lastCloseMs: now - 500 };
+  const file2Cold = { ...file2Open, openCount: 0, lastOpenMs: now - WS - 2, lastCloseMs: now - WS - 1 };
+
+  it.each([
+    // [case, hint MiB, memory tier MiB, disk working set MiB, budget MiB, tier]
+    ['nothing in use', 50, 0, 0, 100, 'memory'],
+    ['beside the working set', 50, 0, 45, 100, 'memory'],
+    ['the working set would be starved', 50, 0, 46, 100, 'disk'],
+    ['memory tier and working set together', 40, 30, 30, 100, 'disk'],
+    ['no working set given (fixed budget)', 50, 45, undefined, 100, 'memory'],
+  ] as const)('placement with the disk working set: %s', (_case, hint, memory, ws, budget, tier) => {
+    const request = { sizeHintBytes: hint * MiB, memoryTierBytes: memory * MiB, budgetBytes: budget * MiB, ...(ws === undefined ? {} : { diskWorkingSetBytes: ws * MiB }) };
+    expect(decidePlacement(request, config).tier).toBe(tier);
+  });
+
+  it.each([
+    // [case, inodes, except, working set MiB]
+    ['an open disk file', [file1Memory, file2Open], undefined, 128],
+    ['a disk file closed within the window', [file1Memory, file2Closed], undefined, 128],
+    ['a disk file idle past the window', [file1Memory, file2Cold], undefined, 0],
+    ['the promotion candidate left out', [file2Closed], 2, 0],
+    ['memory-tier files never', [file1Memory], undefined, 0],
+  ] as const)('disk working set: %s', (_case, inodes, except, mib) => {
+    expect(diskWorkingSetBytes({ nowMs: now, inodes: [...inodes] }, config, except)).toBe(mib * MiB);
+  });
+
+  it('the window 0 leaves open disk files only in the working set', () => {
+    const openOnly = parsePolicyConfig({ placement: { workingSetWindowMs: 0 } });
+    expect(diskWorkingSetBytes({ nowMs: now, inodes: [file2Open] }, openOnly)).toBe(128 * MiB);
+    expect(diskWorkingSetBytes({ nowMs: now, inodes: [file2Closed] }, openOnly)).toBe(0);
+    expect(workingSetExcessBytes({ nowMs: now, inodes: [file1Memory, file2Closed] }, 141 * MiB, openOnly)).toBe(0);
+  });
+
+  it.each([
+    // [case, inodes, budget MiB, excess MiB]
+    ['a pinned file starving the open one gives way', [file1Memory, file2Open], 141, 115],
+    ['both fit', [inode(1, { sizeBytes: 60 * MiB }), inode(2, { tier: 'disk', sizeBytes: 50 * MiB, openCount: 1 })], 120, 0],
+    ['a part', [inode(1, { sizeBytes: 60 * MiB }), inode(2, { tier: 'disk', sizeBytes: 70 * MiB, openCount: 1 })], 120, 10],
+    ['a cold disk tier asks nothing', [file1Memory, file2Cold], 141, 0],
+    ['nothing in memory, nothing to give', [file2Open], 141, 0],
+  ] as const)('spill for the working set: %s', (_case, inodes, budget, mib) => {
+    expect(workingSetExcessBytes({ nowMs: now, inodes: [...inodes] }, budget * MiB, config)).toBe(mib * MiB);
+  });
+
+  it.each([
+    // [case, inodes, shared budget MiB or none, promoted]
+    ['room alone would promote file 2 beside file 1, used on disk a moment ago', [{ ...file1Memory, tier: 'disk' as const }, { ...file2Closed, lastCloseMs: now - 3_000 }], undefined, [2]],
+    ['the shared budget keeps file 1 its page cache', [{ ...file1Memory, tier: 'disk' as const }, { ...file2Closed, lastCloseMs: now - 3_000 }], 141, []],
+    ['a cold neighbour asks nothing', [{ ...file1Memory, tier: 'disk' as const, lastCloseMs: now - WS - 1, lastOpenMs: now - WS - 2 }, { ...file2Closed, lastCloseMs: now - 3_000 }], 141, [2]],
+    ['both fit the budget: both come back', [inode(1, { tier: 'disk', sizeBytes: 60 * MiB }), inode(2, { tier: 'disk', sizeBytes: 60 * MiB, lastCloseMs: now - 5_000 })], 141, [2, 1]],
+  ] as const)('promotion with a shared budget: %s', (_case, inodes, shared, promoted) => {
+    const cfg = parsePolicyConfig({ eviction: { promoteClosed: true } });
+    const options = shared === undefined ? {} : { sharedBudgetBytes: shared * MiB };
+    expect(planPromotion({ nowMs: now, inodes: [...inodes] }, 141 * MiB, cfg, options).promotions).toEqual(promoted);
   });
 
   it('headroom is max(8 MiB, 5 %)', () => {
