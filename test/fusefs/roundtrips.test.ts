@@ -51,6 +51,55 @@ describe.skipIf(skip)('round trips per operation', () => {
     return { m, dir };
   }
 
+  // What each operation sends per file, in the order a program does them. The kernel's side of
+  // every row (fs/fuse/dir.c, file.c): a new name is looked up before CREATE/MKDIR (atomic_open);
+  // a create, unlink, mkdir or rmdir invalidates the parent directory's attributes
+  // (fuse_dir_changed), so the next path walk through it asks GETATTR for the permission check
+  // (default_permissions); a passthrough write invalidates size and times (fuse_write_update_attr)
+  // and a read the atime, so the next stat asks; FLUSH is answered ENOSYS once (no_flush) and
+  // RELEASE goes in the background; an unlinked inode's FORGET follows (no reply).
+  it('per file: what create, 4 KiB write, close, stat, open for read, chmod, utimens, unlink, mkdir send', async () => {
+    const { m, dir } = await mount();
+    const N = 100;
+    const loop = (body: string) => `cd ${dir}; i=0; while [ $i -lt ${N} ]; do i=$((i+1)); ${body}; done`;
+    // One warm-up file: FLUSH (ENOSYS) and security.capability (GETXATTR, ENOSYS) are asked once per mount.
+    sh(`cd ${dir}; head -c 4096 /dev/zero > warm; rm warm`);
+    const rows: Array<[string, string, Record<string, number>]> = [
+      ['create + 4 KiB write + close', 'head -c 4096 /dev/zero > f$i', { LOOKUP: 1, CREATE: 1, GETATTR: 1, RELEASE: 1 }],
+      ['stat after the write', 'stat f$i >/dev/null', { GETATTR: 1 }],
+      ['stat again', 'stat f$i >/dev/null', {}],
+      ['open for read + read + close', 'cat f$i >/dev/null', { OPEN: 1, RELEASE: 1 }],
+      ['stat after the read (atime)', 'stat f$i >/dev/null', { GETATTR: 1 }],
+      ['chmod', 'chmod 600 f$i', { SETATTR: 1 }],
+      ['utimens', 'touch -c f$i', { SETATTR: 1 }],
+      ['stat after chmod and utimens', 'stat f$i >/dev/null', {}],
+      ['unlink', 'rm f$i', { UNLINK: 1, GETATTR: 1, FORGET: 1 }],
+      ['mkdir', 'mkdir d$i', { LOOKUP: 1, MKDIR: 1, GETATTR: 1 }],
+      ['rmdir', 'rmdir d$i', { RMDIR: 1, GETATTR: 1, FORGET: 1 }],
+    ];
+    const table: string[] = [];
+    for (const [what, body, expected] of rows) {
+      const c0 = m.counters();
+      sh(loop(body));
+      // RELEASE and FORGET travel in the background: let them land before counting.
+      await new Promise((r) => setTimeout(r, 300));
+      const d = delta(c0, m.counters());
+      // FORGETs may come batched; count the inodes they name as one FORGET each (at most).
+      const forgets = (d.FORGET ?? 0) + (d.BATCH_FORGET ?? 0);
+      delete d.BATCH_FORGET;
+      if (forgets) d.FORGET = forgets;
+      table.push(`${what.padEnd(32)} ${Object.entries(d).map(([op, n]) => `${op} ${(n / N).toFixed(2)}`).join(', ') || '-'}`);
+      for (const op of new Set([...Object.keys(d), ...Object.keys(expected)])) {
+        const want = (expected[op] ?? 0) * N;
+        // FORGET: BATCH_FORGET carries many, so fewer requests is fine. Every other opcode is
+        // exact up to 2 at the loop's ends (a directory's GETATTR falls on the next file's walk).
+        if (op === 'FORGET') expect(d[op] ?? 0, `${what}: FORGET`).toBeLessThanOrEqual(want);
+        else expect(Math.abs((d[op] ?? 0) - want), `${what}: ${op} (${table.at(-1)})`).toBeLessThanOrEqual(2);
+      }
+    }
+    process.stdout.write(`round trips per file:\n${table.join('\n')}\n`);
+  });
+
   it('a directory listing costs no OPENDIR/RELEASEDIR (ENOSYS once), and an unchanged one is served from the kernel cache', async () => {
     const { m, dir } = await mount();
     const K = 20;
