@@ -100,6 +100,25 @@ describe.skipIf(skip)('round trips per operation', () => {
     process.stdout.write(`round trips per file:\n${table.join('\n')}\n`);
   });
 
+  it('an unlinked file\'s backing file is gone right after the UNLINK reply (let go after the reply, not before)', async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-rt-mem-'));
+    bases.push(base);
+    const { m, dir } = await mount({ memoryDir: path.join(base, 'mem') });
+    const backingFiles = () =>
+      fs.readdirSync(path.join(base, 'mem')).filter((d) => d.startsWith('store-')).flatMap((d) => fs.readdirSync(path.join(base, 'mem', d)));
+    const N = 100;
+    sh(`cd ${dir}; i=0; while [ $i -lt ${N} ]; do i=$((i+1)); head -c 4096 /dev/zero > f$i; done`);
+    expect(backingFiles()).toHaveLength(N);
+    const before = m.counters();
+    sh(`cd ${dir}; rm f*`);
+    // The thread that answered the last UNLINK unlinks its backing file before reading another request.
+    const deadline = Date.now() + 2000;
+    while (backingFiles().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(backingFiles()).toEqual([]);
+    expect(delta(before, m.counters()).UNLINK).toBe(N);
+    expect(m.counters().exceptions).toBe(0);
+  });
+
   it('a directory listing costs no OPENDIR/RELEASEDIR (ENOSYS once), and an unchanged one is served from the kernel cache', async () => {
     const { m, dir } = await mount();
     const K = 20;
