@@ -125,24 +125,9 @@ export function registerFusefsCommands(program: Command): void {
       const json = Boolean(o.json);
       const say = (event: Record<string, unknown>, text: string) =>
         process.stdout.write(json ? JSON.stringify(event) + '\n' : text + '\n');
-      say(
-        {
-          event: 'ready',
-          mountpoint: m.mountpoint,
-          mode: m.mode,
-          transport: m.transport,
-          queues,
-          pid: process.pid,
-          protoMinor: m.info.protoMinor,
-          killprivV2: m.info.killprivV2,
-          ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
-          ...(m.restart
-            ? { takeover: m.restart.takeover, restart: m.info.restart, sinceStartMs: Math.round(performance.now()) }
-            : {}),
-        },
-        `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}` +
-          (m.restart ? (m.restart.takeover ? ` took over (journal loaded in ${m.info.restart?.loadUs ?? 0} µs)` : ' restartable') : ''),
-      );
+      // The handlers before the ready line: whoever reads it may signal at once (a test reading
+      // counters, an orchestrator stopping us), and a signal before them would kill the daemon
+      // (default action) instead of stopping it cleanly or printing counters.
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;
@@ -169,6 +154,24 @@ export function registerFusefsCommands(program: Command): void {
         say({ event: 'counters', counters: ops, ...restart }, `ephemera: counters ${opText(ops)}`);
       });
       void m.stopped.then(() => stop('connection-lost'));
+      say(
+        {
+          event: 'ready',
+          mountpoint: m.mountpoint,
+          mode: m.mode,
+          transport: m.transport,
+          queues,
+          pid: process.pid,
+          protoMinor: m.info.protoMinor,
+          killprivV2: m.info.killprivV2,
+          ...(m.info.uringNote ? { uringNote: m.info.uringNote } : {}),
+          ...(m.restart
+            ? { takeover: m.restart.takeover, restart: m.info.restart, sinceStartMs: Math.round(performance.now()) }
+            : {}),
+        },
+        `ephemera: ready ${m.mountpoint} mode=${m.mode} transport=${m.transport} queues=${queues} pid=${process.pid}` +
+          (m.restart ? (m.restart.takeover ? ` took over (journal loaded in ${m.info.restart?.loadUs ?? 0} µs)` : ' restartable') : ''),
+      );
     });
 
   program
@@ -199,7 +202,7 @@ export function registerFusefsCommands(program: Command): void {
         remounted: recovery.remounted,
         failed: recovery.failed,
       };
-      process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ephemera node-daemon: ready socket=${ready.socket} pid=${process.pid} remounted=${recovery.remounted.length}\n`);
+      // Handlers first: a SIGTERM right after the ready line must stop us cleanly.
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;
@@ -210,6 +213,7 @@ export function registerFusefsCommands(program: Command): void {
       };
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ephemera node-daemon: ready socket=${ready.socket} pid=${process.pid} remounted=${recovery.remounted.length}\n`);
     });
 
   program

@@ -39,12 +39,15 @@ async function startDaemon(args: string[], env: Record<string, string> = {}): Pr
     }
   });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  // 'exit' can come before the pipes are drained: the last lines and stderr arrive with 'close'.
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   const next = async (event: string, timeoutMs: number, after = 0) => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = events.slice(after).find((e) => e.event === event);
       if (found) return found;
       if (child.exitCode !== null || child.signalCode !== null) {
+        await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
         throw new Error(`ephemera mount exited (${child.exitCode ?? child.signalCode}) before "${event}": ${stderr.trim()} events: ${JSON.stringify(events)}`);
       }
       if (Date.now() > deadline) throw new Error(`timed out waiting for "${event}": ${stderr.trim()}`);
