@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
-import { adoptFromHolder, claimEarlyTakeover, restartPaths, startHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
+import { adoptFromHolder, claimEarlyTakeover, restartPaths, sessionOptionsOf, startHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
 import {
   loadCore,
   type NativeCounters,
@@ -155,22 +155,7 @@ export class EphemeraMount {
     let session: NativeSession | undefined;
     try {
       await startHolder(paths, timeoutS);
-      session = new core.Session({
-        mountpoint,
-        allowOther: state.allowOther,
-        queues: state.queues,
-        mode: state.mode as 'auto',
-        memoryDir: state.memoryDir,
-        spillDir: state.spillDir,
-        sizeQuota: opts.sizeQuota ?? 0,
-        inodeQuota: opts.inodeQuota ?? 0,
-        rootMode: state.rootMode,
-        rootUid: state.rootUid,
-        rootGid: state.rootGid,
-        xattrs: state.xattrs,
-        transport: 'device',
-        journal: paths.journal,
-      });
+      session = new core.Session({ ...sessionOptionsOf(state), sizeQuota: opts.sizeQuota ?? 0, inodeQuota: opts.inodeQuota ?? 0 });
       const info = await session.mount(() => onStopped());
       state.store = info.restart?.store ?? '';
       session.hold(paths.socket, JSON.stringify(state));

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EphemeraError } from './errors';
 import { isMountPoint } from './memtier';
-import { loadCore, repoRoot, type HolderTaken, type NativeCore, type NativeMountInfo, type NativeSession } from './native';
+import { loadCore, repoRoot, type HolderTaken, type NativeCore, type NativeMountInfo, type NativeSession, type NativeSessionOptions } from './native';
 
 /**
  * Restartable mounts (issue 14): the connection holder (mmap-core/helper/holder.c) keeps a mount's
@@ -116,6 +116,24 @@ export interface Adopted {
   stopped: Promise<void>;
 }
 
+/** The session a restartable mount runs, as its held state describes it (the first daemon's and every successor's). */
+export function sessionOptionsOf(state: HeldState): NativeSessionOptions {
+  return {
+    mountpoint: state.mountpoint,
+    allowOther: state.allowOther,
+    queues: state.queues,
+    mode: state.mode as 'auto',
+    memoryDir: state.memoryDir,
+    spillDir: state.spillDir,
+    rootMode: state.rootMode,
+    rootUid: state.rootUid,
+    rootGid: state.rootGid,
+    xattrs: state.xattrs,
+    transport: 'device',
+    journal: state.journal,
+  };
+}
+
 /**
  * Takes `mountpoint`'s connection over from its holder and serves it (the journal loaded, the
  * resend asked for); null when no holder keeps it. On failure the fds received are closed: the
@@ -130,21 +148,7 @@ export async function adoptFromHolder(core: NativeCore, mountpoint: string, path
   try {
     if (state.mountpoint !== mountpoint) throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
     if (!isMountPoint(state.memoryDir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${state.memoryDir} is not mounted any more: its files are gone`);
-    const session = new core.Session({
-      mountpoint,
-      allowOther: state.allowOther,
-      queues: state.queues,
-      mode: state.mode as 'auto',
-      memoryDir: state.memoryDir,
-      spillDir: state.spillDir,
-      rootMode: state.rootMode,
-      rootUid: state.rootUid,
-      rootGid: state.rootGid,
-      xattrs: state.xattrs,
-      transport: 'device',
-      journal: state.journal,
-      adoptStore: state.store,
-    });
+    const session = new core.Session({ ...sessionOptionsOf(state), adoptStore: state.store });
     const info = await session.adopt({ fds: taken.fds, fuseCount, conn: taken.conn }, () => onStopped());
     return { session, info, state, stopped };
   } catch (e) {

@@ -36,7 +36,9 @@ const LOAN_SERIES_POINTS = 20;
 function loanSeries(samples: ReadonlyArray<{ t: number; mb: number }>, variant: Variant, pass: number): BenchResult[] {
   if (samples.length === 0) return [];
   const span = samples[samples.length - 1]!.t;
-  const bucketS = Math.max(0.5, Math.ceil((span / LOAN_SERIES_POINTS) * 2) / 2);
+  // Buckets in tenths of a second (the sampling period): a quick run of under a second still
+  // draws a line, not one point.
+  const bucketS = Math.max(0.1, Math.ceil((span / LOAN_SERIES_POINTS) * 10) / 10);
   const buckets = new Map<number, number[]>();
   for (const s of samples) {
     const t = Math.floor(s.t / bucketS) * bucketS;
