@@ -55,3 +55,13 @@ describe('ephemera policy schedule', () => {
     expect(nodes.stderr).toMatch(/E_BAD_ARGS.*--nodes: entry 2/);
   });
 });
+
+describe('ephemera errors', () => {
+  it('prints an error code once, also where the error class leads its message with it', () => {
+    // VolumeError's message starts with its code (one error model is issue 18's).
+    const run = ephemera('volume-token', 'create', '--tenant', '../x', '--state-dir', join(dir, 'volume-tokens'));
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim()).toMatch(/^ephemera: E_BAD_CONFIG: tenant name "\.\.\/x" must match/);
+    expect(run.stderr.match(/E_BAD_CONFIG/g)).toHaveLength(1);
+  });
+});
