@@ -198,6 +198,22 @@ void PutInodeRecord(std::string& b, const Inode* in) {
   Put<uint32_t>(b, static_cast<uint32_t>(in->xattrs.size()));
   for (auto& [k, v] : in->xattrs) PutStr(b, k), PutStr(b, v);
 }
+
+// INIT as negotiated: in the journal as it happens and in every snapshot (one encoding for both).
+void PutInitRecord(std::string& b, uint32_t proto_minor, uint64_t kernel_flags, uint64_t flags, bool passthrough, bool writeback) {
+  Put<uint8_t>(b, kInit);
+  Put<uint32_t>(b, proto_minor);
+  Put<uint64_t>(b, kernel_flags);
+  Put<uint64_t>(b, flags);
+  Put<uint8_t>(b, passthrough ? 1 : 0);
+  Put<uint8_t>(b, writeback ? 1 : 0);
+}
+
+void PutQuotaRecord(std::string& b, uint64_t size_quota, uint64_t inode_quota) {
+  Put<uint8_t>(b, kQuota);
+  Put<uint64_t>(b, size_quota);
+  Put<uint64_t>(b, inode_quota);
+}
 }  // namespace
 
 void Filesystem::JournalMark(uint64_t ino) {
@@ -220,12 +236,7 @@ void Filesystem::JournalInit(uint64_t kernel_flags, uint64_t flags) {
   init_flags_ = flags;
   std::string local;
   std::string& b = t_track ? t_records : local;
-  Put<uint8_t>(b, kInit);
-  Put<uint32_t>(b, proto_minor_);
-  Put<uint64_t>(b, kernel_flags);
-  Put<uint64_t>(b, flags);
-  Put<uint8_t>(b, passthrough_ ? 1 : 0);
-  Put<uint8_t>(b, writeback_ ? 1 : 0);
+  PutInitRecord(b, proto_minor_, kernel_flags, flags, passthrough_, writeback_);
   if (!t_track) journal_->Append(local);
 }
 
@@ -315,9 +326,7 @@ bool Filesystem::JournalAttempt(uint64_t unique) {
 
 void Filesystem::JournalWriteQuota() {
   std::string b;
-  Put<uint8_t>(b, kQuota);
-  Put<uint64_t>(b, opts_.size_quota);
-  Put<uint64_t>(b, opts_.inode_quota);
+  PutQuotaRecord(b, opts_.size_quota, opts_.inode_quota);
   journal_->Append(b);
 }
 
@@ -339,17 +348,8 @@ int Filesystem::WriteSnapshot(std::string* err) {
   Put<uint8_t>(b, kHeader);
   Put<uint32_t>(b, kJournalVersion);
   PutStr(b, store_.name());
-  if (initialized_) {
-    Put<uint8_t>(b, kInit);
-    Put<uint32_t>(b, proto_minor_);
-    Put<uint64_t>(b, init_kernel_flags_);
-    Put<uint64_t>(b, init_flags_);
-    Put<uint8_t>(b, passthrough_ ? 1 : 0);
-    Put<uint8_t>(b, writeback_ ? 1 : 0);
-  }
-  Put<uint8_t>(b, kQuota);
-  Put<uint64_t>(b, opts_.size_quota);
-  Put<uint64_t>(b, opts_.inode_quota);
+  if (initialized_) PutInitRecord(b, proto_minor_, init_kernel_flags_, init_flags_, passthrough_, writeback_);
+  PutQuotaRecord(b, opts_.size_quota, opts_.inode_quota);
   for (size_t ino = 1; ino < slots_.size(); ++ino) {
     if (slots_[ino]) {
       PutInodeRecord(b, slots_[ino].get());
