@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { MountId, type DaemonClient } from '../fusefs/daemon/index';
+import { isMountPoint } from '../fusefs/index';
 import { parseInlineVolume, type InlineVolume } from './attributes';
 import { podMemoryCgroup } from './cgroup';
 import type { CsiConfig } from './config';
@@ -146,15 +147,9 @@ export class CsiNode {
 
   /**
    * The pod stopped (kubelet unpublishes after its containers are gone, while its cgroup still
-   * exists), so its /tmp goes. Nothing may stay charged to the pod's cgroup, and the memory tier
-   * comes off it before the unmount (removing a mount while its adapter still followed the cgroup
-   * had left memory-tier pages charged):
-   * 1. the store's files are deleted: their memory-tier (shmem) and disk-tier (page cache) pages,
-   *    charged to the pod that wrote them, go at once, with no copy to disk of data about to die
-   *    (a removed mount's disk tier is only lazily unmounted and lingers for seconds);
-   * 2. detach-cgroup: the adapter stops following the pod's cgroup and whatever could not be
-   *    deleted (a file still open, or step 1 ran out of time) moves to disk;
-   * 3. the mount is removed, and the directory the plugin made.
+   * exists), so its /tmp goes. remove-mount frees what the store held before it answers (its files
+   * truncated and unlinked, the tiers unmounted at once: test/daemon/remove-charge), so nothing stays
+   * charged to the pod's cgroup and nothing is copied to disk; then the directory the plugin made goes.
    */
   private async doUnpublish(r: UnpublishRequest): Promise<void> {
     if (!r.volume_id) throw invalid('volume_id is missing');
@@ -168,17 +163,8 @@ export class CsiNode {
       if (!isMountPoint(target)) rmdirQuietly(target);
       return;
     }
-    const daemon = this.opts.daemon;
-    const emptied = await emptyStore(target, EMPTY_TIMEOUT_MS);
-    if (!emptied.ok) this.opts.log.warn({ volume: r.volume_id, err: emptied.error }, 'could not empty the store: what is left moves to disk before the unmount');
     try {
-      const { eviction } = await daemon.detachCgroup(mountId);
-      this.opts.log.info({ volume: r.volume_id, movedToDisk: eviction.freedBytes, leftInMemory: eviction.memoryBytes }, 'volume detached from its pod');
-    } catch (e) {
-      if ((e as { code?: string }).code !== 'E_UNKNOWN_MOUNT') throw new CsiError(status.INTERNAL, `detaching volume ${r.volume_id} from its pod: ${errorMessage(e)}`, e);
-    }
-    try {
-      await daemon.removeMount(mountId);
+      await this.opts.daemon.removeMount(mountId);
     } catch (e) {
       if ((e as { code?: string }).code !== 'E_UNKNOWN_MOUNT') throw new CsiError(status.INTERNAL, `removing the store of volume ${r.volume_id}: ${errorMessage(e)}`, e);
     }
@@ -204,37 +190,6 @@ export function csiMountId(volumeId: string): string {
   const natural = `${MOUNT_ID_PREFIX}${volumeId}`;
   if (MountId.safeParse(natural).success) return natural;
   return `${MOUNT_ID_PREFIX}h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
-}
-
-const EMPTY_TIMEOUT_MS = 10_000;
-
-/**
- * Deletes everything in the store (asynchronously, with a deadline: a FUSE request that never
- * answers must not hang kubelet's call). The store is the pod's /tmp and the pod is gone.
- */
-async function emptyStore(dir: string, timeoutMs: number): Promise<{ ok: true } | { ok: false; error: string }> {
-  let timer: NodeJS.Timeout | undefined;
-  const work = (async () => {
-    for (const name of await fs.promises.readdir(dir)) await fs.promises.rm(path.join(dir, name), { recursive: true, force: true });
-    return { ok: true as const };
-  })().catch((e: unknown) => ({ ok: false as const, error: errorMessage(e) }));
-  const deadline = new Promise<{ ok: false; error: string }>((resolve) => {
-    timer = setTimeout(() => resolve({ ok: false, error: `not done within ${timeoutMs} ms` }), timeoutMs);
-  });
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function isMountPoint(dir: string): boolean {
-  const wanted = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  try {
-    return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === wanted);
-  } catch {
-    return false;
-  }
 }
 
 function rmdirQuietly(dir: string): void {
