@@ -140,7 +140,8 @@ export function registerFusefsCommands(program: Command): void {
         const ops = opCounts(counters);
         // The adapter's moves and writebacks: what a bench row did besides serving (tier placement).
         const moves = adapterStats ? { adapter: { ...adapterStats } } : {};
-        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, ...moves },
+        const fallbacks = { backingOpenFailures: counters.backingOpenFailures };
+        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, ...fallbacks, ...moves },
           `ephemera: stopped (${signal}) ${opText(ops)}`);
         process.exit(signal === 'connection-lost' ? 1 : 0);
       };

@@ -8,6 +8,8 @@ export type EphemeraErrorCode =
   | 'E_NOT_DIRECTORY'
   | 'E_MOUNTPOINT_BUSY'
   | 'E_MOUNT'
+  // mode passthrough asked for, and the kernel (or this process's capabilities) refuses it.
+  | 'E_PASSTHROUGH_REFUSED'
   | 'E_NOT_ROOT'
   | 'E_NOT_BUILT'
   | 'E_BAD_OPTION'

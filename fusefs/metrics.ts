@@ -144,6 +144,16 @@ export class DaemonMetrics {
         for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, c.unchargedFallocates ?? 0);
       },
     });
+    new Counter({
+      name: 'ephemera_mount_backing_open_failures_total',
+      help: 'Opens under passthrough whose backing file the kernel refused (FUSE_DEV_IOC_BACKING_OPEN): the file was served through the daemon, slower',
+      labelNames: ['mount', 'owner'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, c.backingOpenFailures ?? 0);
+      },
+    });
   }
 
   text(): Promise<string> {

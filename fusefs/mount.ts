@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { z } from 'zod';
 import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
@@ -56,6 +57,46 @@ export interface MountOptions {
   restart?: RestartOptions;
 }
 
+// Where options enter the TypeScript side: a wrong type, a value out of range or an unknown name is
+// an E_BAD_OPTION naming the option, before any tier or mount is made (the native Session checks
+// again at its boundary; a silent default used to turn `sizeQuota: "64M"` into unlimited).
+const count = (max: number) => z.number().int().min(0).max(max);
+const mountOptionsSchema = z.strictObject({
+  mountpoint: z.string().min(1),
+  allowOther: z.boolean().optional(),
+  queues: z.number().int().min(1).max(16).optional(),
+  mode: z.enum(['auto', 'passthrough', 'writeback', 'none']).optional(),
+  memoryDir: z.string().min(1).optional(),
+  sharedMemoryDir: z.string().min(1).optional(),
+  spillDir: z.string().optional(),
+  sizeQuota: count(Number.MAX_SAFE_INTEGER).optional(),
+  inodeQuota: count(Number.MAX_SAFE_INTEGER).optional(),
+  memoryTierSized: z.boolean().optional(),
+  diskTierSized: z.boolean().optional(),
+  rootMode: count(0o7777).optional(),
+  rootUid: count(0xfffffffe).optional(),
+  rootGid: count(0xfffffffe).optional(),
+  xattrs: z.boolean().optional(),
+  killprivV2: z.boolean().optional(),
+  transport: z.enum(['auto', 'device', 'uring']).optional(),
+  restart: z.strictObject({ stateDir: z.string().min(1).optional(), holderTimeoutS: z.number().positive().optional() }).optional(),
+});
+
+/** Throws E_BAD_OPTION for the first option that is wrong, naming it and the value it got. */
+export function checkMountOptions(opts: unknown): asserts opts is MountOptions {
+  const r = mountOptionsSchema.safeParse(opts);
+  if (r.success) return;
+  const issue = r.error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') {
+    throw new EphemeraError('E_BAD_OPTION', `mount: unknown option ${issue.keys.join(', ')}`);
+  }
+  const name = issue.path.join('.');
+  let got: unknown = opts;
+  for (const k of issue.path) got = got !== null && typeof got === 'object' ? (got as Record<PropertyKey, unknown>)[k] : undefined;
+  const shown = typeof got === 'string' ? JSON.stringify(got) : typeof got === 'object' && got !== null ? 'an object' : String(got);
+  throw new EphemeraError('E_BAD_OPTION', `mount option ${name || '(options)'}: ${issue.message}, got ${typeof got} ${shown}`);
+}
+
 /**
  * One mounted Ephemera file system. `EphemeraMount.open` resolves only after the kernel's INIT is
  * answered (no sleeps); `close` is idempotent; `stopped` settles when the native loops end, also
@@ -79,6 +120,7 @@ export class EphemeraMount {
   }
 
   static async open(opts: MountOptions): Promise<EphemeraMount> {
+    checkMountOptions(opts);
     const mountpoint = path.resolve(opts.mountpoint);
     if (opts.restart) return EphemeraMount.openRestartable(mountpoint, opts, opts.restart);
     preflight(mountpoint);
@@ -111,9 +153,13 @@ export class EphemeraMount {
       const info = await session.mount(() => onStopped());
       return new EphemeraMount(mountpoint, info, session, memoryTier, stopped);
     } catch (e) {
+      // A connection made and then refused (passthrough not offered at INIT) is already torn down
+      // natively; unmount() makes sure, and the store goes now, not at GC.
+      session.unmount();
+      session.releaseStore();
       memoryTier?.close();
-      const err = e as Error & { errno?: number };
-      throw new EphemeraError('E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
+      const err = e as Error & { code?: string };
+      throw new EphemeraError(err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
     }
   }
 
@@ -164,7 +210,8 @@ export class EphemeraMount {
       session?.unmount();
       memoryTier.close();
       const err = e as Error & { code?: string };
-      throw new EphemeraError(err instanceof EphemeraError ? err.code : 'E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
+      const code = err instanceof EphemeraError ? err.code : err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT';
+      throw new EphemeraError(code, `cannot mount ${mountpoint}: ${err.message}`);
     }
   }
 

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { EphemeraError } from './errors';
 
 /** Options of a native session (see mmap-core/src/session.cc). */
@@ -103,6 +104,8 @@ export interface NativeCounters {
   badReplies: number;
   /** Allocating fallocates the daemon did itself although a container was attached (charged to the daemon). */
   unchargedFallocates: number;
+  /** Opens under passthrough whose backing file the kernel refused (BACKING_OPEN): served through the daemon. */
+  backingOpenFailures: number;
 }
 export interface NativeUsage {
   inodes: number;
@@ -150,9 +153,24 @@ export interface MoveTicket {
   dstFd: number;
   size: number;
 }
+/**
+ * An errno's name as the native core gives it (mmap-core/src/errno_names.h): Node's names and
+ * the rarer ones Linux defines beside them (test/fusefs/errno.test.ts checks the two lists agree).
+ */
+export type ErrnoName = keyof typeof os.constants.errno | LinuxOnlyErrnoName;
+export type LinuxOnlyErrnoName =
+  | 'ENOTBLK' | 'ECHRNG' | 'EL2NSYNC' | 'EL3HLT' | 'EL3RST' | 'ELNRNG' | 'EUNATCH' | 'ENOCSI' | 'EL2HLT'
+  | 'EBADE' | 'EBADR' | 'EXFULL' | 'ENOANO' | 'EBADRQC' | 'EBADSLT' | 'EBFONT' | 'ENONET' | 'ENOPKG'
+  | 'EREMOTE' | 'EADV' | 'ESRMNT' | 'ECOMM' | 'EDOTDOT' | 'ENOTUNIQ' | 'EBADFD' | 'EREMCHG' | 'ELIBACC'
+  | 'ELIBBAD' | 'ELIBSCN' | 'ELIBMAX' | 'ELIBEXEC' | 'ERESTART' | 'ESTRPIPE' | 'EUSERS' | 'ESOCKTNOSUPPORT' | 'EPFNOSUPPORT'
+  | 'ESHUTDOWN' | 'ETOOMANYREFS' | 'EHOSTDOWN' | 'EUCLEAN' | 'ENOTNAM' | 'ENAVAIL' | 'EISNAM' | 'EREMOTEIO' | 'ENOMEDIUM'
+  | 'EMEDIUMTYPE' | 'ENOKEY' | 'EKEYEXPIRED' | 'EKEYREVOKED' | 'EKEYREJECTED' | 'EOWNERDEAD' | 'ENOTRECOVERABLE' | 'ERFKILL' | 'EHWPOISON'
+  // A number Linux does not define comes out as E<number>.
+  | `E${number}`;
 export interface MoveResult {
   errno: number;
-  code: 'OK' | 'EBUSY' | 'EALREADY' | 'ENOENT' | 'ENOSPC' | 'EIO';
+  /** OK, or the errno's name: EBUSY (open), EINPROGRESS (another move of it runs), EALREADY, ENOENT, ENOSPC… */
+  code: 'OK' | ErrnoName;
   bytes: number;
 }
 export interface PlacementRule {
@@ -199,6 +217,8 @@ export interface NativeCore {
   detachMount(path: string): number;
   abortConnection(connection: string): number;
   mayPassthrough(): boolean;
+  /** The errno's name from the native core's one table ("EINPROGRESS"), null for a number Linux does not define. */
+  errnoName(errno: number): string | null;
   /** null when no holder listens on socketPath. */
   holderTake(socketPath: string, timeoutMs: number): HolderTaken | null;
   opcodeIndex: Record<string, number>;

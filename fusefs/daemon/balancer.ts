@@ -147,9 +147,9 @@ export class TierBalancer {
           report.spilled += 1;
           this.totals.spills += 1;
           this.totals.spilledBytes += result.bytes;
-        } else if (result.code === 'EBUSY') {
-          report.busy += 1; // open now, or opened while we copied: it stays where it was
-        } else if (result.code === 'ENOSPC' || result.code === 'EIO') {
+        } else if (result.code === 'EBUSY' || result.code === 'EINPROGRESS') {
+          report.busy += 1; // open now, opened while we copied, or another move of it runs: it stays where it was
+        } else if (result.code !== 'ENOENT' && result.code !== 'EALREADY') {
           this.totals.moveErrors += 1;
           this.options.onError?.(`spill of inode ${ino}`, new Error(result.code));
           break;
@@ -182,9 +182,9 @@ export class TierBalancer {
         done.bytes += result.bytes;
         this.totals.promotions += 1;
         this.totals.promotedBytes += result.bytes;
-      } else if (result.code === 'ENOSPC' || result.code === 'EIO') {
+      } else if (result.code !== 'EBUSY' && result.code !== 'EINPROGRESS' && result.code !== 'ENOENT' && result.code !== 'EALREADY') {
         this.totals.moveErrors += 1;
-        break; // the memory tier's tmpfs is full (its size is the mount's size quota)
+        break; // ENOSPC: the memory tier's tmpfs is full (its size is the mount's size quota); or a failed copy
       }
     }
     return done;

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include "errno_names.h"
 #include "journal.h"
 
 namespace ephemera {
@@ -936,9 +937,22 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
     in->data->pinned = std::move(fd);
   }
   if (passthrough_ && backing_) {
-    if (in->backing_id < 0) {
+    // A refused registration (ELOOP: a disk tier stacked on overlayfs or FUSE; ENOMEM, EMFILE)
+    // falls back to serving this file through the daemon, counted and logged, not failed: the
+    // daemon's READ/WRITE use the same backing file, so no byte is lost or stale, and an EIO here
+    // would fail the program's open for a speed loss. Only the first open of a closed inode may
+    // register: the kernel answers EIO to a passthrough open beside a cached one (fs/fuse/iomode.c),
+    // so an inode's opens stay in one mode until its last close.
+    if (in->backing_id < 0 && in->open_count == 0) {
       int id = backing_->Open(in->data->pinned->fd);
-      if (id >= 0) in->backing_id = id;
+      if (id >= 0) {
+        in->backing_id = id;
+      } else {
+        uint64_t n = backing_open_failures_.fetch_add(1) + 1;
+        if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, 8th…: seen, without a line per open
+          fprintf(stderr, "ephemera: passthrough refused for inode %llu (BACKING_OPEN: %s); served through the daemon (%llu such opens)\n",
+                  static_cast<unsigned long long>(in->ino), ErrnoCode(-id).c_str(), static_cast<unsigned long long>(n));
+      }
     }
     if (in->backing_id >= 0) {
       out->open_flags |= abi::kFopenPassthrough;

@@ -217,6 +217,8 @@ class Filesystem {
   // Allocating fallocates the daemon did itself although a container was attached (the helper
   // could not run or join the cgroup): memory charged to the daemon, visible in metrics.
   uint64_t uncharged_fallocates() const { return uncharged_fallocates_.load(); }
+  // Opens under passthrough whose backing file the kernel refused (served through the daemon).
+  uint64_t backing_open_failures() const { return backing_open_failures_.load(); }
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
 
@@ -349,6 +351,7 @@ class Filesystem {
   PlacementRule placement_;
   ChargeAgent charge_agent_;  // requires mu_
   std::atomic<uint64_t> uncharged_fallocates_{0};
+  std::atomic<uint64_t> backing_open_failures_{0};
   std::atomic<uint64_t> mem_bytes_{0}, disk_bytes_{0};
   // Regular files with an open handle (requires mu_). A closed file cannot change without a
   // request we see (SETATTR re-accounts it), so only these need an fstat: usage and quota checks

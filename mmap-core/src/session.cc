@@ -1,9 +1,13 @@
 // The N-API surface: a Session is one file system, mounted (a Transport) or not (unit tests feed
 // it request bytes through dispatch()). Only control crosses into JavaScript; no request does.
 #include <sys/stat.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include "addon.h"
+#include "errno_names.h"
 #include "fs.h"
 #include "holder_client.h"
 #include "transport.h"
@@ -26,23 +30,162 @@ class BufferSink : public ReplySink {
   }
 };
 
-std::string GetString(const Napi::Object& o, const char* key, const std::string& def) {
-  Napi::Value v = o.Get(key);
-  return v.IsString() ? v.As<Napi::String>().Utf8Value() : def;
+// Options cross into C++ here, so a wrong type or an out-of-range value is refused here: a
+// default taken silently hid mistakes (`sizeQuota: "64M"` used to mean 0, unlimited). An absent
+// option (undefined) takes its default; null is a wrong type. The error names the option and what
+// it got, with code E_BAD_OPTION.
+std::string Describe(const Napi::Value& v) {
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    if (s.size() > 40) s = s.substr(0, 40) + "...";
+    return "the string \"" + s + "\"";
+  }
+  if (v.IsNumber()) return "the number " + v.ToString().Utf8Value();
+  if (v.IsBoolean()) return std::string("the boolean ") + (v.As<Napi::Boolean>().Value() ? "true" : "false");
+  if (v.IsNull()) return "null";
+  if (v.IsArray()) return "an array";
+  if (v.IsFunction()) return "a function";
+  if (v.IsObject()) return "an object";
+  return "a value of another type";
 }
-double GetNumber(const Napi::Object& o, const char* key, double def) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+
+[[noreturn]] void ThrowBadOption(Napi::Env env, const char* where, const char* key, const std::string& want,
+                                 const Napi::Value& got, bool range) {
+  std::string msg = std::string(where) + " option " + key + " must be " + want + ", got " + Describe(got);
+  Napi::Error e = range ? Napi::Error(Napi::RangeError::New(env, msg)) : Napi::Error(Napi::TypeError::New(env, msg));
+  e.Set("code", Napi::String::New(env, "E_BAD_OPTION"));
+  e.Set("option", Napi::String::New(env, key));
+  throw e;
 }
-bool GetBool(const Napi::Object& o, const char* key, bool def) {
-  Napi::Value v = o.Get(key);
-  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : def;
-}
+
+// Reads `o`'s options, each once, and refuses any name not asked for (a typo, or an option of
+// another call) once all are read.
+class OptionReader {
+ public:
+  OptionReader(Napi::Env env, const Napi::Value& v, const char* where) : env_(env), where_(where) {
+    if (v.IsUndefined()) {
+      o_ = Napi::Object::New(env);
+    } else if (v.IsObject() && !v.IsArray() && !v.IsFunction()) {
+      o_ = v.As<Napi::Object>();
+    } else {
+      Napi::TypeError e = Napi::TypeError::New(env, std::string(where) + " options must be an object, got " + Describe(v));
+      e.Set("code", Napi::String::New(env, "E_BAD_OPTION"));
+      throw e;
+    }
+  }
+
+  std::string String(const char* key, const std::string& def) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    if (!v.IsString()) ThrowBadOption(env_, where_, key, "a string", v, false);
+    std::string s = v.As<Napi::String>().Utf8Value();
+    if (s.find('\0') != std::string::npos) ThrowBadOption(env_, where_, key, "a string without NUL bytes", v, false);
+    return s;
+  }
+  std::string Enum(const char* key, const std::string& def, std::initializer_list<const char*> allowed) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    std::string want = "one of";
+    for (const char* a : allowed) want += std::string(" \"") + a + "\"";
+    if (!v.IsString()) ThrowBadOption(env_, where_, key, want, v, false);
+    std::string s = v.As<Napi::String>().Utf8Value();
+    for (const char* a : allowed)
+      if (s == a) return s;
+    ThrowBadOption(env_, where_, key, want, v, false);
+  }
+  bool Bool(const char* key, bool def) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    if (!v.IsBoolean()) ThrowBadOption(env_, where_, key, "a boolean", v, false);
+    return v.As<Napi::Boolean>().Value();
+  }
+  // An integer in [min, max] (max at most 2^53 - 1, where a JS number stops naming each integer).
+  double Integer(const char* key, double def, double min, double max) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    std::string want = "an integer in " + Fmt(min) + ".." + Fmt(max);
+    if (!v.IsNumber()) ThrowBadOption(env_, where_, key, want, v, false);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadOption(env_, where_, key, want, v, true);
+    return d;
+  }
+  // A finite number >= 0 (seconds).
+  double NonNegative(const char* key, double def) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    if (!v.IsNumber()) ThrowBadOption(env_, where_, key, "a finite number >= 0", v, false);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d < 0) ThrowBadOption(env_, where_, key, "a finite number >= 0", v, true);
+    return d;
+  }
+  // A byte count >= 0 that may be fractional (a scaled hint) or Infinity (no limit): floored,
+  // and UINT64_MAX from 2^64 up.
+  uint64_t Bytes(const char* key, uint64_t def) {
+    Napi::Value v = Take(key);
+    if (v.IsUndefined()) return def;
+    if (!v.IsNumber()) ThrowBadOption(env_, where_, key, "a number of bytes >= 0", v, false);
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (std::isnan(d) || d < 0) ThrowBadOption(env_, where_, key, "a number of bytes >= 0", v, true);
+    return d >= 18446744073709551616.0 ? UINT64_MAX : static_cast<uint64_t>(d);
+  }
+  // Integers each in [min, max]; absent: empty.
+  std::vector<int> Integers(const char* key, int min, int max) {
+    Napi::Value v = Take(key);
+    std::vector<int> out;
+    if (v.IsUndefined()) return out;
+    std::string want = "an array of integers in " + Fmt(min) + ".." + Fmt(max);
+    if (!v.IsArray()) ThrowBadOption(env_, where_, key, want, v, false);
+    Napi::Array arr = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value x = arr.Get(i);
+      double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+      if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadOption(env_, where_, key, want, x, !x.IsNumber() ? false : true);
+      out.push_back(static_cast<int>(d));
+    }
+    return out;
+  }
+  // After every option was read: a name nobody asked for is a mistake the caller must see.
+  void RejectUnknown() {
+    Napi::Array keys = o_.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      std::string k = keys.Get(i).ToString().Utf8Value();
+      if (std::find(taken_.begin(), taken_.end(), k) != taken_.end()) continue;
+      if (o_.Get(k).IsUndefined()) continue;  // { x: undefined } is an absent option, as in JS
+      Napi::TypeError e = Napi::TypeError::New(env_, std::string(where_) + ": unknown option " + k);
+      e.Set("code", Napi::String::New(env_, "E_BAD_OPTION"));
+      e.Set("option", Napi::String::New(env_, k));
+      throw e;
+    }
+  }
+
+ private:
+  Napi::Value Take(const char* key) {
+    taken_.emplace_back(key);
+    return o_.Get(key);
+  }
+  static std::string Fmt(double d) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.0f", d);
+    return buf;
+  }
+  Napi::Env env_;
+  const char* where_;
+  Napi::Object o_;
+  std::vector<std::string> taken_;
+};
+
+constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1
 
 Napi::Error ErrnoError(Napi::Env env, int err, const std::string& msg) {
   Napi::Error e = Napi::Error::New(env, msg);
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("code", Napi::String::New(env, err == ENODEV || err == ENOENT ? "E_MOUNT" : "E_MOUNT"));
+  return e;
+}
+
+Napi::Error PassthroughRefused(Napi::Env env, const std::string& why) {
+  Napi::Error e = Napi::Error::New(env, "mode passthrough refused: " + why + "; mode auto would serve through the daemon instead");
+  e.Set("code", Napi::String::New(env, "E_PASSTHROUGH_REFUSED"));
   return e;
 }
 
@@ -75,49 +218,45 @@ class Session : public Napi::ObjectWrap<Session> {
   }
 
   explicit Session(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Session>(info) {
-    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    Napi::Env env = info.Env();
+    OptionReader o(env, info.Length() > 0 ? info[0] : env.Undefined(), "Session");
     FsOptions fo;
-    fo.mode = GetString(o, "mode", "auto");
-    if (fo.mode != "auto" && fo.mode != "passthrough" && fo.mode != "writeback" && fo.mode != "none")
-      throw Napi::TypeError::New(info.Env(), "mode must be auto, passthrough, writeback or none");
-    fo.root_mode = static_cast<uint32_t>(GetNumber(o, "rootMode", 01777));
-    fo.root_uid = static_cast<uint32_t>(GetNumber(o, "rootUid", 0));
-    fo.root_gid = static_cast<uint32_t>(GetNumber(o, "rootGid", 0));
-    fo.entry_timeout_s = GetNumber(o, "entryTimeout", fo.entry_timeout_s);
-    fo.attr_timeout_s = GetNumber(o, "attrTimeout", fo.attr_timeout_s);
-    fo.answer_flush_enosys = GetBool(o, "flushEnosys", true);
-    fo.xattrs = GetBool(o, "xattrs", false);
-    fo.killpriv_v2 = GetBool(o, "killprivV2", true);
-    fo.size_quota = static_cast<uint64_t>(GetNumber(o, "sizeQuota", 0));
-    fo.inode_quota = static_cast<uint64_t>(GetNumber(o, "inodeQuota", 0));
+    fo.mode = o.Enum("mode", "auto", {"auto", "passthrough", "writeback", "none"});
+    fo.root_mode = static_cast<uint32_t>(o.Integer("rootMode", 01777, 0, 07777));
+    fo.root_uid = static_cast<uint32_t>(o.Integer("rootUid", 0, 0, 4294967294.0));
+    fo.root_gid = static_cast<uint32_t>(o.Integer("rootGid", 0, 0, 4294967294.0));
+    fo.entry_timeout_s = o.NonNegative("entryTimeout", fo.entry_timeout_s);
+    fo.attr_timeout_s = o.NonNegative("attrTimeout", fo.attr_timeout_s);
+    fo.answer_flush_enosys = o.Bool("flushEnosys", true);
+    fo.xattrs = o.Bool("xattrs", false);
+    fo.killpriv_v2 = o.Bool("killprivV2", true);
+    fo.size_quota = static_cast<uint64_t>(o.Integer("sizeQuota", 0, 0, kMaxSafeInteger));
+    fo.inode_quota = static_cast<uint64_t>(o.Integer("inodeQuota", 0, 0, kMaxSafeInteger));
     StoreOptions so;
-    so.memory_dir = GetString(o, "memoryDir", "");
-    so.spill_dir = GetString(o, "spillDir", "");
+    so.memory_dir = o.String("memoryDir", "");
+    so.spill_dir = o.String("spillDir", "");
     // Restartable mounts: a journal, a locked store directory, or a dead daemon's store to adopt.
-    journal_path_ = GetString(o, "journal", "");
-    so.adopt_name = GetString(o, "adoptStore", "");
+    journal_path_ = o.String("journal", "");
+    so.adopt_name = o.String("adoptStore", "");
+    so.memory_tier_sized = o.Bool("memoryTierSized", false);
+    so.disk_tier_sized = o.Bool("diskTierSized", false);
+    topts_.mountpoint = o.String("mountpoint", "");
+    topts_.queues = static_cast<int>(o.Integer("queues", 2, 1, 16));
+    topts_.allow_other = o.Bool("allowOther", false);
+    topts_.transport = o.Enum("transport", "auto", {"auto", "device", "uring"});
+    topts_.uring_depth = static_cast<int>(o.Integer("uringDepth", 8, 1, 64));
+    o.RejectUnknown();
     so.lock = !journal_path_.empty() && so.adopt_name.empty();
     if (!journal_path_.empty() && so.memory_dir.empty())
-      throw Napi::TypeError::New(info.Env(), "a journal needs a memoryDir (a memfd has no name a successor could find)");
-    so.memory_tier_sized = GetBool(o, "memoryTierSized", false);
-    so.disk_tier_sized = GetBool(o, "diskTierSized", false);
+      throw Napi::TypeError::New(env, "a journal needs a memoryDir (a memfd has no name a successor could find)");
     fs_ = std::make_unique<Filesystem>(fo, so);
     std::string what;
     if (int e = fs_->store_error(&what)) {
       fs_.reset();
-      Napi::Error err = Napi::Error::New(info.Env(), "cannot prepare the " + what + ": " + strerror(e));
-      err.Set("code", Napi::String::New(info.Env(), "E_STORE"));
+      Napi::Error err = Napi::Error::New(env, "cannot prepare the " + what + ": " + strerror(e));
+      err.Set("code", Napi::String::New(env, "E_STORE"));
       throw err;
     }
-    topts_.mountpoint = GetString(o, "mountpoint", "");
-    topts_.queues = static_cast<int>(GetNumber(o, "queues", 2));
-    if (topts_.queues < 1 || topts_.queues > 16) throw Napi::RangeError::New(info.Env(), "queues must be 1..16");
-    topts_.allow_other = GetBool(o, "allowOther", false);
-    topts_.transport = GetString(o, "transport", "auto");
-    if (topts_.transport != "auto" && topts_.transport != "device" && topts_.transport != "uring")
-      throw Napi::TypeError::New(info.Env(), "transport must be auto, device or uring");
-    topts_.uring_depth = static_cast<int>(GetNumber(o, "uringDepth", 8));
-    if (topts_.uring_depth < 1 || topts_.uring_depth > 64) throw Napi::RangeError::New(info.Env(), "uringDepth must be 1..64");
     mode_ = fo.mode;
   }
 
@@ -135,6 +274,14 @@ class Session : public Napi::ObjectWrap<Session> {
     if (topts_.mountpoint.empty()) throw Napi::Error::New(env, "this session has no mountpoint");
     if (transport_) throw Napi::Error::New(env, "already mounted");
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+    // mode "passthrough" promises that no data byte goes through the daemon; it used to fall back to
+    // the writeback cache without a word. Refused before mount(2) when the kernel would refuse every
+    // BACKING_OPEN, and at INIT (below) when the kernel offers no passthrough.
+    if (mode_ == "passthrough" && !MayPassthrough()) {
+      deferred->Reject(PassthroughRefused(env, "this process lacks CAP_SYS_ADMIN in the initial user namespace, "
+                                               "so the kernel refuses every backing file (FUSE_DEV_IOC_BACKING_OPEN)").Value());
+      return deferred->Promise();
+    }
     transport_ = std::make_unique<Transport>(fs_.get(), topts_);
     if (mode_ != "none" && mode_ != "writeback" && MayPassthrough()) fs_->set_backing_registry(transport_.get());
     Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
@@ -146,6 +293,14 @@ class Session : public Napi::ObjectWrap<Session> {
     transport_->set_on_ready([self, deferred, ready_fired]() {
       if (ready_fired->exchange(true)) return;
       self->ready_tsfn_.NonBlockingCall([self, deferred](Napi::Env env, Napi::Function) {
+        if (self->mode_ == "passthrough" && !self->fs_->passthrough()) {
+          // INIT is answered (the kernel waits for no reply to refuse), so the connection is torn
+          // down here, on the JS thread: Stop() joins loops that never wait for this one.
+          self->transport_->Stop();
+          deferred->Reject(PassthroughRefused(env, "the kernel did not offer FUSE_PASSTHROUGH at INIT "
+                                                   "(CONFIG_FUSE_PASSTHROUGH, Linux >= 6.9)").Value());
+          return;
+        }
         deferred->Resolve(self->InfoObject(env));
       });
       self->ready_tsfn_.Release();
@@ -214,17 +369,13 @@ class Session : public Napi::ObjectWrap<Session> {
     Napi::Env env = info.Env();
     if (transport_) throw Napi::Error::New(env, "already mounted");
     if (journal_path_.empty()) throw Napi::Error::New(env, "adopt() needs a journal");
-    Napi::Object o = info[0].As<Napi::Object>();
-    Napi::Array arr = o.Get("fds").As<Napi::Array>();
-    size_t fuse_count = static_cast<size_t>(GetNumber(o, "fuseCount", 0));
-    std::vector<int> fuse_fds, locks;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      int fd = arr.Get(i).As<Napi::Number>().Int32Value();
-      if (i < fuse_count) fuse_fds.push_back(fd);
-      else locks.push_back(fd);
-    }
+    OptionReader o(env, info.Length() > 0 ? info[0] : env.Undefined(), "adopt");
+    std::vector<int> fds = o.Integers("fds", 0, INT32_MAX);
+    size_t fuse_count = static_cast<size_t>(o.Integer("fuseCount", 0, 0, static_cast<double>(fds.size())));
     // Owned by this session only once the takeover succeeds; on failure the caller closes them.
-    int conn = static_cast<int>(GetNumber(o, "conn", -1));
+    int conn = static_cast<int>(o.Integer("conn", -1, -1, INT32_MAX));
+    o.RejectUnknown();
+    std::vector<int> fuse_fds(fds.begin(), fds.begin() + fuse_count), locks(fds.begin() + fuse_count, fds.end());
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     std::string err;
     if (int e = fs_->AdoptJournal(journal_path_, &err)) {
@@ -283,13 +434,12 @@ class Session : public Napi::ObjectWrap<Session> {
   }
 
   Napi::Value SetPlacement(const Napi::CallbackInfo& info) {
-    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    OptionReader o(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "setPlacement");
     PlacementRule r;
-    double budget = GetNumber(o, "memoryBudget", -1);
-    r.memory_budget = budget < 0 ? UINT64_MAX : static_cast<uint64_t>(budget);
-    r.new_files_on_disk = GetBool(o, "newFilesOnDisk", false);
-    double reserve = GetNumber(o, "reservePerOpenFile", 0);
-    r.reserve_per_open_file = reserve > 0 ? static_cast<uint64_t>(reserve) : 0;
+    r.memory_budget = o.Bytes("memoryBudget", UINT64_MAX);
+    r.new_files_on_disk = o.Bool("newFilesOnDisk", false);
+    r.reserve_per_open_file = o.Bytes("reservePerOpenFile", 0);
+    o.RejectUnknown();
     fs_->SetPlacement(r);
     return info.Env().Undefined();
   }
@@ -297,10 +447,11 @@ class Session : public Napi::ObjectWrap<Session> {
   // setChargeAgent({helper, cgroupDir}): allocating fallocates on the memory tier run in a helper
   // inside that cgroup; an empty cgroupDir returns them to the daemon (no container attached).
   Napi::Value SetChargeAgent(const Napi::CallbackInfo& info) {
-    Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(info.Env());
+    OptionReader o(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "setChargeAgent");
     Filesystem::ChargeAgent a;
-    a.helper = GetString(o, "helper", "");
-    a.cgroup_dir = GetString(o, "cgroupDir", "");
+    a.helper = o.String("helper", "");
+    a.cgroup_dir = o.String("cgroupDir", "");
+    o.RejectUnknown();
     if (!a.cgroup_dir.empty() && a.helper.empty()) throw Napi::TypeError::New(info.Env(), "setChargeAgent: helper is required with cgroupDir");
     fs_->SetChargeAgent(std::move(a));
     return info.Env().Undefined();
@@ -314,7 +465,7 @@ class Session : public Napi::ObjectWrap<Session> {
     if (int e = fs_->BeginMove(ino, ParseTier(env, info[1]), &t)) {
       Napi::Error err = Napi::Error::New(env, std::string("cannot move inode ") + std::to_string(ino) + ": " + strerror(e));
       err.Set("errno", Napi::Number::New(env, e));
-      err.Set("code", Napi::String::New(env, e == EBUSY ? "EBUSY" : e == EALREADY ? "EALREADY" : e == ENOENT ? "ENOENT" : "EMOVE"));
+      err.Set("code", Napi::String::New(env, ErrnoCode(e)));
       throw err;
     }
     Napi::Object o = Napi::Object::New(env);
@@ -343,7 +494,7 @@ class Session : public Napi::ObjectWrap<Session> {
       Napi::Env env = Env();
       Napi::Object o = Napi::Object::New(env);
       o.Set("errno", err_);
-      o.Set("code", err_ == 0 ? "OK" : err_ == EBUSY ? "EBUSY" : err_ == EALREADY ? "EALREADY" : err_ == ENOENT ? "ENOENT" : err_ == ENOSPC ? "ENOSPC" : "EIO");
+      o.Set("code", err_ == 0 ? std::string("OK") : ErrnoCode(err_));
       o.Set("bytes", static_cast<double>(bytes_));
       deferred_.Resolve(o);
     }
@@ -488,6 +639,7 @@ class Session : public Napi::ObjectWrap<Session> {
     o.Set("malformed", static_cast<double>(c.malformed.load()));
     o.Set("badReplies", static_cast<double>(c.bad_replies.load()));
     o.Set("unchargedFallocates", static_cast<double>(fs_->uncharged_fallocates()));
+    o.Set("backingOpenFailures", static_cast<double>(fs_->backing_open_failures()));
     return o;
   }
 
@@ -538,8 +690,17 @@ class Session : public Napi::ObjectWrap<Session> {
   }
 
   Napi::Value SetQuotas(const Napi::CallbackInfo& info) {
-    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
-      throw Napi::TypeError::New(info.Env(), "setQuotas(sizeBytes, inodes)");
+    auto ok = [](const Napi::Value& v) {
+      if (!v.IsNumber()) return false;
+      double d = v.As<Napi::Number>().DoubleValue();
+      return std::isfinite(d) && std::trunc(d) == d && d >= 0 && d <= kMaxSafeInteger;
+    };
+    if (info.Length() < 2 || !ok(info[0]) || !ok(info[1])) {
+      Napi::TypeError e = Napi::TypeError::New(info.Env(), "setQuotas(sizeBytes, inodes): two integers >= 0, got " +
+                                                              Describe(info[0]) + " and " + Describe(info[1]));
+      e.Set("code", Napi::String::New(info.Env(), "E_BAD_OPTION"));
+      throw e;
+    }
     fs_->SetQuotas(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()),
                    static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
     return info.Env().Undefined();
@@ -589,6 +750,14 @@ Napi::Value HolderTakeJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// errnoName(n) → "EINPROGRESS", or null for a number Linux does not define: the table every
+// native error code comes from (errno_names.h), for tests and for callers holding a bare errno.
+Napi::Value ErrnoNameJs(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "errnoName(errno)");
+  const char* name = ErrnoName(info[0].As<Napi::Number>().Int32Value());
+  return name ? Napi::String::New(info.Env(), name) : info.Env().Null();
+}
+
 Napi::Value MayPassthroughJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), MayPassthrough());
 }
@@ -601,6 +770,7 @@ void InitSession(Napi::Env env, Napi::Object exports) {
   exports.Set("abortConnection", Napi::Function::New(env, AbortConnectionJs));
   exports.Set("mayPassthrough", Napi::Function::New(env, MayPassthroughJs));
   exports.Set("holderTake", Napi::Function::New(env, HolderTakeJs));
+  exports.Set("errnoName", Napi::Function::New(env, ErrnoNameJs));
   Napi::Object names = Napi::Object::New(env);
   for (int i = 0; i < kOpCount; ++i) names.Set(OpName(i), i);
   exports.Set("opcodeIndex", names);

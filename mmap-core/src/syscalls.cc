@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "errno_names.h"
 
 namespace ephemera {
 namespace {
@@ -31,16 +32,8 @@ namespace {
 // 2^53: above it a JS number no longer names every byte offset exactly.
 constexpr double kMaxSafeInteger = 9007199254740991.0;
 
-std::string ErrnoName(int err) {
-  // EOPNOTSUPP and ENOTSUP are one number on Linux; libuv (so Node's fs) calls it ENOTSUP.
-  if (err == ENOTSUP) return "ENOTSUP";
-  const char* name = strerrorname_np(err);
-  if (name != nullptr) return name;
-  return "E" + std::to_string(err);
-}
-
 [[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path = "") {
-  std::string code = ErrnoName(err);
+  std::string code = ErrnoCode(err);
   std::string message = code + ": " + strerror(err) + ", " + syscall;
   if (!path.empty()) message += " '" + path + "'";
   Napi::Error error = Napi::Error::New(env, message);
