@@ -134,26 +134,28 @@ export class DaemonMetrics {
         }
       },
     });
-    new Counter({
-      name: 'ephemera_mount_uncharged_fallocates_total',
-      help: "Allocating fallocates on the memory tier the daemon did itself although a container was attached (the charge helper could not run): memory charged to the daemon, not the container",
-      labelNames: ['mount', 'owner'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, c.unchargedFallocates ?? 0);
-      },
-    });
-    new Counter({
-      name: 'ephemera_mount_backing_open_failures_total',
-      help: 'Opens under passthrough whose backing file the kernel refused (FUSE_DEV_IOC_BACKING_OPEN): the file was served through the daemon, slower',
-      labelNames: ['mount', 'owner'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, c.backingOpenFailures ?? 0);
-      },
-    });
+    // Safety-valve counts the native core keeps per mount (each 0 where all goes as designed).
+    const nativeCounter = (name: string, help: string, pick: (c: NativeCounters) => number | undefined) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['mount', 'owner'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, pick(c) ?? 0);
+        },
+      });
+    nativeCounter(
+      'ephemera_mount_uncharged_fallocates_total',
+      "Allocating fallocates on the memory tier the daemon did itself although a container was attached (the charge helper could not run): memory charged to the daemon, not the container",
+      (c) => c.unchargedFallocates,
+    );
+    nativeCounter(
+      'ephemera_mount_backing_open_failures_total',
+      'Opens under passthrough whose backing file the kernel refused (FUSE_DEV_IOC_BACKING_OPEN): the file was served through the daemon, slower',
+      (c) => c.backingOpenFailures,
+    );
   }
 
   text(): Promise<string> {
