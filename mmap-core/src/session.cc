@@ -49,13 +49,17 @@ std::string Describe(const Napi::Value& v) {
   return "a value of another type";
 }
 
-[[noreturn]] void ThrowBadOption(Napi::Env env, const char* where, const char* key, const std::string& want,
-                                 const Napi::Value& got, bool range) {
-  std::string msg = std::string(where) + " option " + key + " must be " + want + ", got " + Describe(got);
+// The one shape of an option error: code E_BAD_OPTION, and the option's name when there is one.
+[[noreturn]] void ThrowOptionError(Napi::Env env, const std::string& msg, const char* key, bool range) {
   Napi::Error e = range ? Napi::Error(Napi::RangeError::New(env, msg)) : Napi::Error(Napi::TypeError::New(env, msg));
   e.Set("code", Napi::String::New(env, "E_BAD_OPTION"));
-  e.Set("option", Napi::String::New(env, key));
+  if (key != nullptr) e.Set("option", Napi::String::New(env, key));
   throw e;
+}
+
+[[noreturn]] void ThrowBadOption(Napi::Env env, const char* where, const char* key, const std::string& want,
+                                 const Napi::Value& got, bool range) {
+  ThrowOptionError(env, std::string(where) + " option " + key + " must be " + want + ", got " + Describe(got), key, range);
 }
 
 // Reads `o`'s options, each once, and refuses any name not asked for (a typo, or an option of
@@ -68,9 +72,7 @@ class OptionReader {
     } else if (v.IsObject() && !v.IsArray() && !v.IsFunction()) {
       o_ = v.As<Napi::Object>();
     } else {
-      Napi::TypeError e = Napi::TypeError::New(env, std::string(where) + " options must be an object, got " + Describe(v));
-      e.Set("code", Napi::String::New(env, "E_BAD_OPTION"));
-      throw e;
+      ThrowOptionError(env, std::string(where) + " options must be an object, got " + Describe(v), nullptr, false);
     }
   }
 
@@ -151,10 +153,7 @@ class OptionReader {
       std::string k = keys.Get(i).ToString().Utf8Value();
       if (std::find(taken_.begin(), taken_.end(), k) != taken_.end()) continue;
       if (o_.Get(k).IsUndefined()) continue;  // { x: undefined } is an absent option, as in JS
-      Napi::TypeError e = Napi::TypeError::New(env_, std::string(where_) + ": unknown option " + k);
-      e.Set("code", Napi::String::New(env_, "E_BAD_OPTION"));
-      e.Set("option", Napi::String::New(env_, k));
-      throw e;
+      ThrowOptionError(env_, std::string(where_) + ": unknown option " + k, k.c_str(), false);
     }
   }
 
@@ -179,7 +178,7 @@ constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1
 Napi::Error ErrnoError(Napi::Env env, int err, const std::string& msg) {
   Napi::Error e = Napi::Error::New(env, msg);
   e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, err == ENODEV || err == ENOENT ? "E_MOUNT" : "E_MOUNT"));
+  e.Set("code", Napi::String::New(env, "E_MOUNT"));
   return e;
 }
 
