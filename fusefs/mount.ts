@@ -82,6 +82,13 @@ const mountOptionsSchema = z.strictObject({
   restart: z.strictObject({ stateDir: z.string().min(1).optional(), holderTimeoutS: z.number().positive().optional() }).optional(),
 });
 
+/** A failed mount as an EphemeraError: ours keep their code, a native passthrough refusal too, the rest is E_MOUNT. */
+function mountFailure(mountpoint: string, e: unknown): EphemeraError {
+  const err = e as Error & { code?: string };
+  const code = err instanceof EphemeraError ? err.code : err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT';
+  return new EphemeraError(code, `cannot mount ${mountpoint}: ${err.message}`);
+}
+
 /** Throws E_BAD_OPTION for the first option that is wrong, naming it and the value it got. */
 export function checkMountOptions(opts: unknown): asserts opts is MountOptions {
   const r = mountOptionsSchema.safeParse(opts);
@@ -158,8 +165,7 @@ export class EphemeraMount {
       session.unmount();
       session.releaseStore();
       memoryTier?.close();
-      const err = e as Error & { code?: string };
-      throw new EphemeraError(err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT', `cannot mount ${mountpoint}: ${err.message}`);
+      throw mountFailure(mountpoint, e);
     }
   }
 
@@ -209,9 +215,7 @@ export class EphemeraMount {
     } catch (e) {
       session?.unmount();
       memoryTier.close();
-      const err = e as Error & { code?: string };
-      const code = err instanceof EphemeraError ? err.code : err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT';
-      throw new EphemeraError(code, `cannot mount ${mountpoint}: ${err.message}`);
+      throw mountFailure(mountpoint, e);
     }
   }
 

@@ -155,7 +155,7 @@ export interface MoveTicket {
 }
 /**
  * An errno's name as the native core gives it (mmap-core/src/errno_names.h): Node's names and
- * the rarer ones Linux defines beside them (test/fusefs/errno.test.ts checks the two lists agree).
+ * the rarer ones Linux defines beside them (test/fusefs/boundary.test.ts checks the two lists agree).
  */
 export type ErrnoName = keyof typeof os.constants.errno | LinuxOnlyErrnoName;
 export type LinuxOnlyErrnoName =
