@@ -3,13 +3,13 @@ import { DEFAULT_POLICY_CONFIG, loadPolicyConfig } from '../policy/index';
 import { cleanupNodeDaemon } from './daemon/cleanup';
 import { DaemonClient } from './daemon/client';
 import { NodeDaemon } from './daemon/daemon';
-import { TierBalancer } from './daemon/balancer';
 import { SizedDiskTier } from './daemon/disk-tier';
 import { SizedMemoryTier } from './daemon/memory-tier';
 import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
 import { MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';
+import type { BudgetSpec } from './tier-keeper';
 import { TRANSPORT_CHOICES, type TransportChoice } from './native';
 import { DEFAULT_HOLDER_TIMEOUT_S } from './restart';
 import { parseSize } from './units';
@@ -106,22 +106,26 @@ export function registerFusefsCommands(program: Command): void {
         diskTier?.close();
         throw e;
       }
-      const balancer = budget === undefined ? undefined : new TierBalancer(m, { budget, policy });
-      let adapterStats: Record<string, number> | undefined;
-      if (o.cgroup) {
-        if (budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
-        // The memory adapter (fusefs/adapter.ts) keeps the cgroup's rss+shmem under limit - headroom.
-        const adapter = await m.attachAdapter({
-          cgroupPath: String(o.cgroup),
-          policy,
-          oomPause: Boolean(o.oomPause),
-          sizeHintBytes: o.sizeHint ? parseSize(String(o.sizeHint), '--size-hint') : null,
-        });
-        adapterStats = adapter.stats;
-        adapter.on('alarm', (a) =>
-          process.stderr.write(`ephemera: memory alarm: ${a.oomPaused ? 'OOM-paused, ' : ''}short ${a.shortfallBytes} B (no manager attached)\n`),
-        );
-      }
+      if (o.cgroup && budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
+      // The tier keeper (fusefs/tier-keeper.ts) under the budget given: the cgroup's (rss+shmem
+      // under limit - headroom), or a fixed one. Without either the store places by its defaults.
+      const spec: BudgetSpec | undefined = o.cgroup
+        ? {
+            kind: 'cgroup',
+            cgroupPath: String(o.cgroup),
+            policy,
+            oomPause: Boolean(o.oomPause),
+            sizeHintBytes: o.sizeHint ? parseSize(String(o.sizeHint), '--size-hint') : null,
+          }
+        : budget !== undefined
+          ? { kind: 'fixed', budget, policy }
+          : undefined;
+      if (spec) await m.keeper.use(spec);
+      const cgroup = m.keeper.cgroup;
+      cgroup?.on('alarm', (a) =>
+        process.stderr.write(`ephemera: memory alarm: ${a.oomPaused ? 'OOM-paused, ' : ''}short ${a.shortfallBytes} B (no manager attached)\n`),
+      );
+      const keeperStats = spec ? m.keeper.totals : undefined;
       const json = Boolean(o.json);
       const say = (event: Record<string, unknown>, text: string) =>
         process.stdout.write(json ? JSON.stringify(event) + '\n' : text + '\n');
@@ -132,14 +136,15 @@ export function registerFusefsCommands(program: Command): void {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        await balancer?.close();
+        await m.keeper.close();
         const counters = m.counters();
         await m.close();
         memoryTier?.close();
         diskTier?.close();
         const ops = opCounts(counters);
-        // The adapter's moves and writebacks: what a bench row did besides serving (tier placement).
-        const moves = adapterStats ? { adapter: { ...adapterStats } } : {};
+        // The keeper's moves and writebacks: what a bench row did besides serving (tier placement).
+        // Printed as `adapter` for a cgroup (what bench rows read), `keeper` for a fixed budget.
+        const moves = keeperStats ? { [cgroup ? 'adapter' : 'keeper']: { ...keeperStats } } : {};
         const fallbacks = { backingOpenFailures: counters.backingOpenFailures };
         say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, ...fallbacks, ...moves },
           `ephemera: stopped (${signal}) ${opText(ops)}`);

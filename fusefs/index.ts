@@ -10,7 +10,6 @@ export {
   DaemonClient,
   DaemonError,
   cleanupNodeDaemon,
-  TierBalancer,
   SizedMemoryTier,
   ControlRequest,
   parseControlLine,
@@ -24,4 +23,5 @@ export {
   type MountStats,
   type EvictionReport,
 } from './daemon/index';
-export { MemoryAdapter, type MemoryAdapterOptions, type AdapterUsage, type AdapterAlarm, type ShrinkResult } from './adapter';
+export { CgroupBudget, type CgroupBudgetOptions, type CgroupUsage, type CgroupAlarm, type ShrinkResult } from './cgroup-budget';
+export { TierKeeper, monotonicMs, toPolicyInode, type BudgetSpec, type FixedBudgetOptions, type KeeperTotals } from './tier-keeper';

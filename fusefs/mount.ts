@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { MemoryAdapter, type MemoryAdapterOptions } from './adapter';
+import type { CgroupBudget, CgroupBudgetOptions } from './cgroup-budget';
+import { TierKeeper } from './tier-keeper';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
 import { adoptFromHolder, claimEarlyTakeover, restartPaths, sessionOptionsOf, startHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
@@ -112,7 +113,7 @@ export function checkMountOptions(opts: unknown): asserts opts is MountOptions {
 export class EphemeraMount {
   readonly stopped: Promise<void>;
   private closed = false;
-  private memoryAdapter: MemoryAdapter | undefined;
+  private tierKeeper: TierKeeper | undefined;
 
   private constructor(
     readonly mountpoint: string,
@@ -270,24 +271,30 @@ export class EphemeraMount {
   }
 
   /**
-   * Ties the mount to a memory cgroup: from now on the store keeps that cgroup's rss + shmem under
-   * limit − headroom (see fusefs/adapter.ts). One adapter per mount; attaching again replaces it.
+   * The one owner of this mount's tiers (placement, spills, promotions; the only user of onClose).
+   * Idle until given a budget source (`keeper.use`, `attachAdapter`).
    */
-  async attachAdapter(opts: MemoryAdapterOptions): Promise<MemoryAdapter> {
-    await this.memoryAdapter?.close();
-    this.memoryAdapter = new MemoryAdapter(this, opts);
-    this.memoryAdapter.start();
-    return this.memoryAdapter;
+  get keeper(): TierKeeper {
+    return (this.tierKeeper ??= new TierKeeper(this));
   }
-  get adapter(): MemoryAdapter | undefined {
-    return this.memoryAdapter;
+
+  /**
+   * Ties the mount to a memory cgroup: from now on the tier keeper keeps that cgroup's rss + shmem
+   * under limit − headroom (see fusefs/cgroup-budget.ts). Attaching again replaces the budget.
+   */
+  attachAdapter(opts: CgroupBudgetOptions): Promise<CgroupBudget> {
+    return this.keeper.useCgroup(opts);
+  }
+  /** The cgroup budget in force, if the mount follows one. */
+  get adapter(): CgroupBudget | undefined {
+    return this.tierKeeper?.cgroup;
   }
 
   /** Unmounts (lazily, aborting the connection so no thread or caller can hang) and frees the tiers. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.memoryAdapter?.close();
+    await this.tierKeeper?.close();
     this.session.unmount();
     await this.stopped;
     // Now, not when the session is garbage-collected (seconds later): until then the store's

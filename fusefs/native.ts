@@ -176,9 +176,12 @@ export interface MoveResult {
 export interface PlacementRule {
   /** Bytes the memory tier may hold before new files go to disk; omitted: unlimited. */
   memoryBudget?: number;
-  /** Write new files on the disk tier and promote them when closed (files that may outgrow memory while open). */
-  newFilesOnDisk?: boolean;
-  /** What an open file may grow to (hint × safety factor): a new file goes to memory only if it and every open memory-tier file can each reach it within the budget. */
+  /**
+   * The room new files (and files reopened for writing) may take in memory; omitted: the budget.
+   * 0: every new file on the disk tier. Decided by policy.placementAdmission.
+   */
+  newFileRoom?: number;
+  /** What an open file may grow to (hint × safety factor): a new file goes to memory only if it and every open memory-tier file can each reach it within the room. */
   reservePerOpenFile?: number;
 }
 

@@ -41,8 +41,11 @@ export function planEviction(
 ): EvictionPlan {
   const inMemory = snapshot.inodes.filter((i) => i.tier === 'memory' && i.sizeBytes > 0);
   const recent = (i: InodeStat) => movedRecently(i, snapshot.nowMs, config);
-  const closed = inMemory.filter((i) => i.openCount === 0).sort(byTimeThenIno((i) => i.lastCloseMs));
-  const open = inMemory.filter((i) => i.openCount > 0).sort(byTimeThenIno((i) => i.lastOpenMs));
+  // A closed file still mapped by a process cannot move (its writes would be stranded): it goes
+  // with the open ones, after every closed file that can.
+  const busy = (i: InodeStat) => i.openCount > 0 || i.mapped === true;
+  const closed = inMemory.filter((i) => !busy(i)).sort(byTimeThenIno((i) => i.lastCloseMs));
+  const open = inMemory.filter(busy).sort(byTimeThenIno((i) => i.lastOpenMs));
   const order = [
     ...closed.filter((i) => !recent(i)),
     ...(options.urgent ? closed.filter(recent) : []),

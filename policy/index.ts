@@ -49,6 +49,22 @@ export {
   type PromotionOptions,
   type AdaptDecision,
 } from './eviction';
+export {
+  placementAdmission,
+  admitsNewFile,
+  admitsOpenForWrite,
+  sharedBudgetBytes,
+  planSpill,
+  planPromote,
+  needsWriteback,
+  quietPeriodEndMs,
+  shrinkReady,
+  type TierBudget,
+  type TierSnapshot,
+  type MemoryAdmission,
+  type SpillDecision,
+  type PromoteDecision,
+} from './tiers';
 export { classifyContainer, poolScopeKey, scaledDemand, spareBytes, needBytes, type Pool } from './pools';
 export {
   planOnStart,

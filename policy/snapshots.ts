@@ -26,6 +26,8 @@ export interface InodeStat {
   readonly lastCloseMs: number | null;
   /** Last move between tiers, ms; null if never moved. Drives the anti-thrash window. */
   readonly lastMoveMs: number | null;
+  /** Mapped by a process while closed (a move would strand its writes); absent: not known to be. */
+  readonly mapped?: boolean;
 }
 
 /** A mount's store and its container's memory, for the memory adapter. */

@@ -243,7 +243,7 @@ export class NodeDaemon {
         const m = this.get(r.id);
         const report = await m.setBudget(r.budget);
         this.records.save(m.current);
-        return { id: r.id, budget: r.budget, eviction: report, openBytesOverBudget: m.balancer.overBudgetOpenBytes };
+        return { id: r.id, budget: r.budget, eviction: report, openBytesOverBudget: m.keeper.overBudgetOpenBytes };
       }
       case 'set-quotas': {
         const m = this.get(r.id);

@@ -3,7 +3,6 @@ export { NodeDaemon, type NodeDaemonOptions, type RecoveryReport } from './daemo
 export { DaemonClient, type DaemonClientOptions } from './client';
 export { cleanupNodeDaemon, type CleanupReport } from './cleanup';
 export { DaemonError, errorReply } from './errors';
-export { TierBalancer, monotonicMs, toPolicyInode, type TierBalancerOptions } from './balancer';
 export { SizedMemoryTier } from './memory-tier';
 export { ManagedMount } from './managed-mount';
 export { DEFAULT_STATE_DIR, daemonPaths, ensureSharedParent, checkSpillFilesystem, type DaemonPaths } from './paths';

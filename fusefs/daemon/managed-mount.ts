@@ -4,10 +4,9 @@ import type { PolicyConfig } from '../../policy/index';
 import type { MountMetricsSource } from '../metrics';
 import { EphemeraMount } from '../mount';
 import type { NativeCounters, NativeUsage } from '../native';
-import { attachMemoryAdapter } from './adapter-hook';
-import type { MemoryAdapter, ShrinkResult } from '../adapter';
+import type { CgroupBudget, ShrinkResult } from '../cgroup-budget';
+import type { BudgetSpec, TierKeeper } from '../tier-keeper';
 import { DaemonError } from './errors';
-import { TierBalancer } from './balancer';
 import { isMountPoint, unmountQuietly } from '../memtier';
 import { SizedMemoryTier, stderrOf } from './memory-tier';
 import { SizedDiskTier } from './disk-tier';
@@ -18,8 +17,8 @@ import type { MountRecord } from './state';
 
 /**
  * One mount of the node daemon: its FUSE session, its own sized memory-tier tmpfs, its spill dir,
- * its budget keeper and (with a cgroup) its memory adapter. Opened from a record, so a fresh
- * add-mount and a restart take the same path.
+ * and its tier keeper, whose budget is the record's (a fixed budget, or the container's cgroup).
+ * Opened from a record, so a fresh add-mount and a restart take the same path.
  */
 export class ManagedMount implements MountMetricsSource {
   private constructor(
@@ -28,10 +27,7 @@ export class ManagedMount implements MountMetricsSource {
     private readonly memoryTier: SizedMemoryTier,
     /** The disk tier's own file system, sized to the quota; undefined: no quota, or no loop devices here. */
     private readonly diskTier: SizedDiskTier | undefined,
-    private keeper: TierBalancer,
-    private adapter: MemoryAdapter | undefined,
     private readonly policy: PolicyConfig,
-    private readonly onError: (what: string, e: unknown) => void,
   ) {}
 
   static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void): Promise<ManagedMount> {
@@ -62,20 +58,9 @@ export class ManagedMount implements MountMetricsSource {
       undo.push(() => mount.close());
       publish(record.fusePath, record.path);
       undo.push(() => unmountQuietly(record.path));
-      const balancer = new TierBalancer(mount, {
-        budget: record.budget,
-        policy,
-        newFilesOnDisk: record.newFilesOnDisk,
-        promote: record.cgroup === null,
-        onError,
-      });
-      undo.push(() => balancer.close());
-      let adapter: MemoryAdapter | undefined;
-      if (record.cgroup !== null) {
-        await balancer.close(); // the adapter owns placement and the tiers from here on
-        adapter = await attachMemoryAdapter(mount, record.cgroup, policy, { sizeHint: record.sizeHint, oomPause: record.oomPause });
-      }
-      return new ManagedMount(record, mount, memoryTier, diskTier, balancer, adapter, policy, onError);
+      mount.keeper.onError = onError;
+      await useBudget(mount.keeper, budgetOf(record, policy));
+      return new ManagedMount(record, mount, memoryTier, diskTier, policy);
     } catch (e) {
       for (const step of undo.reverse()) {
         try {
@@ -88,9 +73,9 @@ export class ManagedMount implements MountMetricsSource {
     }
   }
 
-  /** The budget keeper: it owns the tiers while no cgroup is attached. */
-  get balancer(): TierBalancer {
-    return this.keeper;
+  /** The tier keeper: it owns the tiers, under the record's budget. */
+  get keeper(): TierKeeper {
+    return this.mount.keeper;
   }
 
   get id(): string {
@@ -106,7 +91,7 @@ export class ManagedMount implements MountMetricsSource {
     return this.record;
   }
   budget(): number {
-    return this.balancer.budget;
+    return this.record.budget;
   }
   sizeQuota(): number {
     return this.record.sizeQuota;
@@ -124,77 +109,49 @@ export class ManagedMount implements MountMetricsSource {
     return this.mount.counters();
   }
   totals() {
-    return this.balancer.totals;
+    return this.keeper.totals;
   }
 
-  /** The memory adapter, once a cgroup is attached. */
-  get memoryAdapter(): MemoryAdapter | undefined {
-    return this.adapter;
+  /** The cgroup budget, once a cgroup is attached (usage, alarms, shrinks for the manager link). */
+  get memoryAdapter(): CgroupBudget | undefined {
+    return this.keeper.cgroup;
   }
 
-  /**
-   * Ties the mount to its container's memory cgroup. The budget keeper stands down: the memory
-   * adapter keeps the cgroup's rss + shmem under limit − headroom and owns placement.
-   */
+  /** Ties the mount to its container's memory cgroup: the keeper's budget becomes the cgroup's limit. */
   async attachCgroup(cgroup: string, sizeHint: number | null, oomPause: boolean): Promise<void> {
-    await this.balancer.close();
-    this.adapter = await attachMemoryAdapter(this.mount, cgroup, this.policy, { sizeHint, oomPause });
-    this.record = { ...this.record, cgroup, sizeHint, oomPause };
+    const record = { ...this.record, cgroup, sizeHint, oomPause };
+    await useBudget(this.keeper, budgetOf(record, this.policy));
+    this.record = record;
   }
 
   /**
-   * The container is gone: the adapter stops following its cgroup, every closed memory-tier file
-   * moves to disk (urgent: also inside the anti-thrash window) and new files go to disk, so no page
-   * stays charged to the dead cgroup. The budget keeper takes the mount back at budget 0.
+   * The container is gone: the keeper's budget becomes 0 with new files on disk, and every closed
+   * memory-tier file moves to disk (urgent: also inside the anti-thrash window), so no page stays
+   * charged to the dead cgroup.
    */
   async detachCgroup(): Promise<EvictionReport> {
-    const adapter = this.adapter;
-    this.adapter = undefined;
-    await adapter?.close();
-    await this.keeper.close();
-    this.keeper = new TierBalancer(this.mount, { budget: 0, policy: this.policy, newFilesOnDisk: true, promote: false, onError: this.onError });
     this.record = { ...this.record, cgroup: null, budget: 0, newFilesOnDisk: true };
-    await this.keeper.setBudget(0);
+    await useBudget(this.keeper, budgetOf(this.record, this.policy));
     return this.keeper.evict(this.mount.tierBytes().memory, true);
   }
 
   async shrink(targetLimit: number): Promise<ShrinkResult> {
-    if (!this.adapter) throw new DaemonError('E_NO_CGROUP', `mount "${this.record.id}" has no cgroup attached: nothing to shrink`);
-    return this.adapter.requestShrink(targetLimit);
+    const cgroup = this.keeper.cgroup;
+    if (!cgroup) throw new DaemonError('E_NO_CGROUP', `mount "${this.record.id}" has no cgroup attached: nothing to shrink`);
+    return cgroup.requestShrink(targetLimit);
   }
 
-  /** Evicts through whoever owns the tiers: the memory adapter once a cgroup is attached. */
-  async evict(bytes: number, urgent: boolean): Promise<EvictionReport> {
-    if (!this.adapter) return this.balancer.evict(bytes, urgent);
-    const before = { ...this.adapter.stats };
-    const u = await this.adapter.evictBytes(bytes, urgent);
-    const freedBytes = this.adapter.stats.spilledBytes - before.spilledBytes;
-    return {
-      requestedBytes: bytes,
-      freedBytes,
-      spilled: this.adapter.stats.spills - before.spills,
-      shortfallBytes: Math.max(0, bytes - freedBytes),
-      busy: this.mount.usage().openMemory,
-      memoryBytes: u.memoryTierBytes,
-    };
+  evict(bytes: number, urgent: boolean): Promise<EvictionReport> {
+    return this.keeper.evict(bytes, urgent);
   }
 
-  /**
-   * Promotes into the room now. With a cgroup attached the adapter promotes by itself, through the
-   * helper in the container's cgroup; a copy made here would charge the daemon, so it is refused.
-   */
+  /** Promotes into the room now; refused under a cgroup (the keeper promotes by itself, charged to the container). */
   promote(): Promise<{ promoted: number; bytes: number }> {
-    if (this.adapter) {
-      throw new DaemonError('E_BAD_OPTION', `mount "${this.record.id}" follows its cgroup (memory adapter): it promotes by itself, charged to the container`);
-    }
-    return this.balancer.promoteNow();
+    return this.keeper.promoteNow();
   }
 
   async setBudget(budget: number): Promise<EvictionReport> {
-    if (this.adapter) {
-      throw new DaemonError('E_BAD_OPTION', `mount "${this.record.id}" follows its cgroup's limit (memory adapter): the budget is not set by hand`);
-    }
-    const report = await this.balancer.setBudget(budget);
+    const report = await this.keeper.setBudget(budget);
     this.record = { ...this.record, budget };
     return report;
   }
@@ -224,14 +181,14 @@ export class ManagedMount implements MountMetricsSource {
 
   stats(withInodes = false): MountStats {
     const usage = this.mount.usage();
-    // Once a cgroup is attached the adapter moves the files; the budget keeper has stood down.
-    const t = this.adapter?.stats ?? this.balancer.totals;
+    // The counters of the budget in force: a cgroup attached starts its own.
+    const t = this.keeper.totals;
     return {
       id: this.record.id,
       path: this.record.path,
       owner: this.record.owner,
       mode: this.mount.mode,
-      budget: this.balancer.budget,
+      budget: this.record.budget,
       sizeQuota: this.record.sizeQuota,
       inodeQuota: this.record.inodeQuota,
       spillDir: this.record.spillDir,
@@ -245,8 +202,8 @@ export class ManagedMount implements MountMetricsSource {
       spilledBytes: t.spilledBytes,
       promotions: t.promotions,
       promotedBytes: t.promotedBytes,
-      overBudgetOpenBytes: this.balancer.overBudgetOpenBytes,
-      alarms: this.adapter?.stats.alarms ?? 0,
+      overBudgetOpenBytes: this.keeper.overBudgetOpenBytes,
+      alarms: t.alarms,
       ...(withInodes
         ? {
             inodeTable: this.mount.inodeStats().map((s) => ({
@@ -272,9 +229,8 @@ export class ManagedMount implements MountMetricsSource {
 
   async close(): Promise<void> {
     this.closeStarted = true;
-    await this.balancer.close();
     try {
-      await this.adapter?.close();
+      await this.keeper.close();
     } finally {
       unmountQuietly(this.record.path);
       await this.mount.close();
@@ -286,6 +242,22 @@ export class ManagedMount implements MountMetricsSource {
         /* cleanup retries */
       }
     }
+  }
+}
+
+/** The keeper's budget for a record: its container's cgroup once attached, else its fixed budget. */
+function budgetOf(record: MountRecord, policy: PolicyConfig): BudgetSpec {
+  return record.cgroup === null
+    ? { kind: 'fixed', budget: record.budget, policy, newFilesOnDisk: record.newFilesOnDisk }
+    : { kind: 'cgroup', cgroupPath: record.cgroup, policy, sizeHintBytes: record.sizeHint, oomPause: record.oomPause };
+}
+
+async function useBudget(keeper: TierKeeper, spec: BudgetSpec): Promise<void> {
+  try {
+    await keeper.use(spec);
+  } catch (e) {
+    if (spec.kind === 'cgroup') throw new DaemonError('E_NO_CGROUP', `cannot attach the memory cgroup ${spec.cgroupPath}: ${(e as Error).message}`);
+    throw e;
   }
 }
 

@@ -1,5 +1,5 @@
 import { MountPeer } from '../../manager/mount-peer';
-import type { MemoryAdapter } from '../adapter';
+import type { CgroupBudget } from '../cgroup-budget';
 import type { Logger } from 'pino';
 
 /**
@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
  */
 export class ManagerLinks {
   private readonly peers = new Map<string, Promise<MountPeer | undefined>>();
-  private readonly attached = new Map<string, { tenant: string; adapter: MemoryAdapter; onUsage: () => void; onAlarm: (a: { shortfallBytes: number; oomPaused: boolean }) => void }>();
+  private readonly attached = new Map<string, { tenant: string; adapter: CgroupBudget; onUsage: () => void; onAlarm: (a: { shortfallBytes: number; oomPaused: boolean }) => void }>();
 
   constructor(private readonly stateDir: string, private readonly log: Logger) {}
 
@@ -36,7 +36,7 @@ export class ManagerLinks {
    * opened on its tenant's first container, possibly after that container's /tmp) is retried every
    * second for a minute; the mount works alone meanwhile.
    */
-  async attach(containerId: string, tenant: string, adapter: MemoryAdapter, attempt = 0): Promise<boolean> {
+  async attach(containerId: string, tenant: string, adapter: CgroupBudget, attempt = 0): Promise<boolean> {
     const peer = await this.peer(tenant);
     if (!peer) {
       if (attempt < 60 && !this.closed) {

@@ -158,16 +158,8 @@ export interface MountStats {
   inodeTable?: Array<{ ino: number; tier: 'memory' | 'disk'; size: number; allocated: number; openCount: number; lastOpenMs: number | null; lastCloseMs: number | null }>;
 }
 
-/** The result of an eviction (evict, or a budget lowered). */
-export interface EvictionReport {
-  requestedBytes: number;
-  freedBytes: number;
-  spilled: number;
-  /** Bytes that could not be freed: open files (busy), or nothing else left in memory. */
-  shortfallBytes: number;
-  busy: number;
-  memoryBytes: number;
-}
+/** The result of an eviction (evict, or a budget lowered): the tier keeper's report. */
+export type { EvictionReport } from '../tier-keeper';
 
 /**
  * Parses one line of the control protocol. Never throws: a line that is not JSON, or not a known

@@ -364,7 +364,7 @@ void Filesystem::SizeTiers() {
 }
 
 bool Filesystem::NewFileFitsInMemory() {
-  const uint64_t budget = placement_.memory_budget;
+  const uint64_t budget = placement_.new_file_room;
   const uint64_t reserve = placement_.reserve_per_open_file;
   uint64_t committed = mem_bytes_.load();
   if (reserve == 0) return committed < budget;
@@ -381,8 +381,7 @@ bool Filesystem::NewFileFitsInMemory() {
 bool Filesystem::ReopenFitsInMemory(Inode* in, uint64_t size) {
   // The rule for a new file, with this file's own bytes set aside: it may grow to the hint (or
   // stays what it is when already bigger), beside every other open memory-tier file at the hint.
-  if (placement_.new_files_on_disk) return false;
-  const uint64_t budget = placement_.memory_budget;
+  const uint64_t budget = placement_.new_file_room;
   if (budget == UINT64_MAX) return true;
   const uint64_t reserve = placement_.reserve_per_open_file;
   uint64_t committed = mem_bytes_.load();
@@ -610,7 +609,7 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
   std::shared_ptr<FileData> data;
   if (S_ISREG(mode)) {
     Tier tier = Tier::kMemory;
-    if (store_.has_disk_tier() && (placement_.new_files_on_disk || !NewFileFitsInMemory())) tier = Tier::kDisk;
+    if (store_.has_disk_tier() && !NewFileFitsInMemory()) tier = Tier::kDisk;
     if (BytesUsed() >= SizeQuota()) return ENOSPC;
     // The inode number and generation it will get (NewInode takes the last free slot, or a new one).
     uint64_t next = free_slots_.empty() ? slots_.size() : free_slots_.back();

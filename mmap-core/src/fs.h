@@ -111,14 +111,18 @@ struct OpCounters {
   }
 };
 
-// Where new files go. Decided natively at CREATE (no JavaScript per operation); the rule itself
-// is set from policy/ through the control plane.
+// The memory tier's admission, enforced natively at CREATE and OPEN for writing (no JavaScript
+// per operation). The numbers are decided in policy/tiers.ts (placementAdmission) and pushed by the
+// tier keeper; nothing here decides where files should go, only whether one fits.
 struct PlacementRule {
-  uint64_t memory_budget = UINT64_MAX;  // bytes the memory tier may hold
-  bool new_files_on_disk = false;       // write new files on the disk tier, promote on close
-  // What a file may grow to while open (the profile's largest file × the safety factor): a new
-  // file goes to memory only if it and every memory-tier file open now can each grow to this
-  // within the budget. 0: no hint, only the budget counts.
+  // An allocating fallocate on the memory tier past this is ENOSPC (an open file's pages cannot
+  // be spilled).
+  uint64_t memory_budget = UINT64_MAX;
+  // The room new (and reopened-for-writing) files may take in memory: a new file goes there only if
+  // the memory tier, every open memory-tier file at the reserve and the file at the reserve fit in
+  // it; with no reserve, while the memory tier holds less than it. 0: every new file on disk.
+  uint64_t new_file_room = UINT64_MAX;
+  // What a file may grow to while open (the profile's largest file × the safety factor). 0: no hint.
   uint64_t reserve_per_open_file = 0;
 };
 

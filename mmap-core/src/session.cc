@@ -436,7 +436,8 @@ class Session : public Napi::ObjectWrap<Session> {
     OptionReader o(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "setPlacement");
     PlacementRule r;
     r.memory_budget = o.Bytes("memoryBudget", UINT64_MAX);
-    r.new_files_on_disk = o.Bool("newFilesOnDisk", false);
+    // A new file may go to memory while the tier holds less than this (the keeper's room; default: the budget).
+    r.new_file_room = o.Bytes("newFileRoom", r.memory_budget);
     r.reserve_per_open_file = o.Bytes("reservePerOpenFile", 0);
     o.RejectUnknown();
     fs_->SetPlacement(r);
