@@ -89,12 +89,17 @@ export const PolicyConfigSchema = z
          * one: measured, a charged copy OOM-killed that way when a loan raised the limit mid-run.
          */
         promoteQuietMs: z.number().int().nonnegative().default(1000),
+      })
+      .prefault({}),
+
+    writeback: z
+      .object({
         /**
          * Under a cgroup, dirty disk-tier page cache below this is left to the kernel's flusher; above
-         * it the keeper writes the disk tier back before it counts the room (cgroup v1 cannot reclaim
-         * dirty pages, and has no per-cgroup dirty throttling).
+         * it the tier keeper writes the disk tier back before it counts the room (cgroup v1 cannot
+         * reclaim dirty pages, and has no per-cgroup dirty throttling).
          */
-        dirtyWritebackFloorBytes: z.number().int().nonnegative().default(8 * MiB),
+        floorBytes: z.number().int().nonnegative().default(8 * MiB),
       })
       .prefault({}),
 

@@ -173,7 +173,7 @@ export function planSpill(snapshot: TierSnapshot, config: PolicyConfig, urgent =
  */
 export function needsWriteback(snapshot: TierSnapshot, config: PolicyConfig): boolean {
   const b = snapshot.budget;
-  if (b.kind !== 'cgroup' || b.dirtyBytes < config.eviction.dirtyWritebackFloorBytes) return false;
+  if (b.kind !== 'cgroup' || b.dirtyBytes < config.writeback.floorBytes) return false;
   if (b.usageBytes + b.dirtyBytes > b.markBytes) return true;
   return !b.shrinking && b.usageBytes <= b.markBytes && snapshot.openDisk === 0;
 }
@@ -230,7 +230,7 @@ export function planPromote(snapshot: TierSnapshot, config: PolicyConfig): Promo
     return { roomBytes: room, plan, recheckAtMs: antiThrashEndMs(closedOnDisk, plan.promotions, snapshot.nowMs, config) };
   }
   if (b.usageBytes > b.markBytes || b.shrinking) return NO_PROMOTION;
-  const floor = config.eviction.dirtyWritebackFloorBytes;
+  const floor = config.writeback.floorBytes;
   const writing = snapshot.openDisk > 0;
   const room = b.dirtyBytes > floor && writing ? 0 : b.markBytes - b.usageBytes - b.dirtyBytes;
   // The counters answer "anything closed on disk?" before the inode table is walked.
