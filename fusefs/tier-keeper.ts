@@ -281,6 +281,9 @@ export class TierKeeper {
 
   private async pass(s: Source, urgent: boolean): Promise<EvictionReport> {
     if (this.source !== s || this.closed) return emptyReport(0, 0);
+    // The one clock: the cgroup is looked at every interval (set first, so a pass that throws
+    // still leaves the next one scheduled); a fixed budget only when a rule said when.
+    if (s.kind === 'cgroup') this.scheduleAt(monotonicMs() + s.intervalMs);
     let snap = this.snapshot(s);
     if (needsWriteback(snap, s.policy)) {
       s.stats.writebacks++;
@@ -304,9 +307,7 @@ export class TierKeeper {
     }
     if (this.source !== s) return report;
     this.pushAdmission(s, snap);
-    // The one clock: the cgroup is looked at every interval; a fixed budget only when a rule said when.
-    const interval = s.kind === 'cgroup' ? monotonicMs() + s.intervalMs : Infinity;
-    this.scheduleAt(Math.min(interval, recheckAtMs === null ? Infinity : recheckAtMs + 5));
+    if (recheckAtMs !== null) this.scheduleAt(recheckAtMs + 5);
     if (s.kind === 'cgroup') s.emit('usage', s.usage());
     return report;
   }
