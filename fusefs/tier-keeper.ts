@@ -250,7 +250,10 @@ export class TierKeeper {
 
   private reportError(what: string, e: unknown): void {
     if (this.closed) return;
-    this.onError?.(what, e);
+    // A container's cgroup goes away before its mount is detached (docker removes it first): the
+    // passes until the detach fail to read it, which is expected, not worth a log line each.
+    const gone = (e as { code?: unknown })?.code === 'E_NO_CGROUP';
+    if (!gone) this.onError?.(what, e);
     this.cgroup?.emit('keeper-error', e as Error);
   }
 
