@@ -83,9 +83,9 @@ describe('native Session options', () => {
     const s = new core.Session({ mode: 'none' });
     expect(refusal(() => s.setPlacement({ memoryBudget: '1G' as unknown as number })).option).toBe('memoryBudget');
     expect(refusal(() => s.setPlacement({ memoryBudget: -1 })).name).toBe('RangeError');
-    expect(refusal(() => s.setPlacement({ newFilesOnDisk: 'no' as unknown as boolean })).option).toBe('newFilesOnDisk');
+    expect(refusal(() => s.setPlacement({ newFileRoom: 'no' as unknown as number })).option).toBe('newFileRoom');
     expect(refusal(() => s.setPlacement({ memoryBudget: 1, budget: 2 } as never)).option).toBe('budget');
-    s.setPlacement({ memoryBudget: Number.POSITIVE_INFINITY, reservePerOpenFile: 1.1 * 4096, newFilesOnDisk: true });
+    s.setPlacement({ memoryBudget: Number.POSITIVE_INFINITY, reservePerOpenFile: 1.1 * 4096, newFileRoom: 0 });
     expect(refusal(() => s.setQuotas('64M' as unknown as number, 0)).code).toBe('E_BAD_OPTION');
     expect(refusal(() => s.setQuotas(-1, 0)).code).toBe('E_BAD_OPTION');
     s.setQuotas(1 << 20, 10);

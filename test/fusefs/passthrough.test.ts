@@ -53,7 +53,7 @@ describe.skipIf(skip)('passthrough refused', () => {
       cleanupDir(mnt);
     });
     expect(m.mode).toBe('passthrough');
-    m.setPlacement({ memoryBudget: 0, newFilesOnDisk: true }); // new files on the disk tier, stacked on overlayfs
+    m.setPlacement({ memoryBudget: 0, newFileRoom: 0 }); // new files on the disk tier, stacked on overlayfs
 
     const data = crypto.randomBytes(4 << 20);
     const file = path.join(mnt, 'on-disk-tier');
