@@ -151,6 +151,8 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
 
     // Spill it, then promote it through the charged copy: the pages return to the writer's cgroup.
     const ino = mount.inodeStats()[0]!.ino;
+    // The size is reached before dd's close(), and RELEASE follows it asynchronously: an open file is not moved (EBUSY).
+    await until(() => mount!.inodeStats().find((st) => st.ino === ino)?.openCount === 0, 5000, 'the release of a');
     expect((await mount.moveNow(ino, 'disk')).code).toBe('OK');
     const afterSpill = shmemAndRss(cg.cgroup) - before;
     // Room is plenty: once the anti-thrash window (2 s) has passed, the adapter brings it back.
