@@ -110,7 +110,9 @@ export function admitsNewFile(admission: MemoryAdmission, memoryTierBytes: numbe
 
 /**
  * The native open-for-write check (fs.cc ReopenFitsInMemory): the new-file rule with this file's
- * own bytes set aside; it may grow to the reserve, or stays what it is when already bigger.
+ * own bytes set aside; from its size it may grow by the reserve again (a log reopened for
+ * appending outgrows any hint: counted at max(reserve, size), a 4 MiB-hinted log appended to
+ * 160 MiB in 128 MiB stayed in memory and was OOM-killed, test/store/ordinary).
  */
 export function admitsOpenForWrite(
   admission: MemoryAdmission,
@@ -121,7 +123,7 @@ export function admitsOpenForWrite(
   const { newFileRoomBytes: room, reservePerOpenFileBytes: reserve } = admission;
   const committed = Math.max(0, memoryTierBytes - file.allocatedBytes) + reserve * otherOpenMemoryFiles;
   if (reserve === 0) return committed + file.sizeBytes < room;
-  return committed + Math.max(reserve, file.sizeBytes) <= room;
+  return committed + file.sizeBytes + reserve <= room;
 }
 
 export interface SpillDecision {

@@ -379,8 +379,10 @@ bool Filesystem::NewFileFitsInMemory() {
 }
 
 bool Filesystem::ReopenFitsInMemory(Inode* in, uint64_t size) {
-  // The rule for a new file, with this file's own bytes set aside: it may grow to the hint (or
-  // stays what it is when already bigger), beside every other open memory-tier file at the hint.
+  // The rule for a new file, with this file's own bytes set aside: from what it holds it may grow
+  // by the hint again (a log reopened for appending grows past any hint: counting it at only
+  // max(hint, size) let a 4 MiB-hinted log grow in memory to an OOM kill), beside every other open
+  // memory-tier file at the hint.
   const uint64_t budget = placement_.new_file_room;
   if (budget == UINT64_MAX) return true;
   const uint64_t reserve = placement_.reserve_per_open_file;
@@ -389,9 +391,8 @@ bool Filesystem::ReopenFitsInMemory(Inode* in, uint64_t size) {
   for (Inode* other : open_files_) {
     if (other != in && other->data && other->data->tier == Tier::kMemory) committed += reserve;
   }
-  uint64_t need = std::max(reserve, size);
-  if (reserve == 0) need = size;
-  return committed + need <= budget && (reserve != 0 || committed + size < budget);
+  if (reserve == 0) return committed + size < budget;
+  return committed + size + reserve <= budget;
 }
 
 // ---------------------------------------------------------------------------------------------

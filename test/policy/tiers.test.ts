@@ -121,11 +121,12 @@ describe('placement at open for writing', () => {
   const a = placementAdmission(snap(cgroup(100, []), [], 40 * MiB), config); // reserve 44 MiB, room 100 MiB
   it.each([
     // [case, memory tier MiB, file size MiB, file allocated MiB, other open memory files, stays in memory]
-    ['a small file alone: it may grow to the hint', 10, 10, 10, 0, true],
-    ['its own bytes are set aside', 60, 50, 50, 0, true],
+    ['a small file alone: it may grow by the hint', 10, 10, 10, 0, true],
+    ['its own bytes are set aside', 50, 40, 40, 0, true],
     ['beside another open file at the hint', 10, 10, 10, 1, true],
     ['beside two other open files at the hint', 10, 10, 10, 2, false],
-    ['already bigger than the hint: stays what it is', 0, 90, 90, 0, true],
+    ['bigger than the hint: it may still grow by the hint from its size', 50, 50, 50, 0, true],
+    ['a log appended past its hint: moves to disk before it outgrows the room', 60, 60, 60, 0, false],
     ['bigger than the room', 0, 101, 101, 0, false],
   ] as const)('%s', (_case, memory, size, allocated, others, stays) => {
     expect(admitsOpenForWrite(a, memory * MiB, { sizeBytes: size * MiB, allocatedBytes: allocated * MiB }, others)).toBe(stays);
