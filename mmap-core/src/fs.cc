@@ -595,7 +595,7 @@ void Filesystem::OpSETATTR(const Request& req, Reply& reply) {
 }
 
 int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode,
-                         uint32_t rdev, const std::string* link, Inode** out) {
+                         uint32_t rdev, const std::string* link, Inode** out, FdRef* opened) {
   if (int e = CheckName(name)) return e;
   Inode* dir = Get(parent);
   if (!dir) return ENOENT;
@@ -615,8 +615,8 @@ int Filesystem::MakeNode(const Request& req, uint64_t parent, std::string_view n
     // The inode number and generation it will get (NewInode takes the last free slot, or a new one).
     uint64_t next = free_slots_.empty() ? slots_.size() : free_slots_.back();
     uint64_t gen = next < slot_generation_.size() ? slot_generation_[next] + 1 : 1;
-    int e = store_.NewFile(tier, next, gen, &data);
-    if (e && tier == Tier::kMemory && store_.has_disk_tier()) tier = Tier::kDisk, e = store_.NewFile(tier, next, gen, &data);
+    int e = store_.NewFile(tier, next, gen, &data, opened);
+    if (e && tier == Tier::kMemory && store_.has_disk_tier()) tier = Tier::kDisk, e = store_.NewFile(tier, next, gen, &data, opened);
     if (e) return e;
   }
   uint32_t gid = req.h().gid;
@@ -915,8 +915,11 @@ void Filesystem::KillSuidGid(const Request& req, Inode* in, const timespec& now,
 // alone sees the old bits until the next write or attribute refresh; and a chown's caller counts as
 // privileged when it is uid 0 (FUSE passes no capabilities). The mount is nosuid, so the bits
 // never grant anything.
-int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
+int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out, FdRef created) {
   memset(out, 0, sizeof(*out));
+  // A new file passes AdmitWrite without a move (the rule MakeNode placed it by, same lock), so
+  // its fd, held meanwhile, never reaches the mapping check.
+  const FileData* created_for = created ? in->data.get() : nullptr;
   out->fh = in->ino;
   const bool writing = (flags & O_ACCMODE) != O_RDONLY;
   if ((flags & O_TRUNC) && writing) {
@@ -931,7 +934,9 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out) {
   if (writing && in->data->tier == Tier::kMemory) {
     if (int e = AdmitWrite(in)) return e;
   }
-  if (!in->data->pinned) {
+  if (!in->data->pinned && created && in->data.get() == created_for) {
+    in->data->pinned = std::move(created);  // a CREATE: saves a close and an openat under the lock
+  } else if (!in->data->pinned) {
     FdRef fd;
     if (int e = in->data->Open(O_RDWR, &fd)) return e;
     in->data->pinned = std::move(fd);
@@ -978,6 +983,7 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
   if (!dir) return reply.Error(ENOENT);
   if (!dir->is_dir()) return reply.Error(ENOTDIR);
   Inode* node = nullptr;
+  FdRef created;
   uint64_t existing = dir->dir->Find(std::string(name));
   if (existing) {
     // Lost a race with another creator: O_EXCL fails, otherwise open what is there.
@@ -988,11 +994,11 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
     // Only an existing file is truncated, so only it loses the bits (a new file keeps its mode).
     if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   } else {
-    if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node))
+    if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node, &created))
       return reply.Error(e);
   }
   abi::OpenOut open_out;
-  if (int e = OpenRegular(node, in.flags, &open_out)) return reply.Error(e);
+  if (int e = OpenRegular(node, in.flags, &open_out, std::move(created))) return reply.Error(e);
   fuse_entry_out entry;
   FillEntry(node, &entry);
   node->nlookup++;
@@ -1016,6 +1022,8 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
   bool notify = false;
   uint64_t ino = 0, bytes = 0;
   Tier tier = Tier::kMemory;
+  int backing_id = -1;
+  FdRef unpinned;  // closed after the lock too, for the same reason
   {
     std::lock_guard lock(mu_);
     Inode* in = Get(req.nodeid());
@@ -1024,22 +1032,24 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
       in->last_close_ms = NowMs();
       if (in->open_count == 0) {
         open_files_.erase(in);
-        if (in->backing_id >= 0 && backing_) {
-          // Released on last close, so a closed inode holds no kernel reference to its backing
-          // file and may move between tiers.
-          backing_->Close(in->backing_id);
-          in->backing_id = -1;
-        }
+        // Released on last close, so a closed inode holds no kernel reference to its backing
+        // file and may move between tiers. The ioctl itself runs after the lock: RELEASE comes
+        // asynchronously, beside the closer's next request (in a create loop, the GETATTR of the
+        // directory), which waited for it on the lock. Nothing uses the id meanwhile: the kernel
+        // dropped the inode's backing at its last close, before it sent this RELEASE, and an
+        // OPEN in between registers a fresh one.
+        std::swap(backing_id, in->backing_id);
         // Under passthrough we never see writes: the backing file says what the file holds now.
         Account(in);
         SizeTiers();
         // A closed file costs no fd (a memfd, having no name, keeps its own).
-        if (in->data && in->data->dirfd >= 0) in->data->pinned.reset();
+        if (in->data && in->data->dirfd >= 0) unpinned = std::move(in->data->pinned);
         if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
       }
       MaybeFree(in);
     }
   }
+  if (backing_id >= 0 && backing_) backing_->Close(backing_id);
   reply.Ok();
   if (notify && on_close_) on_close_(ino, bytes, tier);
 }

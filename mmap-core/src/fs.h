@@ -278,8 +278,9 @@ class Filesystem {
   void FillAttr(Inode* in, fuse_attr* attr);
   void FillEntry(Inode* in, fuse_entry_out* out);
   void ReplyEntry(Inode* in, Reply& reply);
+  // `opened` (regular files): the new backing file's fd, for CREATE's handle.
   int MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
-               const std::string* link, Inode** out);
+               const std::string* link, Inode** out, FdRef* opened = nullptr);
   int CheckName(std::string_view name) const;
   int ResolveEntry(const Request& req, std::string* key, Inode** dir, Inode** child);
   int DataOf(uint64_t ino, int no_data, FdRef* out);  // requires mu_
@@ -302,7 +303,9 @@ class Filesystem {
   bool StillMapped(int fd);
   // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
   int AdmitWrite(Inode* in);  // requires mu_
-  int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out);
+  // `created`: an fd of in->data as it is now (a CREATE's new file), pinned instead of opening
+  // another unless admission moved the file meanwhile.
+  int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out, FdRef created = nullptr);
   // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown drops, as
   // the VFS does for tmpfs; `privileged`: the caller may keep S_ISGID (requires mu_).
   void KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged);

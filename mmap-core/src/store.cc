@@ -191,7 +191,7 @@ int Store::init_error(std::string* what) const {
   return 0;
 }
 
-int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out) {
+int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out, FdRef* opened) {
   if (tier == Tier::kMemory && memory_dirfd_ < 0) {
     if (!opts_.memory_dir.empty()) return memory_error_ ? memory_error_ : EIO;
     int fd = memfd_create("ephemera", MFD_CLOEXEC);
@@ -208,7 +208,8 @@ int Store::NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr
   std::string name = std::to_string(ino) + "." + std::to_string(generation) + "." + std::to_string(serial_.fetch_add(1));
   int fd = openat(dirfd, name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return errno;
-  close(fd);  // a closed file costs no fd; the caller opens it when a handle needs it
+  if (opened) *opened = std::make_shared<BackingFd>(fd);
+  else close(fd);  // a closed file costs no fd; the caller opens it when a handle needs it
   *out = std::make_shared<FileData>(tier, dirfd, std::move(name));
   return 0;
 }

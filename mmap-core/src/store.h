@@ -74,7 +74,9 @@ class Store {
   explicit Store(StoreOptions opts);
   ~Store();
   // A new empty backing file for inode `ino`:`generation` on `tier`; 0 or errno.
-  int NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out);
+  // With `opened`, the new file's O_RDWR fd is handed back instead of closed (CREATE pins it at
+  // once; a memfd is pinned anyway and leaves it empty).
+  int NewFile(Tier tier, uint64_t ino, uint64_t generation, std::shared_ptr<FileData>* out, FdRef* opened = nullptr);
   bool has_disk_tier() const { return disk_dirfd_ >= 0; }
   // Why a tier directory given in the options could not be prepared (errno, 0 = fine): the
   // session refuses to start rather than serve without the tier it was asked for.
