@@ -164,6 +164,9 @@ export class NodeDaemon {
   private async linkContainer(m: ManagedMount, containerId: string): Promise<boolean> {
     const adapter = m.memoryAdapter!;
     adapter.on('alarm', (a) => this.log.warn({ id: m.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
+    // Attached again (a volume driver binding a container it found after a node restart): one link.
+    const before = this.containerOf.get(m.id);
+    if (before !== undefined) await this.managerLinks.detach(before);
     this.containerOf.set(m.id, containerId);
     return this.managerLinks.attach(containerId, m.owner, adapter);
   }
