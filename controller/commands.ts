@@ -240,8 +240,10 @@ export function registerControllerCommands(program: Command): void {
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
     .option('--volume-driver <name>', 'serve the Docker volume driver <name> (docker run --mount type=volume,volume-driver=<name>,dst=/tmp)', 'ephemera')
     .option('--no-volume-driver', 'no Docker volume driver')
+    .option('--restartable', "containers' /tmp survive this process: a holder keeps each mount's connection and the next `ephemera node` on this state dir takes the mounts over with their files (issue 14)", false)
+    .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next node process before it aborts its connection', positiveInt('--holder-timeout'), 30)
     .option('--csi-config <file>', 'serve the Kubernetes CSI node plugin (ephemeral inline volumes) with this JSON config: driver name, namespace → tenant map, sockets (docs/kubernetes.md)')
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string }) => {
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string; restartable: boolean; holderTimeout: number }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -249,8 +251,10 @@ export function registerControllerCommands(program: Command): void {
       const csiConfig = opts.csiConfig ? loadCsiConfig(opts.csiConfig) : undefined;
       // One daemon per node serves every container's /tmp (a Node process per container would cost
       // more memory than many functions leave idle).
-      const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir });
-      process.stdout.write(`ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (${recovery.remounted.length} mount(s) recovered)\n`);
+      const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir, ...(opts.restartable ? { restartable: true, holderTimeoutS: opts.holderTimeout } : {}) });
+      process.stdout.write(
+        `ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (pid ${process.pid}; ${recovery.resumed.length} mount(s) taken over with their files, ${recovery.remounted.length} mounted empty)\n`,
+      );
       const provider = await EphemeraTmpProvider.start({
         socketPath: daemon.paths.socket,
         oomPause: opts.oomPause,

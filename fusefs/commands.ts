@@ -188,15 +188,19 @@ export function registerFusefsCommands(program: Command): void {
     .option('--mounts-dir <dir>', 'shared parent of mount points (default <state-dir>/mounts)')
     .option('--metrics-port <port>', 'also serve Prometheus /metrics on 127.0.0.1:PORT')
     .option('--policy <file>', 'policy config (eviction order, anti-thrash window)')
+    .option('--restartable', "new mounts survive this process: holders keep their connections, and the next node-daemon on this state dir takes them over with their files (issue 14)", false)
+    .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next daemon before it aborts its connection', String(DEFAULT_HOLDER_TIMEOUT_S))
     .option('--json', 'print a JSON ready line on stdout', false)
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const metricsPort = o.metricsPort === undefined ? undefined : parseCount(String(o.metricsPort), '--metrics-port');
+      const holderTimeoutS = parseCount(String(o.holderTimeout), '--holder-timeout');
       const { daemon, recovery } = await NodeDaemon.start({
         stateDir: String(o.stateDir),
         ...(o.socket ? { socket: String(o.socket) } : {}),
         ...(o.mountsDir ? { mountsDir: String(o.mountsDir) } : {}),
         ...(metricsPort !== undefined ? { metricsPort } : {}),
         ...(o.policy ? { policyFile: String(o.policy) } : {}),
+        ...(o.restartable ? { restartable: true, holderTimeoutS } : {}),
       });
       const ready = {
         event: 'ready',
@@ -205,6 +209,7 @@ export function registerFusefsCommands(program: Command): void {
         stateDir: daemon.paths.stateDir,
         mountsDir: daemon.paths.mountsDir,
         metricsPort: daemon.metricsPort,
+        resumed: recovery.resumed,
         remounted: recovery.remounted,
         failed: recovery.failed,
       };

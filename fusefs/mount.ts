@@ -180,7 +180,8 @@ export class EphemeraMount {
     const paths = restartPaths(mountpoint, restart.stateDir);
     const adopted = await (claimEarlyTakeover(mountpoint, restart.stateDir) ?? adoptFromHolder(core, mountpoint, paths));
     if (adopted) {
-      const memoryTier = MemoryTierMount.adopt(adopted.state.memoryDir);
+      // A caller's memory tier (the node daemon's sized tmpfs) stays the caller's to close.
+      const memoryTier = adopted.state.sharedMemoryTier ? undefined : MemoryTierMount.adopt(adopted.state.memoryDir);
       return new EphemeraMount(mountpoint, adopted.info, adopted.session, memoryTier, adopted.stopped, { paths, takeover: true });
     }
     let onStopped!: () => void;
@@ -188,12 +189,13 @@ export class EphemeraMount {
     if (opts.transport === 'uring') throw new EphemeraError('E_BAD_OPTION', 'a restartable mount serves /dev/fuse loops (an io_uring ring is not handed over yet)');
     preflight(mountpoint);
     fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-    const memoryTier = MemoryTierMount.create(paths.memoryDir);
+    const memoryTier = opts.sharedMemoryDir ? undefined : MemoryTierMount.create(paths.memoryDir);
+    const memoryDir = opts.sharedMemoryDir ?? memoryTier!.dir;
     const timeoutS = restart.holderTimeoutS ?? 30;
     const state: HeldState = {
       version: 1,
       mountpoint,
-      memoryDir: memoryTier.dir,
+      memoryDir,
       spillDir: opts.spillDir ?? '',
       journal: paths.journal,
       store: '',
@@ -204,10 +206,14 @@ export class EphemeraMount {
       rootMode: opts.rootMode ?? 0o1777,
       rootUid: opts.rootUid ?? 0,
       rootGid: opts.rootGid ?? 0,
+      sharedMemoryTier: opts.sharedMemoryDir !== undefined,
+      memoryTierSized: opts.memoryTierSized ?? (memoryTier !== undefined && (opts.sizeQuota ?? 0) > 0),
+      diskTierSized: opts.diskTierSized ?? false,
     };
     let session: NativeSession | undefined;
     try {
-      await startHolder(paths, timeoutS);
+      // With no successor in time the holder detaches the tiers too: their files are unreachable.
+      await startHolder(paths, timeoutS, [memoryDir, ...(opts.diskTierSized && opts.spillDir ? [opts.spillDir] : [])]);
       session = new core.Session({ ...sessionOptionsOf(state), sizeQuota: opts.sizeQuota ?? 0, inodeQuota: opts.inodeQuota ?? 0 });
       const info = await session.mount(() => onStopped());
       state.store = info.restart?.store ?? '';
@@ -215,7 +221,8 @@ export class EphemeraMount {
       return new EphemeraMount(mountpoint, info, session, memoryTier, stopped, { paths, takeover: false });
     } catch (e) {
       session?.unmount();
-      memoryTier.close();
+      session?.releaseStore();
+      memoryTier?.close();
       throw mountFailure(mountpoint, e);
     }
   }

@@ -36,6 +36,15 @@ export interface HeldState {
   rootMode: number;
   rootUid: number;
   rootGid: number;
+  /**
+   * The memory tier belongs to the caller (the node daemon's sized tmpfs per mount), not to this
+   * state directory: a successor uses it as it is and leaves it mounted when it closes.
+   * Absent in states written before node-daemon takeover: false.
+   */
+  sharedMemoryTier?: boolean;
+  /** The tiers are file systems of the quota's size (the native quota resizes them). Absent: false. */
+  memoryTierSized?: boolean;
+  diskTierSized?: boolean;
 }
 
 export interface RestartPaths {
@@ -88,12 +97,12 @@ export function takeFromHolder(core: NativeCore, paths: RestartPaths): { taken: 
  * Starts a holder for a new mount and waits until it listens (it writes its pid file after
  * listen(2)). It runs in its own session, so signals to the daemon's group do not reach it.
  */
-export async function startHolder(paths: RestartPaths, timeoutS: number): Promise<number> {
+export async function startHolder(paths: RestartPaths, timeoutS: number, detach: readonly string[] = [paths.memoryDir]): Promise<number> {
   fs.rmSync(paths.pidFile, { force: true });
   const log = fs.openSync(paths.log, 'a');
   const child = spawn(
     holderBinary(),
-    ['--socket', paths.socket, '--timeout', String(timeoutS), '--pid-file', paths.pidFile, '--detach', paths.memoryDir],
+    ['--socket', paths.socket, '--timeout', String(timeoutS), '--pid-file', paths.pidFile, ...detach.flatMap((d) => ['--detach', d])],
     { detached: true, stdio: ['ignore', log, log] },
   );
   fs.closeSync(log);
@@ -129,6 +138,8 @@ export function sessionOptionsOf(state: HeldState): NativeSessionOptions {
     rootUid: state.rootUid,
     rootGid: state.rootGid,
     xattrs: state.xattrs,
+    memoryTierSized: state.memoryTierSized ?? false,
+    diskTierSized: state.diskTierSized ?? false,
     transport: 'device',
     journal: state.journal,
   };

@@ -229,6 +229,27 @@ export class TenantManager {
       stats: null,
     });
     this.metrics.limitBytes.set({ container: init.id.slice(0, 12) }, limit);
+    if (limit !== init.initialLimitBytes) this.adoptLoans();
+  }
+
+  /**
+   * A container joins with its limit away from the platform's (a node restarted mid-loan: the
+   * loan table died with the old manager, the limits Docker holds did not). What the loans known
+   * now do not explain is paired into loans again, so a lender leaving or a queue draining returns
+   * them as it would have before the restart.
+   */
+  private adoptLoans(): void {
+    const net = new Map<string, number>();
+    for (const l of this.loans) {
+      net.set(l.borrower, (net.get(l.borrower) ?? 0) + l.bytes);
+      net.set(l.lender, (net.get(l.lender) ?? 0) - l.bytes);
+    }
+    const unexplained = [...this.entries.values()].map((e) => ({ ...e, limitBytes: e.limitBytes - (net.get(e.id) ?? 0) }));
+    const adopted = pairLoans(unexplained).map(({ returnAttempts: _pending, ...loan }) => loan);
+    if (adopted.length === 0) return;
+    this.loans = [...this.loans, ...adopted];
+    this.metrics.loanedBytes.set(this.loans.reduce((s, l) => s + l.bytes, 0));
+    this.log.info({ adopted }, 'loans adopted from the limits found (the previous manager made them)');
   }
 
   /** The profiling run reported (or an adopted container gets its invoker back). */

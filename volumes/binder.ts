@@ -31,8 +31,26 @@ export class DockerEventBinder {
   static async start(docker: Docker, driver: VolumeDriver, log: Logger): Promise<DockerEventBinder> {
     const b = new DockerEventBinder(docker, driver, log);
     await b.open();
+    await b.forgetMountsOfGoneContainers();
     await b.bindRunning();
     return b;
+  }
+
+  /**
+   * After a node restart the table says which volumes were mounted; a container that stopped while
+   * no driver answered never got its unmount through, and its volume must not stay "in use".
+   * Kept: volumes a running, paused, restarting or just-created (mounting now) container uses.
+   */
+  private async forgetMountsOfGoneContainers(): Promise<void> {
+    const mounted = this.driver.list().filter((v) => v.mounted).map((v) => v.name);
+    if (mounted.length === 0) return;
+    const all = await this.docker.listContainers({ all: true, filters: JSON.stringify({ volume: mounted }) });
+    const live = new Set<string>();
+    for (const c of all) {
+      if (!['running', 'paused', 'restarting', 'created'].includes(c.State)) continue;
+      for (const m of c.Mounts ?? []) if (m.Name) live.add(m.Name);
+    }
+    for (const name of mounted) if (!live.has(name)) await this.driver.forgetMount(name);
   }
 
   private async open(): Promise<void> {

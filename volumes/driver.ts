@@ -22,6 +22,13 @@ export interface VolumeRecord {
   /** From volume-opt mem=/file=; null: not profiled (the manager neither lends from nor to it). */
   profile: ContainerProfile | null;
   createdAt: string;
+  /**
+   * Docker's mount id while a container has the volume mounted, and that container with the limit
+   * it had when first bound (before any loan): kept in the table so a restarted node knows what is
+   * mounted, and its manager lends from the platform's limit, not from one a loan already raised.
+   */
+  mountedBy?: string;
+  boundTo?: { id: string; initialLimitBytes: number };
 }
 
 /** The container a volume serves now: Docker told us at its `start` event. */
@@ -104,7 +111,7 @@ export class VolumeDriver {
       let mountPath = mounts.get(record.mountId);
       try {
         mountPath ??= (await d.addMount(record)).path;
-        d.volumes.set(record.name, { record, path: mountPath, mountedBy: undefined, container: undefined, chain: Promise.resolve() });
+        d.volumes.set(record.name, { record, path: mountPath, mountedBy: record.mountedBy, container: undefined, chain: Promise.resolve() });
       } catch (e) {
         opts.log.error({ volume: record.name, err: errorMessage(e) }, 'cannot serve a recorded volume again');
       }
@@ -221,6 +228,8 @@ export class VolumeDriver {
         throw new VolumeError('E_IN_USE', `volume ${r.Name} is in use by ${holder}: an Ephemera /tmp serves one running container`);
       }
       v.mountedBy = r.ID;
+      v.record = { ...v.record, mountedBy: r.ID };
+      this.save();
       return v.path;
     });
   }
@@ -237,6 +246,9 @@ export class VolumeDriver {
       const bound = v.container;
       v.mountedBy = undefined;
       v.container = undefined;
+      const { mountedBy: _m, boundTo: _b, ...rest } = v.record;
+      v.record = rest;
+      this.save();
       if (bound) {
         this.leaveManager(v.record, bound);
         try {
@@ -267,6 +279,10 @@ export class VolumeDriver {
       if (v.container?.id === c.id) return;
       const tenant = v.record.tenant;
       const manager = tenant !== null && this.opts.managerOf && c.memoryLimitBytes > 0 ? await this.opts.managerOf(tenant) : undefined;
+      // Bound before this node restarted: its limit now may include a loan; the platform's is the one recorded.
+      const initialLimitBytes = v.record.boundTo?.id === c.id ? v.record.boundTo.initialLimitBytes : c.memoryLimitBytes;
+      v.record = { ...v.record, boundTo: { id: c.id, initialLimitBytes } };
+      this.save();
       await this.opts.daemon.call({
         type: 'attach-cgroup',
         id: v.record.mountId,
@@ -277,7 +293,7 @@ export class VolumeDriver {
       });
       v.container = { id: c.id, name: c.name, cgroup: c.cgroup, managed: false };
       if (manager && tenant !== null) {
-        await manager.addContainer({ id: c.id, tenant, function: c.name, initialLimitBytes: c.memoryLimitBytes, profile: v.record.profile, cgroupPath: c.cgroup });
+        await manager.addContainer({ id: c.id, tenant, function: c.name, initialLimitBytes, profile: v.record.profile, cgroupPath: c.cgroup });
         v.container.managed = true;
         const outcome = await manager.beginRun(c.id);
         this.opts.log.info({ volume, container: c.name, tenant, steps: outcome.plan.steps.length, ok: outcome.ok }, 'volume container joined its tenant manager');
@@ -285,6 +301,21 @@ export class VolumeDriver {
         this.opts.log.warn({ volume, container: c.name }, 'container has no memory limit: it neither lends nor borrows');
       }
       this.opts.log.info({ volume, container: c.name, cgroup: c.cgroup }, 'volume bound to its container');
+    });
+  }
+
+  /** The container that had `volume` mounted is gone (it stopped while the node was down): no longer in use. */
+  forgetMount(volume: string): Promise<void> {
+    const v = this.volumes.get(volume);
+    if (!v) return Promise.resolve();
+    return this.serial(v, async () => {
+      v.mountedBy = undefined;
+      v.container = undefined;
+      const { mountedBy: _m, boundTo: _b, ...rest } = v.record;
+      v.record = rest;
+      this.save();
+      this.opts.log.warn({ volume }, 'volume was mounted by a container that stopped while the node was down: no longer in use');
+      await this.opts.daemon.detachCgroup(v.record.mountId).catch(() => undefined);
     });
   }
 

@@ -8,11 +8,12 @@ import pino, { type Logger } from 'pino';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig, type PolicyConfig } from '../../policy/index';
 import { DaemonMetrics } from '../metrics';
 import { isMountPoint, unmountQuietly } from '../memtier';
+import { DEFAULT_HOLDER_TIMEOUT_S, restartPaths, type RestartOptions } from '../restart';
 import { DaemonError, errorReply } from './errors';
 import { ManagedMount } from './managed-mount';
 import { SizedDiskTier } from './disk-tier';
 import { parseControlLine, type AddMountRequest, type ControlReply, type ControlRequest } from './messages';
-import { daemonPaths, ensureSharedParent, type DaemonPaths } from './paths';
+import { daemonPaths, ensureSharedParent, heldStateDir, type DaemonPaths } from './paths';
 import { isDaemonAlive, MountRecords, readDaemonRecord, writeJsonAtomic, type DaemonRecord, type MountRecord } from './state';
 
 export interface NodeDaemonOptions {
@@ -25,10 +26,20 @@ export interface NodeDaemonOptions {
   /** A policy file (policy/ schema); default DEFAULT_POLICY_CONFIG. */
   policyFile?: string;
   logger?: Logger;
+  /**
+   * New mounts survive this process (issue 14): each gets a holder that keeps its connection and a
+   * journal of its table, and the next daemon on this state dir takes them over, files and all.
+   */
+  restartable?: boolean;
+  /** With `restartable`: seconds a holder waits for the next daemon before it aborts its connection (default 30). */
+  holderTimeoutS?: number;
 }
 
 /** What a restart found and did with each stale mount. */
 export interface RecoveryReport {
+  /** Taken over from their holders: every file still there. */
+  resumed: string[];
+  /** Mounted empty at the same paths (no holder kept them). */
   remounted: string[];
   failed: Array<{ id: string; error: string }>;
   brokenRecords: string[];
@@ -60,6 +71,7 @@ export class NodeDaemon {
     private readonly policy: PolicyConfig,
     readonly log: Logger,
     private daemonRecord: DaemonRecord,
+    private readonly restart: RestartOptions | undefined,
   ) {
     this.metrics = new DaemonMetrics(() => this.mounts.values());
     this.managerLinks = new ManagerLinks(paths.stateDir, log);
@@ -85,27 +97,53 @@ export class NodeDaemon {
       metricsPort: options.metricsPort ?? null,
     };
     writeJsonAtomic(paths.daemonRecord, record);
-    const daemon = new NodeDaemon(paths, new MountRecords(paths.recordsDir), policy, log, record);
+    const restart = options.restartable ? { holderTimeoutS: options.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S } : undefined;
+    const daemon = new NodeDaemon(paths, new MountRecords(paths.recordsDir), policy, log, record, restart);
     const recovery = await daemon.recover();
     await daemon.listen();
     if (options.metricsPort !== undefined) await daemon.serveMetricsHttp(options.metricsPort);
     return { daemon, recovery };
   }
 
-  /** Stale records from a crashed (or stopped) daemon: detach what is dead, mount empty at the same paths. */
+  /**
+   * Records of a crashed (or stopped) daemon: a mount whose holder still keeps its connection is
+   * taken over (its files, tiers and cgroup charge stay; its manager link is joined again); the rest
+   * are detached and mounted empty at the same paths.
+   */
   private async recover(): Promise<RecoveryReport> {
     const { records, broken } = this.records.list();
-    const report: RecoveryReport = { remounted: [], failed: [], brokenRecords: broken.map((b) => b.file) };
+    const report: RecoveryReport = { resumed: [], remounted: [], failed: [], brokenRecords: broken.map((b) => b.file) };
     for (const b of broken) this.log.error({ file: b.file, error: b.error }, 'unreadable mount record left in place (ephemera cleanup removes it)');
-    for (const record of records) {
+    for (const stale of records) {
+      if (stale.restartable) {
+        try {
+          const t0 = Date.now();
+          const m = await ManagedMount.resume(stale, this.policy, this.onMountError(stale.id), { ...this.restartOf(stale), holderTimeoutS: this.restart?.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S });
+          if (m) {
+            this.mounts.set(stale.id, m);
+            this.watchStopped(m);
+            if (stale.cgroup !== null && stale.containerId !== null) await this.linkContainer(m, stale.containerId);
+            report.resumed.push(stale.id);
+            const info = m.mount.restartInfo();
+            this.log.info({ id: stale.id, path: stale.path, ms: Date.now() - t0, files: m.usage().files, resendsApplied: info?.resendsApplied, repliesReplayed: info?.repliesReplayed }, 'mount taken over from its holder');
+            continue;
+          }
+        } catch (e) {
+          this.log.error({ id: stale.id, err: e }, 'cannot take a restartable mount over: mounting it EMPTY');
+        }
+      }
+      // The mount comes back empty, restartable as this daemon's new mounts are.
+      const record: MountRecord = { ...stale, restartable: this.restart !== undefined };
       // The dead public mount stays: the new one is bound over it, which is what reaches the
       // containers' rslave binds of it (managed-mount.ts). The private ones are detached.
       if (isMountPoint(record.fusePath)) unmountQuietly(record.fusePath);
       if (isMountPoint(record.memoryDir)) unmountQuietly(record.memoryDir);
       try {
-        const m = await ManagedMount.open(record, this.policy, this.onMountError(record.id));
+        const m = await ManagedMount.open(record, this.policy, this.onMountError(record.id), this.restartOf(record));
+        this.records.save(record);
         this.mounts.set(record.id, m);
         this.watchStopped(m);
+        if (record.cgroup !== null && record.containerId !== null) await this.linkContainer(m, record.containerId);
         report.remounted.push(record.id);
         this.log.warn({ id: record.id, path: record.path }, 'remounted EMPTY after a daemon restart (the old contents are lost)');
       } catch (e) {
@@ -114,6 +152,23 @@ export class NodeDaemon {
       }
     }
     return report;
+  }
+
+  /** Where a restartable mount's holder and journal live: short (a unix socket path has 108 bytes), one per FUSE path. */
+  private restartOf(record: MountRecord): RestartOptions | undefined {
+    if (!record.restartable) return undefined;
+    return { ...this.restart, stateDir: heldStateDir(record.fusePath) };
+  }
+
+  /** Joins a cgroup-tied mount's container to its tenant manager's link (alarms logged here too). */
+  private async linkContainer(m: ManagedMount, containerId: string): Promise<boolean> {
+    const adapter = m.memoryAdapter!;
+    adapter.on('alarm', (a) => this.log.warn({ id: m.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
+    // Attached again (a volume driver binding a container it found after a node restart): one link.
+    const before = this.containerOf.get(m.id);
+    if (before !== undefined) await this.managerLinks.detach(before);
+    this.containerOf.set(m.id, containerId);
+    return this.managerLinks.attach(containerId, m.owner, adapter);
   }
 
   private onMountError(id: string) {
@@ -210,15 +265,12 @@ export class NodeDaemon {
         return { pid: process.pid, mounts: this.mounts.size };
       case 'attach-cgroup': {
         const m = this.get(r.id);
-        await m.attachCgroup(r.cgroup, r.sizeHint ?? null, r.oomPause ?? false);
+        await m.attachCgroup(r.cgroup, r.sizeHint ?? null, r.oomPause ?? false, r.containerId ?? null);
         this.records.save(m.current);
         const adapter = m.memoryAdapter!;
-        adapter.on('alarm', (a) => this.log.warn({ id: r.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
         let linked = false;
-        if (r.containerId) {
-          this.containerOf.set(r.id, r.containerId);
-          linked = await this.managerLinks.attach(r.containerId, m.owner, adapter);
-        }
+        if (r.containerId) linked = await this.linkContainer(m, r.containerId);
+        else adapter.on('alarm', (a) => this.log.warn({ id: r.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
         return { id: r.id, cgroup: r.cgroup, usage: adapter.usage(), linkedToManager: linked };
       }
       case 'detach-cgroup': {
@@ -301,11 +353,13 @@ export class NodeDaemon {
       sizeHint: null,
       oomPause: false,
       newFilesOnDisk: r.newFilesOnDisk ?? false,
+      restartable: this.restart !== undefined,
+      containerId: null,
       createdAt: new Date().toISOString(),
     };
     this.busy.add(r.id);
     try {
-      const m = await ManagedMount.open(record, this.policy, this.onMountError(r.id));
+      const m = await ManagedMount.open(record, this.policy, this.onMountError(r.id), this.restartOf(record));
       try {
         this.records.save(record);
       } catch (e) {
@@ -385,7 +439,22 @@ export function removeMountLeftovers(record: MountRecord): void {
     }
   }
   if (!isMountPoint(record.memoryDir)) fs.rmSync(record.memoryDir, { recursive: true, force: true });
+  if (record.restartable) {
+    // A holder still waiting for a successor keeps a connection nobody will serve: closing its fds aborts it.
+    const held = restartPaths(record.fusePath, heldStateDir(record.fusePath));
+    const pid = Number(safeRead(held.pidFile));
+    if (Number.isInteger(pid) && pid > 0 && safeRead(`/proc/${pid}/cmdline`).includes('ephemera-holder')) process.kill(pid, 'SIGKILL');
+    fs.rmSync(held.dir, { recursive: true, force: true }); // its socket, log and journal
+  }
   if (!isMountPoint(record.fusePath)) fs.rmSync(record.fusePath, { recursive: true, force: true });
+}
+
+function safeRead(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 function safeReaddir(dir: string): string[] {

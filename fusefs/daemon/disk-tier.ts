@@ -97,6 +97,14 @@ export class SizedDiskTier {
     }
   }
 
+  /** The tier of a mount taken over from its holder: still mounted, its files the mount's. Undefined when there is none. */
+  static adopt(spillDir: string): SizedDiskTier | undefined {
+    const dir = SizedDiskTier.dirFor(spillDir);
+    if (!isMountPoint(dir)) return undefined;
+    const device = run('findmnt', ['-n', '-o', 'SOURCE', '--mountpoint', dir]);
+    return new SizedDiskTier(dir, `${dir}.img`, device);
+  }
+
   /** Bytes the tier's files hold (what counts against the quota). */
   usedBytes(): number {
     const s = fs.statfsSync(this.dir);

@@ -13,6 +13,7 @@ import { SizedDiskTier } from './disk-tier';
 import { EphemeraError } from '../errors';
 import type { EvictionReport, MountStats } from './messages';
 import { prepareSpillDir } from './paths';
+import { restartPaths, type RestartOptions } from '../restart';
 import type { MountRecord } from './state';
 
 /**
@@ -30,7 +31,11 @@ export class ManagedMount implements MountMetricsSource {
     private readonly policy: PolicyConfig,
   ) {}
 
-  static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void): Promise<ManagedMount> {
+  /**
+   * A new mount (or an empty one where a dead daemon's mount was). With `restart`, a holder keeps
+   * its connection and a journal its table, so a successor daemon can take it over (`resume`).
+   */
+  static async open(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void, restart?: RestartOptions): Promise<ManagedMount> {
     const undo: Array<() => void | Promise<void>> = [];
     try {
       if (!pathExists(record.path)) {
@@ -54,6 +59,7 @@ export class ManagedMount implements MountMetricsSource {
         // Both tiers are this mount's own file systems: the quota counts them as one.
         memoryTierSized: record.sizeQuota > 0,
         diskTierSized: diskTier !== undefined,
+        ...(restart ? { restart } : {}),
       });
       undo.push(() => mount.close());
       publish(record.fusePath, record.path);
@@ -69,6 +75,40 @@ export class ManagedMount implements MountMetricsSource {
           /* the first error is the one worth reporting */
         }
       }
+      throw e;
+    }
+  }
+
+  /**
+   * Takes over the mount a dead daemon served (issue 14): its holder hands over the connection, the
+   * journal gives the table, and the tiers it left mounted are used as they are, so every file, its
+   * tier and its pages (still charged to the container that wrote them) stay. The public bind is
+   * still the live FUSE mount's. Null when no holder keeps this mount (the caller mounts it empty).
+   */
+  static async resume(record: MountRecord, policy: PolicyConfig, onError: (what: string, e: unknown) => void, restart: RestartOptions): Promise<ManagedMount | null> {
+    const paths = restartPaths(record.fusePath, restart.stateDir);
+    if (!fs.existsSync(paths.socket)) return null;
+    const memoryTier = SizedMemoryTier.adopt(record.memoryDir);
+    const diskTier = record.sizeQuota > 0 ? SizedDiskTier.adopt(record.spillDir) : undefined;
+    const mount = await EphemeraMount.open({
+      mountpoint: record.fusePath,
+      allowOther: true,
+      sharedMemoryDir: memoryTier.dir,
+      spillDir: diskTier?.dir ?? record.spillDir,
+      sizeQuota: record.sizeQuota,
+      inodeQuota: record.inodeQuota,
+      memoryTierSized: record.sizeQuota > 0,
+      diskTierSized: diskTier !== undefined,
+      restart,
+    });
+    try {
+      if (!mount.restart?.takeover) throw new EphemeraError('E_TAKEOVER', `the holder of ${record.fusePath} handed nothing over`);
+      if (!isMountPoint(record.path)) publish(record.fusePath, record.path);
+      mount.keeper.onError = onError;
+      await useBudget(mount.keeper, budgetOf(record, policy));
+      return new ManagedMount(record, mount, memoryTier, diskTier, policy);
+    } catch (e) {
+      await mount.close().catch(() => undefined);
       throw e;
     }
   }
@@ -118,8 +158,8 @@ export class ManagedMount implements MountMetricsSource {
   }
 
   /** Ties the mount to its container's memory cgroup: the keeper's budget becomes the cgroup's limit. */
-  async attachCgroup(cgroup: string, sizeHint: number | null, oomPause: boolean): Promise<void> {
-    const record = { ...this.record, cgroup, sizeHint, oomPause };
+  async attachCgroup(cgroup: string, sizeHint: number | null, oomPause: boolean, containerId: string | null = null): Promise<void> {
+    const record = { ...this.record, cgroup, sizeHint, oomPause, containerId };
     await useBudget(this.keeper, budgetOf(record, this.policy));
     this.record = record;
   }
@@ -130,7 +170,7 @@ export class ManagedMount implements MountMetricsSource {
    * charged to the dead cgroup.
    */
   async detachCgroup(): Promise<EvictionReport> {
-    this.record = { ...this.record, cgroup: null, budget: 0, newFilesOnDisk: true };
+    this.record = { ...this.record, cgroup: null, containerId: null, budget: 0, newFilesOnDisk: true };
     await useBudget(this.keeper, budgetOf(this.record, this.policy));
     return this.keeper.evict(this.mount.tierBytes().memory, true);
   }

@@ -37,6 +37,17 @@ export class SizedMemoryTier {
     throw new EphemeraError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}`);
   }
 
+  /**
+   * The tier a dead daemon's mount still uses (a connection taken over from its holder): its files
+   * are the mount's, so it is kept as it is, not remade.
+   */
+  static adopt(dir: string): SizedMemoryTier {
+    if (!isMountPoint(dir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
+    const s = fs.statfsSync(dir);
+    const options = execFileSync('findmnt', ['-n', '-o', 'OPTIONS', '--mountpoint', dir], { encoding: 'utf8', timeout: 10_000 }).trim();
+    return new SizedMemoryTier(dir, s.blocks * s.bsize, /huge=within_size/.test(options));
+  }
+
   get size(): number {
     return this.sizeBytes;
   }

@@ -2,7 +2,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EphemeraError } from '../errors';
+import * as crypto from 'node:crypto';
 import { isMountPoint } from '../memtier';
+import { RESTART_ROOT } from '../restart';
 import { stderrOf } from './memory-tier';
 
 export const DEFAULT_STATE_DIR = '/var/lib/ephemera/node';
@@ -34,6 +36,14 @@ export function daemonPaths(stateDir = DEFAULT_STATE_DIR, overrides: { socket?: 
     fuseRoot: path.join(root, 'fuse'),
     daemonRecord: path.join(root, 'daemon.json'),
   };
+}
+
+/**
+ * Where a restartable node-daemon mount's holder socket and journal live: one directory per FUSE
+ * path, under a short name (a unix socket path has 108 bytes; mount ids run to ~90 characters).
+ */
+export function heldStateDir(fusePath: string): string {
+  return path.join(RESTART_ROOT, `node-${crypto.createHash('sha256').update(fusePath).digest('hex').slice(0, 20)}`);
 }
 
 /**

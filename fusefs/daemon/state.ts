@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { EphemeraError } from '../errors';
 import { MountId } from './messages';
 
-/** What a restart needs to put a mount back (empty) where it was, and what cleanup must undo. */
+/** What a restart needs to put a mount back where it was (taken over, or empty), and what cleanup must undo. */
 export const MountRecord = z.object({
   id: MountId,
   path: z.string(),
@@ -24,6 +24,10 @@ export const MountRecord = z.object({
   sizeHint: z.number().int().nonnegative().nullable().default(null),
   oomPause: z.boolean().default(false),
   newFilesOnDisk: z.boolean(),
+  /** A holder keeps the connection: a successor daemon takes the mount over with its files (issue 14). */
+  restartable: z.boolean().default(false),
+  /** The Docker container the mount serves (its manager link is joined again after a takeover). */
+  containerId: z.string().nullable().default(null),
   createdAt: z.string(),
 });
 export type MountRecord = z.infer<typeof MountRecord>;
