@@ -147,6 +147,27 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     const limit = () => readNumber(path.join(cgroup, 'memory.limit_in_bytes'));
     await until(limit, (l) => l > 250 * MiB, 30_000, 'a loan from the peer to the IO container');
 
+    // A container without a tenant: its 60 MiB file is written to the disk tier (no hint) and
+    // promoted once closed, charged to it as shmem; it must stay so across the kill.
+    const solo = await run(['-m', '256m', '--mount', mountOpt({ size: '128m' }), busybox, 'sh', '-c', 'dd if=/dev/urandom of=/tmp/mem bs=1M count=60 2>/dev/null && sleep 600']);
+    const soloCgroup = await memoryCgroupOfPid(Number((await docker('inspect', '-f', '{{.State.Pid}}', solo)).stdout.trim()));
+    const soloMount = await until(
+      async () => {
+        const c = await DaemonClient.connect(path.join(stateDir, 'control.sock'), { timeoutMs: 30_000 });
+        try {
+          return (await c.allStats()).find((m) => m.cgroup === soloCgroup);
+        } finally {
+          c.close();
+        }
+      },
+      (m) => (m?.bytes.memory ?? 0) >= 60 * MiB,
+      30_000,
+      "the solo container's file promoted to the memory tier",
+    );
+    const soloSum = (await docker('exec', solo, 'sha256sum', '/tmp/mem')).stdout.split(' ')[0]!;
+    const soloShmem = shmem(soloCgroup);
+    expect(soloShmem).toBeGreaterThan(59 * MiB);
+
     const w = await docker('exec', io, 'dd', 'if=/dev/urandom', 'of=/tmp/big', 'bs=1M', 'count=60');
     expect(w.code, w.stderr).toBe(0);
     const sum = (await docker('exec', io, 'sha256sum', '/tmp/big')).stdout.split(' ')[0]!;
@@ -187,7 +208,17 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     const d = await during;
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout.trim()).toBe('during');
-    expect(node.lines.join('\n')).toMatch(/2 mount\(s\) taken over with their files, 0 mounted empty/);
+    expect(node.lines.join('\n')).toMatch(/3 mount\(s\) taken over with their files, 0 mounted empty/);
+    // The memory-tier file: same bytes, still in memory, still charged to its container.
+    expect((await docker('exec', solo, 'sha256sum', '/tmp/mem')).stdout.split(' ')[0]).toBe(soloSum);
+    {
+      const c = await DaemonClient.connect(socket, { timeoutMs: 30_000 });
+      const m = (await c.allStats()).find((x) => x.id === soloMount!.id)!;
+      c.close();
+      expect(m.bytes.memory).toBeGreaterThanOrEqual(60 * MiB);
+      expect(m.cgroup).toBe(soloCgroup);
+    }
+    expect(shmem(soloCgroup)).toBeGreaterThan(soloShmem - 2 * MiB);
 
     expect((await docker('exec', io, 'sha256sum', '/tmp/big')).stdout.split(' ')[0]).toBe(sum);
     expect(await df()).toBe(dfBefore);
@@ -199,7 +230,7 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     expect(after.sizeQuota).toBe(256 * MiB);
     expect(bigAfter.tier).toBe(bigBefore.tier);
     console.log(
-      `[node takeover] node up again in ${restartMs} ms; /tmp/big on the ${bigAfter.tier} tier; container shmem ${(shmemBefore / MiB).toFixed(1)} → ${(shmem(cgroup) / MiB).toFixed(1)} MiB; ` +
+      `[node takeover] node up again in ${restartMs} ms; solo container's 60 MiB memory-tier file: shmem ${(soloShmem / MiB).toFixed(1)} → ${(shmem(soloCgroup) / MiB).toFixed(1)} MiB; IO container's /tmp/big on the ${bigAfter.tier} tier; its shmem ${(shmemBefore / MiB).toFixed(1)} → ${(shmem(cgroup) / MiB).toFixed(1)} MiB; ` +
         `IO limit ${(limitBefore / MiB).toFixed(0)} → ${(limit() / MiB).toFixed(0)} MiB`,
     );
     if (bigBefore.tier === 'memory') expect(shmem(cgroup)).toBeGreaterThan(shmemBefore - 4 * MiB);
@@ -208,6 +239,6 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     // The lender stops: the restarted manager gives the IO container back its own 150 MiB.
     expect((await docker('rm', '-f', peer)).code).toBe(0);
     await until(limit, (l) => l === 150 * MiB, 30_000, "the IO container's limit back at 150 MiB");
-    expect((await docker('rm', '-f', '-v', io)).code).toBe(0);
+    expect((await docker('rm', '-f', '-v', io, solo)).code).toBe(0);
   }, 240_000);
 });
