@@ -228,7 +228,10 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     c.close();
     expect(after.id).toBe(before.id);
     expect(after.sizeQuota).toBe(256 * MiB);
-    expect(bigAfter.tier).toBe(bigBefore.tier);
+    // The same inode; a disk-tier file may be promoted by the keeper meanwhile (it was, in 1 of 4
+    // runs: the loan leaves room), a memory-tier one must not have gone anywhere.
+    expect(bigAfter).toBeDefined();
+    if (bigBefore.tier === 'memory') expect(bigAfter.tier).toBe('memory');
     console.log(
       `[node takeover] node up again in ${restartMs} ms; solo container's 60 MiB memory-tier file: shmem ${(soloShmem / MiB).toFixed(1)} → ${(shmem(soloCgroup) / MiB).toFixed(1)} MiB; IO container's /tmp/big on the ${bigAfter.tier} tier; its shmem ${(shmemBefore / MiB).toFixed(1)} → ${(shmem(cgroup) / MiB).toFixed(1)} MiB; ` +
         `IO limit ${(limitBefore / MiB).toFixed(0)} → ${(limit() / MiB).toFixed(0)} MiB`,

@@ -273,7 +273,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     let out = '';
     probe.stdout!.on('data', (b: Buffer) => (out += b.toString()));
     const killer = setTimeout(() => probe.kill('SIGKILL'), 15_000);
-    await new Promise<void>((resolve) => probe.on('exit', () => resolve()));
+    await new Promise<void>((resolve) => probe.on('close', () => resolve()));
     clearTimeout(killer);
     const waited = Date.now() - t0;
     const codes = JSON.parse(out) as { a: string; b: string };
@@ -321,7 +321,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
         );
         let out = '';
         probe.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-        const probeDone = new Promise<void>((resolve) => probe.on('exit', () => resolve()));
+        const probeDone = new Promise<void>((resolve) => probe.on('close', () => resolve()));
         const killer = setTimeout(() => probe.kill('SIGKILL'), 20_000);
         cleanups.push(() => {
           clearTimeout(killer);
