@@ -86,7 +86,8 @@ export class DaemonMetrics {
     limitGauge('ephemera_mount_budget_bytes', 'Memory-tier budget', (m) => m.budget());
     limitGauge('ephemera_mount_size_quota_bytes', 'Size quota over both tiers (0 = unlimited)', (m) => m.sizeQuota());
     limitGauge('ephemera_mount_inode_quota', 'Inode quota (0 = unlimited)', (m) => m.inodeQuota());
-    const totalCounter = (name: string, help: string, pick: (t: ReturnType<MountMetricsSource['totals']>) => number) =>
+    // One counter per mount, read from the mount at each scrape (a missing native count is 0).
+    const mountCounter = <T>(read: (m: MountMetricsSource) => T) => (name: string, help: string, pick: (t: T) => number | undefined) =>
       new Counter({
         name,
         help,
@@ -94,9 +95,10 @@ export class DaemonMetrics {
         registers,
         collect() {
           this.reset();
-          for (const [m, t] of perMount((x) => x.totals())) this.inc({ mount: m.id, owner: m.owner }, pick(t));
+          for (const [m, t] of perMount(read)) this.inc({ mount: m.id, owner: m.owner }, pick(t) ?? 0);
         },
       });
+    const totalCounter = mountCounter((m) => m.totals());
     totalCounter('ephemera_mount_spills_total', 'Inodes moved memory → disk', (t) => t.spills);
     totalCounter('ephemera_mount_spilled_bytes_total', 'Bytes moved memory → disk', (t) => t.spilledBytes);
     totalCounter('ephemera_mount_promotions_total', 'Inodes moved disk → memory', (t) => t.promotions);
@@ -135,17 +137,7 @@ export class DaemonMetrics {
       },
     });
     // Safety-valve counts the native core keeps per mount (each 0 where all goes as designed).
-    const nativeCounter = (name: string, help: string, pick: (c: NativeCounters) => number | undefined) =>
-      new Counter({
-        name,
-        help,
-        labelNames: ['mount', 'owner'],
-        registers,
-        collect() {
-          this.reset();
-          for (const [m, c] of perMount((x) => x.counters())) this.inc({ mount: m.id, owner: m.owner }, pick(c) ?? 0);
-        },
-      });
+    const nativeCounter = mountCounter((m): NativeCounters => m.counters());
     nativeCounter(
       'ephemera_mount_uncharged_fallocates_total',
       "Allocating fallocates on the memory tier the daemon did itself although a container was attached (the charge helper could not run): memory charged to the daemon, not the container",

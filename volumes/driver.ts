@@ -244,11 +244,7 @@ export class VolumeDriver {
     return this.serial(v, async () => {
       if (v.mountedBy !== r.ID) return; // not this caller's (or already unmounted)
       const bound = v.container;
-      v.mountedBy = undefined;
-      v.container = undefined;
-      const { mountedBy: _m, boundTo: _b, ...rest } = v.record;
-      v.record = rest;
-      this.save();
+      this.markUnmounted(v);
       if (bound) {
         this.leaveManager(v.record, bound);
         try {
@@ -304,16 +300,21 @@ export class VolumeDriver {
     });
   }
 
+  /** No container mounts `v` any more: in memory and in the table. */
+  private markUnmounted(v: LiveVolume): void {
+    v.mountedBy = undefined;
+    v.container = undefined;
+    const { mountedBy: _m, boundTo: _b, ...rest } = v.record;
+    v.record = rest;
+    this.save();
+  }
+
   /** The container that had `volume` mounted is gone (it stopped while the node was down): no longer in use. */
   forgetMount(volume: string): Promise<void> {
     const v = this.volumes.get(volume);
     if (!v) return Promise.resolve();
     return this.serial(v, async () => {
-      v.mountedBy = undefined;
-      v.container = undefined;
-      const { mountedBy: _m, boundTo: _b, ...rest } = v.record;
-      v.record = rest;
-      this.save();
+      this.markUnmounted(v);
       this.opts.log.warn({ volume }, 'volume was mounted by a container that stopped while the node was down: no longer in use');
       await this.opts.daemon.detachCgroup(v.record.mountId).catch(() => undefined);
     });

@@ -118,7 +118,7 @@ export class NodeDaemon {
       if (stale.restartable) {
         try {
           const t0 = Date.now();
-          const m = await ManagedMount.resume(stale, this.policy, this.onMountError(stale.id), { ...this.restartOf(stale), holderTimeoutS: this.restart?.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S });
+          const m = await ManagedMount.resume(stale, this.policy, this.onMountError(stale.id), this.restartOf(stale)!);
           if (m) {
             this.mounts.set(stale.id, m);
             this.watchStopped(m);
@@ -157,7 +157,8 @@ export class NodeDaemon {
   /** Where a restartable mount's holder and journal live: short (a unix socket path has 108 bytes), one per FUSE path. */
   private restartOf(record: MountRecord): RestartOptions | undefined {
     if (!record.restartable) return undefined;
-    return { ...this.restart, stateDir: heldStateDir(record.fusePath) };
+    // A record of a restartable daemon, resumed by one that is not: the default wait.
+    return { holderTimeoutS: this.restart?.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S, stateDir: heldStateDir(record.fusePath) };
   }
 
   /** Joins a cgroup-tied mount's container to its tenant manager's link (alarms logged here too). */

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { PolicyConfig } from '../../policy/index';
 import type { MountMetricsSource } from '../metrics';
-import { EphemeraMount } from '../mount';
+import { EphemeraMount, type MountOptions } from '../mount';
 import type { NativeCounters, NativeUsage } from '../native';
 import type { CgroupBudget, ShrinkResult } from '../cgroup-budget';
 import type { BudgetSpec, TierKeeper } from '../tier-keeper';
@@ -49,18 +49,7 @@ export class ManagedMount implements MountMetricsSource {
       const diskTier = record.sizeQuota > 0 ? openDiskTier(record, onError) : undefined;
       undo.push(() => diskTier?.close());
       fs.mkdirSync(record.fusePath, { recursive: true, mode: 0o700 });
-      const mount = await EphemeraMount.open({
-        mountpoint: record.fusePath,
-        allowOther: true, // the function runs as some container user
-        sharedMemoryDir: memoryTier.dir,
-        spillDir: diskTier?.dir ?? record.spillDir,
-        sizeQuota: record.sizeQuota,
-        inodeQuota: record.inodeQuota,
-        // Both tiers are this mount's own file systems: the quota counts them as one.
-        memoryTierSized: record.sizeQuota > 0,
-        diskTierSized: diskTier !== undefined,
-        ...(restart ? { restart } : {}),
-      });
+      const mount = await EphemeraMount.open(mountOptionsOf(record, memoryTier, diskTier, restart));
       undo.push(() => mount.close());
       publish(record.fusePath, record.path);
       undo.push(() => unmountQuietly(record.path));
@@ -90,17 +79,7 @@ export class ManagedMount implements MountMetricsSource {
     if (!fs.existsSync(paths.socket)) return null;
     const memoryTier = SizedMemoryTier.adopt(record.memoryDir);
     const diskTier = record.sizeQuota > 0 ? SizedDiskTier.adopt(record.spillDir) : undefined;
-    const mount = await EphemeraMount.open({
-      mountpoint: record.fusePath,
-      allowOther: true,
-      sharedMemoryDir: memoryTier.dir,
-      spillDir: diskTier?.dir ?? record.spillDir,
-      sizeQuota: record.sizeQuota,
-      inodeQuota: record.inodeQuota,
-      memoryTierSized: record.sizeQuota > 0,
-      diskTierSized: diskTier !== undefined,
-      restart,
-    });
+    const mount = await EphemeraMount.open(mountOptionsOf(record, memoryTier, diskTier, restart));
     try {
       if (!mount.restart?.takeover) throw new EphemeraError('E_TAKEOVER', `the holder of ${record.fusePath} handed nothing over`);
       if (!isMountPoint(record.path)) publish(record.fusePath, record.path);
@@ -283,6 +262,22 @@ export class ManagedMount implements MountMetricsSource {
       }
     }
   }
+}
+
+/** The FUSE session of a record on its tiers: the same for a new mount and for one taken over. */
+function mountOptionsOf(record: MountRecord, memoryTier: SizedMemoryTier, diskTier: SizedDiskTier | undefined, restart: RestartOptions | undefined): MountOptions {
+  return {
+    mountpoint: record.fusePath,
+    allowOther: true, // the function runs as some container user
+    sharedMemoryDir: memoryTier.dir,
+    spillDir: diskTier?.dir ?? record.spillDir,
+    sizeQuota: record.sizeQuota,
+    inodeQuota: record.inodeQuota,
+    // Both tiers are this mount's own file systems: the quota counts them as one.
+    memoryTierSized: record.sizeQuota > 0,
+    diskTierSized: diskTier !== undefined,
+    ...(restart ? { restart } : {}),
+  };
 }
 
 /** The keeper's budget for a record: its container's cgroup once attached, else its fixed budget. */
