@@ -80,6 +80,8 @@ Filesystem::Filesystem(FsOptions opts, StoreOptions store_opts)
     : opts_(std::move(opts)), store_(std::move(store_opts)) {
   slots_.resize(2);
   slot_generation_.resize(2, 0);
+  // Tests only: widens the window between a RELEASE's reply and its closes (test/store/after-close).
+  if (const char* v = getenv("EPHEMERA_TEST_RELEASE_DELAY_US")) release_close_delay_us_ = static_cast<unsigned>(atoi(v));
   auto root = std::make_unique<Inode>();
   root->ino = FUSE_ROOT_ID;
   root->generation = 0;
@@ -978,10 +980,18 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
   const auto& in = req.In<fuse_create_in>();
   std::string_view name;
   if (!req.String(0, &name)) return reply.Error(EINVAL);
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   Inode* dir = Get(req.nodeid());
   if (!dir) return reply.Error(ENOENT);
   if (!dir->is_dir()) return reply.Error(ENOTDIR);
+  if (uint64_t there = (in.flags & O_EXCL) ? 0 : dir->dir->Find(std::string(name))) {
+    // An existing file opened for writing just after its last close: as in OpOPEN; all looked up again.
+    Inode* node = Get(there);
+    if (node && node->is_reg() && WritingMayMove(node, in.flags) && AwaitCloses(lock, node->data)) {
+      dir = Get(req.nodeid());
+      if (!dir || !dir->is_dir()) return reply.Error(ENOENT);
+    }
+  }
   Inode* node = nullptr;
   FdRef created;
   uint64_t existing = dir->dir->Find(std::string(name));
@@ -1007,11 +1017,17 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
 
 void Filesystem::OpOPEN(const Request& req, Reply& reply) {
   const auto& in = req.In<fuse_open_in>();
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   Inode* node = Get(req.nodeid());
   if (!node) return reply.Error(ENOENT);
   if (node->is_dir()) return reply.Error(EISDIR);
   if (!node->data) return reply.Error(node->is_reg() ? ENOENT : ENXIO);  // unlinked meanwhile; or a fifo/device
+  // Reopened for writing just after its last close (a log appended to): AdmitWrite may have to move
+  // it to disk, which it can only once that RELEASE's closes are done.
+  if (WritingMayMove(node, in.flags) && AwaitCloses(lock, node->data)) {
+    node = Get(req.nodeid());
+    if (!node || !node->data) return reply.Error(ENOENT);
+  }
   if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (in.flags & O_TRUNC)) KillSuidGid(req, node, Now(), false);
   abi::OpenOut out;
   if (int e = OpenRegular(node, in.flags, &out)) return reply.Error(e);
@@ -1024,6 +1040,7 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
   Tier tier = Tier::kMemory;
   int backing_id = -1;
   FdRef unpinned;  // closed after the lock too, for the same reason
+  std::shared_ptr<FileData> closing;  // whose closes are pending until both are done
   {
     std::lock_guard lock(mu_);
     Inode* in = Get(req.nodeid());
@@ -1044,6 +1061,7 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
         SizeTiers();
         // A closed file costs no fd (a memfd, having no name, keeps its own).
         if (in->data && in->data->dirfd >= 0) unpinned = std::move(in->data->pinned);
+        if (in->data && (unpinned || backing_id >= 0)) closing = in->data, closing->closing++;
         if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
       }
       MaybeFree(in);
@@ -1051,7 +1069,28 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
   }
   if (backing_id >= 0 && backing_) backing_->Close(backing_id);
   reply.Ok();
+  if (release_close_delay_us_ && closing) usleep(release_close_delay_us_);
+  unpinned.reset();
+  if (closing) {
+    // A move or an open for writing that came meanwhile waits for this (AwaitCloses); seq_cst on
+    // both counters, so either it sees closing at 0 or we see it waiting and wake it.
+    closing->closing--;
+    if (close_waiters_.load() > 0) {
+      std::lock_guard lock(mu_);
+      closes_done_.notify_all();
+    }
+    closing.reset();
+  }
   if (notify && on_close_) on_close_(ino, bytes, tier);
+}
+
+bool Filesystem::AwaitCloses(std::unique_lock<std::recursive_mutex>& lock, const std::shared_ptr<FileData>& data) {
+  if (!data || data->closing.load() == 0) return false;
+  close_waiters_++;
+  // Bounded: a close that never finishes costs a refused move (counted as mapped), not a hung request.
+  closes_done_.wait_for(lock, std::chrono::seconds(1), [&] { return data->closing.load() == 0; });
+  close_waiters_--;
+  return true;
 }
 
 void Filesystem::OpFLUSH(const Request&, Reply& reply) {
@@ -1640,7 +1679,10 @@ int Filesystem::FinishMove(Inode* in, PendingMove& mv) {
 }
 
 int Filesystem::BeginMove(uint64_t ino, Tier to, MoveTicket* t) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  // A file just closed is movable once its RELEASE has closed our fds too (else the lease check
+  // would see them as a mapping); then looked up again, since mu_ was let go.
+  if (Inode* in = Get(ino); in && in->open_count == 0 && in->data) AwaitCloses(lock, in->data);
   PendingMove mv;
   if (int e = PrepareMove(Get(ino), to, &mv)) return e;
   uint64_t token = next_move_token_++;
@@ -1720,6 +1762,11 @@ int CopyData(int src, int dst, uint64_t size) {
   return 0;
 }
 }  // namespace
+
+bool Filesystem::WritingMayMove(Inode* in, uint32_t flags) {
+  return (flags & O_ACCMODE) != O_RDONLY && in->open_count == 0 && in->data && in->data->tier == Tier::kMemory &&
+         store_.has_disk_tier();
+}
 
 int Filesystem::AdmitWrite(Inode* in) {
   // An OPEN for writing follows the rule a new file follows: growth while open cannot be seen

@@ -4,6 +4,7 @@
 #pragma once
 #include <sys/stat.h>
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <cstdint>
 #include <map>
@@ -301,6 +302,11 @@ class Filesystem {
   // by us): a write lease is refused while any other open file of the inode exists, and a
   // mapping holds one. Requires mu_, so no OPEN of ours runs meanwhile.
   bool StillMapped(int fd);
+  // Waits (mu_ released meanwhile, so the caller looks its inode up again) until the closes a
+  // RELEASE left pending on `data` are done; false when none were pending. `lock` holds mu_ once.
+  // An open with `flags` on `in` is one AdmitWrite may answer by moving it to disk (requires mu_).
+  bool WritingMayMove(Inode* in, uint32_t flags);
+  bool AwaitCloses(std::unique_lock<std::recursive_mutex>& lock, const std::shared_ptr<FileData>& data);
   // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
   int AdmitWrite(Inode* in);  // requires mu_
   // `created`: an fd of in->data as it is now (a CREATE's new file), pinned instead of opening
@@ -335,6 +341,9 @@ class Filesystem {
   BackingRegistry* backing_ = nullptr;
   // Recursive: a journaled reply is written from Reply::Send, which handlers call with mu_ held.
   std::recursive_mutex mu_;
+  std::condition_variable_any closes_done_;  // with mu_: a RELEASE finished the closes it left pending
+  std::atomic<int> close_waiters_{0};
+  unsigned release_close_delay_us_ = 0;  // EPHEMERA_TEST_RELEASE_DELAY_US
   std::vector<std::unique_ptr<Inode>> slots_;
   std::vector<uint64_t> free_slots_;
   std::vector<uint64_t> slot_generation_;

@@ -41,6 +41,9 @@ struct FileData {
   std::string name;   // in that directory
   FdRef pinned;       // held while a FUSE handle is open, and always for a memfd (requires mu_)
   uint64_t size = 0;  // st_size as of the last accounting (a closed file changes only through us)
+  // Closes a RELEASE runs after the lock (the pinned fd, the backing id): while any is pending the
+  // file still counts as open to the kernel, so a lease check would take it for mapped.
+  std::atomic<int> closing{0};
   FileData(Tier t, int dir, std::string n) : tier(t), dirfd(dir), name(std::move(n)) {}
   ~FileData();
   FileData(const FileData&) = delete;
