@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig } from '../policy/index';
 import { cleanupNodeDaemon } from './daemon/cleanup';
@@ -7,11 +8,11 @@ import { SizedDiskTier } from './daemon/disk-tier';
 import { SizedMemoryTier } from './daemon/memory-tier';
 import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
 import { EphemeraError } from './errors';
-import { MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
+import { isMountPoint, MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';
 import type { BudgetSpec } from './tier-keeper';
 import { TRANSPORT_CHOICES, type TransportChoice } from './native';
-import { DEFAULT_HOLDER_TIMEOUT_S } from './restart';
+import { DEFAULT_HOLDER_TIMEOUT_S, holderListening, restartPaths } from './restart';
 import { parseSize } from './units';
 
 function parseCount(text: string | undefined, option: string): number {
@@ -29,7 +30,7 @@ const opText = (ops: Record<string, number>): string => Object.entries(ops).map(
 export function registerFusefsCommands(program: Command): void {
   program
     .command('mount')
-    .description('mount an Ephemera file system on DIR in the foreground (SIGINT/SIGTERM unmounts)')
+    .description('mount an Ephemera file system on DIR in the foreground (SIGINT/SIGTERM unmounts; with --restartable, SIGUSR1 hands it over to the next run)')
     .argument('<dir>', 'mount point (an existing empty directory)')
     .option('--allow-other', 'let other users (e.g. a container user) use the mount', false)
     .option('--queues <n>', 'serving threads, each on its own cloned /dev/fuse', '2')
@@ -66,22 +67,28 @@ export function registerFusefsCommands(program: Command): void {
       const sizeQuota = o.size ? parseSize(String(o.size), '--size') : 0;
       const restartable = Boolean(o.restartable);
       const holderTimeoutS = parseCount(String(o.holderTimeout), '--holder-timeout');
-      if (restartable && sizeQuota > 0) {
-        throw new EphemeraError('E_BAD_OPTION', '--restartable with --size is not supported yet (the sized tiers are not handed to a successor); use --inodes, or drop --restartable');
-      }
       // Read before mounting: a bad policy file must not leave a mount behind.
       const policy = o.policy ? loadPolicyConfig(String(o.policy)) : DEFAULT_POLICY_CONFIG;
       const spillDir = o.spillDir ? String(o.spillDir) : undefined;
       if (spillDir) prepareSpillDir(spillDir);
       // With a size quota, the memory tier is a tmpfs of that size: under passthrough the kernel
       // writes without asking us, so only the tmpfs can answer ENOSPC to a file growing while open.
-      if (sizeQuota > 0) sweepDeadMemoryTiers();
-      const memoryTier = sizeQuota > 0 ? SizedMemoryTier.create(`${MEMORY_TIER_ROOT}/mem-${process.pid}`, sizeQuota) : undefined;
+      // A restartable mount's is named for its mount point (not this pid, which the sweep of dead
+      // tiers would take for gone), so the run that takes it over finds it (and the disk tier's
+      // image) mounted with every file and uses it as it is; a new run replaces a leftover.
+      const restart = restartable ? restartPaths(path.resolve(String(dir))) : undefined;
+      const takingOver = restart !== undefined && holderListening(restart);
+      if (sizeQuota > 0 && !restart) sweepDeadMemoryTiers();
+      const sizedMemoryDir = restart ? `${MEMORY_TIER_ROOT}/held-mem-${path.basename(restart.dir)}` : `${MEMORY_TIER_ROOT}/mem-${process.pid}`;
+      if (takingOver && sizeQuota > 0 && !isMountPoint(sizedMemoryDir)) {
+        throw new EphemeraError('E_TAKEOVER', `the held mount on ${String(dir)} was not started with --size (no sized memory tier at ${sizedMemoryDir}): run it again as it was started`);
+      }
+      const memoryTier = sizeQuota > 0 ? (takingOver ? SizedMemoryTier.adopt(sizedMemoryDir) : SizedMemoryTier.create(sizedMemoryDir, sizeQuota)) : undefined;
       // And the disk tier a file system of that size, for the same reason (a dead run's is replaced).
       let diskTier: SizedDiskTier | undefined;
       if (sizeQuota > 0 && spillDir) {
         try {
-          diskTier = SizedDiskTier.create(spillDir, sizeQuota);
+          diskTier = (takingOver ? SizedDiskTier.adopt(spillDir) : undefined) ?? SizedDiskTier.create(spillDir, sizeQuota);
         } catch (e) {
           process.stderr.write(`ephemera: warning: ${(e as Error).message}; the --size quota binds the memory tier only (disk-tier files are checked at create and spill)\n`);
         }
@@ -98,7 +105,8 @@ export function registerFusefsCommands(program: Command): void {
           spillDir: diskTier?.dir ?? spillDir,
           xattrs: Boolean(o.xattrs),
           transport: transport as TransportChoice,
-          ...(memoryTier ? { sharedMemoryDir: memoryTier.dir } : {}),
+          ...(memoryTier ? { sharedMemoryDir: memoryTier.dir, memoryTierSized: true } : {}),
+          ...(diskTier ? { diskTierSized: true } : {}),
           ...(restartable ? { restart: { holderTimeoutS } } : {}),
         });
       } catch (e) {
@@ -152,6 +160,28 @@ export function registerFusefsCommands(program: Command): void {
       };
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
+      // An upgrade: SIGUSR1 leaves a restartable mount, its tiers and its files to the holder, and
+      // the same command (of any build that reads the state) run next takes it over.
+      process.on('SIGUSR1', () => {
+        if (stopping) return;
+        if (!m.restart) {
+          process.stderr.write('ephemera: SIGUSR1 (hand over) ignored: this mount is not --restartable\n');
+          return;
+        }
+        stopping = true;
+        void (async () => {
+          const counters = m.counters();
+          try {
+            await m.handOver();
+          } catch (e) {
+            // Still serving (io_uring) or half stopped (a stuck thread): exiting leaves it to the
+            // holder as a crash would, and the successor resends what was read.
+            process.stderr.write(`ephemera: ${(e as Error).message}; exiting, the holder keeps the connection\n`);
+          }
+          say({ event: 'handed-over', counters: opCounts(counters), unanswered: counters.unanswered }, `ephemera: handed over to the holder ${opText(opCounts(counters))}`);
+          process.exit(0);
+        })();
+      });
       // The per-opcode counters while serving: a bench reads round trips per file around one row.
       process.on('SIGUSR2', () => {
         if (stopping) return;

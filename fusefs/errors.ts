@@ -21,7 +21,9 @@ export type EphemeraErrorCode =
   | 'E_TAKEOVER'
   | 'E_STATE_VERSION'
   | 'E_HOLDER'
-  | 'E_HOLDER_BUSY';
+  | 'E_HOLDER_BUSY'
+  // An upgrade's hand-over (SIGUSR1) that cannot be done: not restartable, io_uring, a stuck thread.
+  | 'E_HANDOVER';
 
 export class EphemeraError extends Error {
   readonly code: EphemeraErrorCode;

@@ -312,6 +312,20 @@ export class EphemeraMount {
     if (this.restart) fs.rmSync(this.restart.paths.dir, { recursive: true, force: true });
   }
 
+  /**
+   * Stops serving without unmounting, for an upgrade (issue 14): the keeper stops, the requests
+   * already read are answered, and the connection, the tiers and every file stay with the holder
+   * for the next process (`ephemera mount DIR --restartable` again, or the next node daemon), which
+   * has nothing to resend. Only a restartable mount can; this object is done afterwards.
+   */
+  async handOver(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) throw new EphemeraError('E_HANDOVER', 'the mount is closed');
+    if (!this.restart) throw new EphemeraError('E_HANDOVER', `${this.mountpoint} is not restartable: a hand-over would lose it (unmount it instead)`);
+    this.closed = true;
+    await this.tierKeeper?.close();
+    this.session.handOver(timeoutMs);
+  }
+
   /** Restart details (journal, resends, the first request an adopted connection served). */
   restartInfo(): NativeMountInfo['restart'] {
     return this.session.info().restart;

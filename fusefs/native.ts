@@ -188,6 +188,8 @@ export interface PlacementRule {
 export interface NativeSession {
   mount(onStopped?: () => void): Promise<NativeMountInfo>;
   unmount(): void;
+  /** Restartable mounts: stops serving, leaving the mount and its connection to the holder's successor (E_HANDOVER when it cannot). */
+  handOver(timeoutMs?: number): void;
   /** After the loops stopped: frees every file's data and the store's directories now, not at GC. */
   releaseStore(): void;
   dispatch(request: Buffer): Buffer | null;

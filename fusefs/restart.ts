@@ -74,6 +74,19 @@ export function holderBinary(): string {
   return file;
 }
 
+/** Whether a live holder keeps this mount point's connection for a successor (its socket and its pid). */
+export function holderListening(paths: RestartPaths): boolean {
+  if (!fs.existsSync(paths.socket)) return false;
+  try {
+    const pid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
+    if (!(pid > 0)) return false;
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Asks a live holder for the connection; null when none keeps one for this mount point. */
 export function takeFromHolder(core: NativeCore, paths: RestartPaths): { taken: HolderTaken; state: HeldState; fuseCount: number } | null {
   if (!fs.existsSync(paths.socket)) return null;

@@ -195,6 +195,7 @@ class Session : public Napi::ObjectWrap<Session> {
                        {
                            InstanceMethod("mount", &Session::Mount),
                            InstanceMethod("unmount", &Session::Unmount),
+                           InstanceMethod("handOver", &Session::HandOver),
                            InstanceMethod("releaseStore", &Session::ReleaseStore),
                            InstanceMethod("dispatch", &Session::Dispatch),
                            InstanceMethod("counters", &Session::Counters),
@@ -415,6 +416,30 @@ class Session : public Napi::ObjectWrap<Session> {
     fs_->set_on_close(nullptr);
     if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
     return info.Env().Undefined();
+  }
+
+  // handOver(timeoutMs): an upgrade's stop for a restartable mount. The requests already read are
+  // answered, the loops stop and our device files close; the mount stays, and the holder, seeing
+  // our connection to it close, waits for a successor, which has nothing to resend. The store's
+  // files stay for it (releaseStore must not follow). Throws E_HANDOVER when it cannot.
+  Napi::Value HandOver(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto fail = [&](const std::string& why) {
+      Napi::Error err = Napi::Error::New(env, "cannot hand the mount over: " + why);
+      err.Set("code", Napi::String::New(env, "E_HANDOVER"));
+      return err;
+    };
+    if (!transport_ || holder_conn_ < 0) throw fail("no holder keeps this mount's connection (not restartable)");
+    int timeout_ms = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 10000;
+    if (int e = transport_->HandOver(timeout_ms)) {
+      throw fail(e == EOPNOTSUPP ? "it is served over io_uring, whose rings are not handed over"
+                                 : std::string("a serving thread did not stop in time (") + strerror(e) + ")");
+    }
+    fs_->set_on_close(nullptr);  // the loops are joined: no RELEASE calls it any more
+    if (close_tsfn_active_) close_tsfn_.Release(), close_tsfn_active_ = false;
+    close(holder_conn_);
+    holder_conn_ = -1;
+    return env.Undefined();
   }
 
   // After the loops stopped: frees every file's data and the store's directories now (see

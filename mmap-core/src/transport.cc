@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -9,6 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -225,7 +228,27 @@ void Transport::StartClones() {
   }
 }
 
+namespace {
+// Wakes a serving thread out of read(2) on /dev/fuse for a hand-over: its handler does nothing and
+// is installed without SA_RESTART, so the read returns EINTR and the loop sees stopping_.
+int WakeSignal() { return SIGRTMIN + 4; }
+void InstallWakeHandler() {
+  static const bool installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    return sigaction(WakeSignal(), &sa, nullptr) == 0;
+  }();
+  (void)installed;
+}
+}  // namespace
+
 void Transport::Serve(int fd, bool first) {
+  sigset_t wake;
+  sigemptyset(&wake);
+  sigaddset(&wake, WakeSignal());
+  pthread_sigmask(SIG_UNBLOCK, &wake, nullptr);
   // Room for the largest WRITE (max_write) plus its headers. mmap'd, so an idle queue costs
   // address space, not resident memory.
   const size_t size = (1 << 20) + 64 * 1024;
@@ -290,7 +313,40 @@ int Transport::uring_queues() const {
 }
 
 void Transport::ThreadExited() {
-  if (--running_ == 0 && on_stopped_) on_stopped_();
+  if (--running_ == 0 && on_stopped_ && !handed_over_) on_stopped_();
+}
+
+int Transport::HandOver(int timeout_ms) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return 0;
+    std::lock_guard info(info_mu_);
+    if (uring_active_) return EOPNOTSUPP;
+    stopped_ = true;
+    handed_over_ = true;
+    stopping_ = true;
+  }
+  InstallWakeHandler();
+  // Signalled until every loop is out: one between its stopping_ check and read(2) misses the
+  // first signal and blocks; the next one wakes it.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (running_.load() > 0) {
+    if (std::chrono::steady_clock::now() > deadline) return ETIMEDOUT;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& t : threads_)
+        if (t.joinable()) pthread_kill(t.native_handle(), WakeSignal());
+    }
+    usleep(2000);
+  }
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+  for (int fd : clone_fds_) close(fd);
+  clone_fds_.clear();
+  if (master_fd_ >= 0) close(master_fd_);
+  master_fd_ = -1;
+  return 0;
 }
 
 int Transport::Open(int fd) {

@@ -48,6 +48,12 @@ class Transport : public BackingRegistry {
   void set_on_stopped(std::function<void()> f) { on_stopped_ = std::move(f); }
   // Detaches the mount, aborts the connection and joins the threads. Idempotent.
   void Stop();
+  // For an upgrade of a restartable mount: stops reading requests, answers the ones already read,
+  // joins the threads and closes our /dev/fuse files, leaving the mount and the connection (the
+  // holder keeps its duplicates) to a successor; on_stopped is not called. 0, ETIMEDOUT when a
+  // thread did not come back within `timeout_ms` (left running: the caller exits, as a crash would),
+  // or EOPNOTSUPP for io_uring (its rings are not handed over).
+  int HandOver(int timeout_ms);
   std::string connection() const { return connection_; }
   // The transport serving requests: "uring" or "device" (decided once INIT is answered), and
   // why io_uring is not used when it is not.
@@ -75,6 +81,7 @@ class Transport : public BackingRegistry {
   std::string connection_;  // the fusectl connection name (the mount's device number)
   std::function<void()> on_ready_, on_stopped_;
   bool stopped_ = false;
+  std::atomic<bool> handed_over_{false};
   std::unique_ptr<UringTransport> uring_;  // prepared before INIT; null when not wanted
   bool uring_active_ = false;              // every queue registered: requests travel over the rings
   std::string uring_note_;

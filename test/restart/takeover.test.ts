@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import * as zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isMountPoint } from '../../fusefs/memtier';
+import { SizedDiskTier } from '../../fusefs/daemon/disk-tier';
+import { isMountPoint, MEMORY_TIER_ROOT } from '../../fusefs/memtier';
 import { restartPaths } from '../../fusefs/restart';
 import { REPO, skipLoudly } from '../support/mount';
 
@@ -254,6 +255,125 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(isMountPoint(mnt)).toBe(false);
     expect(isMountPoint(paths.memoryDir)).toBe(false);
   }, 90_000);
+
+  it('an upgrade: SIGUSR1 hands a --size mount over (nothing left to resend), the next run takes it, its sized tiers and quota over; 0 errors in the loop', async () => {
+    const { base, mnt, spill } = setup();
+    const paths = restartPaths(mnt);
+    const sizedMemory = `${MEMORY_TIER_ROOT}/held-mem-${path.basename(paths.dir)}`;
+    cleanups.unshift(() => {
+      // Last, after the setup's cleanup (cleanups run in reverse): the tiers the CLI made.
+      for (let i = 0; i < 4 && isMountPoint(sizedMemory); i++) execFileSync('umount', ['-l', sizedMemory], { stdio: 'ignore' });
+      fs.rmSync(sizedMemory, { recursive: true, force: true });
+      SizedDiskTier.remove(spill);
+    });
+    const args = [mnt, '--restartable', '--holder-timeout', '10', '--spill-dir', spill, '--size', '64M'];
+    const first = await startDaemon(args);
+    cleanups.push(() => {
+      if (alive(first.pid)) process.kill(first.pid, 'SIGKILL');
+    });
+    expect(first.events[0]).toMatchObject({ takeover: false });
+    const size = () => {
+      const st = fs.statfsSync(mnt);
+      return st.blocks * st.bsize;
+    };
+    expect(size()).toBe(64 << 20);
+    expect(isMountPoint(sizedMemory)).toBe(true);
+    const keep = path.join(mnt, 'keep');
+    fs.writeFileSync(keep, crypto.randomBytes(24 << 20));
+    const keepSum = sha256(keep);
+    const store = String((first.events[0]!.restart as Record<string, unknown>).store);
+    const inMemory = () => fs.readdirSync(path.join(sizedMemory, store)).filter((n) => n.startsWith(`${fs.statSync(keep).ino}.`));
+    expect(inMemory()).toHaveLength(1);
+    const holderPid = Number(fs.readFileSync(paths.pidFile, 'utf8'));
+
+    const stopFile = path.join(base, 'stop');
+    const outFile = path.join(base, 'loop.json');
+    const loop = spawn(process.execPath, [path.join(__dirname, 'loop-worker.js'), mnt, stopFile, outFile], { stdio: 'inherit' });
+    const loopDone = new Promise<void>((resolve) => loop.on('exit', () => resolve()));
+    cleanups.push(() => {
+      if (loop.exitCode === null) loop.kill('SIGKILL');
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+
+    const signalledAt = Date.now();
+    process.kill(first.pid, 'SIGUSR1');
+    const handed = await first.next('handed-over', 10_000);
+    await first.exited;
+    const exitedAt = Date.now();
+    expect(first.child.exitCode).toBe(0);
+    expect(alive(first.pid)).toBe(false);
+    expect(handed.unanswered).toBe(0);
+    // Left to the holder: the mount, its connection, both tiers.
+    expect(alive(holderPid)).toBe(true);
+    expect(isMountPoint(mnt)).toBe(true);
+    expect(isMountPoint(sizedMemory)).toBe(true);
+
+    const second = await startDaemon(args);
+    cleanups.push(async () => {
+      if (alive(second.pid)) {
+        second.child.kill('SIGTERM');
+        const t = setTimeout(() => second.child.kill('SIGKILL'), 5000);
+        await second.exited;
+        clearTimeout(t);
+      }
+    });
+    const readyAt = Date.now();
+    expect(second.events[0]).toMatchObject({ takeover: true });
+    const restart = second.events[0]!.restart as Record<string, number>;
+    // Every request the first run had read it answered before it let go: nothing to resend.
+    expect(restart.resendsApplied).toBe(0);
+    expect(restart.repliesReplayed).toBe(0);
+    await new Promise((r) => setTimeout(r, 1000));
+    fs.writeFileSync(stopFile, '');
+    const timer = setTimeout(() => loop.kill('SIGKILL'), 20_000);
+    await loopDone;
+    clearTimeout(timer);
+    const result = JSON.parse(fs.readFileSync(outFile, 'utf8')) as { iterations: number; errors: string[]; maxStallMs: number };
+    expect(result.errors).toEqual([]);
+    expect(result.iterations).toBeGreaterThan(100);
+    expect(sha256(keep)).toBe(keepSum);
+    expect(inMemory()).toHaveLength(1);
+    // The quota came along: 64 MiB, and a file that would pass it is refused.
+    expect(size()).toBe(64 << 20);
+    let refused = '';
+    try {
+      fs.writeFileSync(path.join(mnt, 'over'), Buffer.alloc(48 << 20, 1));
+    } catch (e) {
+      refused = (e as NodeJS.ErrnoException).code ?? String(e);
+    }
+    expect(refused).toBe('ENOSPC');
+    fs.rmSync(path.join(mnt, 'over'), { force: true });
+    process.stderr.write(
+      `upgrade: SIGUSR1 → exited ${exitedAt - signalledAt} ms, next run ready ${readyAt - exitedAt} ms later; loop ${result.iterations} iterations, 0 errors, ` +
+        `longest stall ${result.maxStallMs} ms; resent ${restart.resendsApplied}, replayed ${restart.repliesReplayed}\n`,
+    );
+
+    second.child.kill('SIGTERM');
+    await second.next('stopped', 10_000);
+    await second.exited;
+    expect(await exitedWithin(holderPid, 3000)).toBe(true);
+    expect(isMountPoint(mnt)).toBe(false);
+    expect(isMountPoint(sizedMemory)).toBe(false);
+    expect(isMountPoint(SizedDiskTier.dirFor(spill))).toBe(false);
+  }, 90_000);
+
+  it('SIGUSR1 to a mount that is not --restartable is ignored, and it keeps serving', async () => {
+    const { mnt } = setup();
+    const d = await startDaemon([mnt]);
+    cleanups.push(() => {
+      if (alive(d.pid)) process.kill(d.pid, 'SIGKILL');
+    });
+    process.kill(d.pid, 'SIGUSR1');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(alive(d.pid)).toBe(true);
+    fs.writeFileSync(path.join(mnt, 'f'), 'still served');
+    expect(fs.readFileSync(path.join(mnt, 'f'), 'utf8')).toBe('still served');
+    expect(d.stderr()).toContain('not --restartable');
+    d.child.kill('SIGTERM');
+    await d.next('stopped', 10_000);
+    await d.exited;
+    expect(isMountPoint(mnt)).toBe(false);
+  });
 
   it('no successor: the holder aborts the connection after its timeout (ENOTCONN), and says why', async () => {
     const { mnt } = setup();
