@@ -155,7 +155,7 @@ export function registerControllerCommands(program: Command): void {
           `${agentToken ? `agent token in ${tokenPath(stateDir, AGENT_TOKEN_NAME)}` : 'no agent token'}; operator token in ${tokenPath(stateDir, OPERATOR_TOKEN_NAME)}; ` +
           `extender urlPrefix ${ctl.url}/scheduler/<the secret in ${tokenPath(stateDir, EXTENDER_TOKEN_NAME)}>)\n`,
       );
-      await waitForSignal();
+      await waitForSignal(false);
       await ctl.close();
     });
 
@@ -240,7 +240,7 @@ export function registerControllerCommands(program: Command): void {
     .option('--oom-pause', "cgroup v1: pause a container's OOM killer at its limit and ask its manager for an emergency loan (1 s watchdog unpauses)", false)
     .option('--volume-driver <name>', 'serve the Docker volume driver <name> (docker run --mount type=volume,volume-driver=<name>,dst=/tmp)', 'ephemera')
     .option('--no-volume-driver', 'no Docker volume driver')
-    .option('--restartable', "containers' /tmp survive this process: a holder keeps each mount's connection and the next `ephemera node` on this state dir takes the mounts over with their files (issue 14)", false)
+    .option('--restartable', "containers' /tmp survive this process: a holder keeps each mount's connection and the next `ephemera node` on this state dir takes the mounts over with their files (issue 14); SIGUSR1 stops it for an upgrade, handing the mounts over", false)
     .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next node process before it aborts its connection', positiveInt('--holder-timeout'), 30)
     .option('--csi-config <file>', 'serve the Kubernetes CSI node plugin (ephemeral inline volumes) with this JSON config: driver name, namespace → tenant map, sockets (docs/kubernetes.md)')
     .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string; restartable: boolean; holderTimeout: number }) => {
@@ -276,6 +276,8 @@ export function registerControllerCommands(program: Command): void {
         }
         return m;
       };
+      // SIGUSR1 (--restartable only) is an upgrade: the containers' /tmp mounts stay with their holders.
+      let signal = 'SIGTERM';
       try {
         if (opts.volumeDriver !== false) {
           volumes = await VolumePlugin.start({
@@ -307,30 +309,42 @@ export function registerControllerCommands(program: Command): void {
           });
           process.stdout.write(`ephemera node ${agent.name}: N_lim ${formatMiB(limitBytes)} MiB, controller ${opts.controller}, /tmp ${opts.tmp}, sharing ${opts.sharing ? 'on' : 'off'}\n`);
         }
-        await waitForSignal();
+        signal = await waitForSignal(opts.restartable);
       } finally {
         await agent?.close();
         await csi?.close();
         await volumes?.close();
+        // Closing a manager takes nothing back: its loans stay in force for the next node to adopt.
         for (const m of managers.values()) await (await m.catch(() => undefined))?.close();
         await provider.close();
-        await daemon.stop();
+        if (signal === 'SIGUSR1') {
+          const r = await daemon.handOver();
+          process.stdout.write(`ephemera node ${opts.name}: handed ${r.handedOver.length} mount(s) over to their holders for the next node process (unmounted ${r.unmounted.length})\n`);
+          // Now, not when the last socket of the closed clients times out: the holders count from
+          // the moment the mounts were let go, and the next node process may start at once.
+          process.exit(0);
+        } else {
+          await daemon.stop();
+        }
       }
     });
 }
 
 
-function waitForSignal(): Promise<void> {
+/** The signal that stops `ephemera node`: SIGINT, SIGTERM, or (with `handOver`) SIGUSR1. */
+function waitForSignal(handOver: boolean): Promise<string> {
   return new Promise((resolve) => {
     // Signal listeners do not keep Node alive; an agent waiting out a controller restart has nothing else.
     const keepAlive = setInterval(() => undefined, 1 << 30);
-    const done = () => {
-      clearInterval(keepAlive);
-      process.off('SIGINT', done);
-      process.off('SIGTERM', done);
-      resolve();
-    };
-    process.on('SIGINT', done);
-    process.on('SIGTERM', done);
+    const signals = ['SIGINT', 'SIGTERM', ...(handOver ? ['SIGUSR1'] : [])];
+    const handlers = signals.map((sig) => {
+      const h = () => {
+        clearInterval(keepAlive);
+        signals.forEach((s, i) => process.off(s, handlers[i]!));
+        resolve(sig);
+      };
+      process.on(sig, h);
+      return h;
+    });
   });
 }

@@ -218,7 +218,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--mounts-dir <dir>', 'shared parent of mount points (default <state-dir>/mounts)')
     .option('--metrics-port <port>', 'also serve Prometheus /metrics on 127.0.0.1:PORT')
     .option('--policy <file>', 'policy config (eviction order, anti-thrash window)')
-    .option('--restartable', "new mounts survive this process: holders keep their connections, and the next node-daemon on this state dir takes them over with their files (issue 14)", false)
+    .option('--restartable', "new mounts survive this process: holders keep their connections, and the next node-daemon on this state dir takes them over with their files (issue 14); SIGUSR1 stops it for an upgrade, handing the mounts over", false)
     .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next daemon before it aborts its connection', String(DEFAULT_HOLDER_TIMEOUT_S))
     .option('--json', 'print a JSON ready line on stdout', false)
     .action(async (o: Record<string, string | boolean | undefined>) => {
@@ -254,6 +254,19 @@ export function registerFusefsCommands(program: Command): void {
       };
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
+      // An upgrade: the mounts stay with their holders for the next node-daemon on this state dir.
+      process.on('SIGUSR1', () => {
+        if (stopping) return;
+        if (!o.restartable) {
+          process.stderr.write('ephemera node-daemon: SIGUSR1 (hand over) ignored: not --restartable\n');
+          return;
+        }
+        stopping = true;
+        void daemon.handOver().then((r) => {
+          process.stdout.write(o.json ? JSON.stringify({ event: 'handed-over', ...r }) + '\n' : `ephemera node-daemon: handed over ${r.handedOver.length} mounts (unmounted ${r.unmounted.length})\n`);
+          process.exit(0);
+        });
+      });
       process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ephemera node-daemon: ready socket=${ready.socket} pid=${process.pid} remounted=${recovery.remounted.length}\n`);
     });
 

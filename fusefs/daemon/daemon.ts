@@ -416,6 +416,46 @@ export class NodeDaemon {
     return this.stopping;
   }
 
+  /**
+   * An upgrade (SIGUSR1 to `ephemera node-daemon --restartable`): each restartable mount is left
+   * to its holder, answered up to the last request read, with its tiers, files, charge and record,
+   * for the next daemon on this state dir to resume; any other mount is unmounted as at stop (its
+   * record brings it back empty). The manager links drop as at a crash and are joined again.
+   */
+  handOver(): Promise<{ handedOver: string[]; unmounted: string[] }> {
+    const done = { handedOver: [] as string[], unmounted: [] as string[] };
+    if (this.stopping) return this.stopping.then(() => done); // stopping already: nothing left to hand over
+    this.stopping = (async () => {
+      this.server?.close();
+      await this.managerLinks.close().catch(() => undefined);
+      for (const c of this.connections) c.destroy();
+      this.httpServer?.close();
+      for (const m of this.mounts.values()) {
+        try {
+          if (m.current.restartable) {
+            await m.handOver();
+            done.handedOver.push(m.id);
+            continue;
+          }
+        } catch (e) {
+          // Left half stopped (a stuck thread): the holder keeps it as after a crash.
+          this.log.error({ id: m.id, err: e }, 'hand-over failed: the holder keeps the mount as after a crash');
+          done.handedOver.push(m.id);
+          continue;
+        }
+        try {
+          await m.close();
+          done.unmounted.push(m.id);
+        } catch (e) {
+          this.log.error({ id: m.id, err: e }, 'unmount at hand-over failed');
+        }
+      }
+      this.mounts.clear();
+      fs.rmSync(this.paths.socket, { force: true });
+    })();
+    return this.stopping.then(() => done);
+  }
+
   get mountCount(): number {
     return this.mounts.size;
   }

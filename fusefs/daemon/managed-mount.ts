@@ -246,6 +246,15 @@ export class ManagedMount implements MountMetricsSource {
   }
   private closeStarted = false;
 
+  /**
+   * An upgrade's stop (restartable only): the session stops serving without unmounting, and the
+   * public bind, both tiers and the record stay for the next daemon, which resumes it.
+   */
+  async handOver(): Promise<void> {
+    this.closeStarted = true;
+    await this.mount.handOver();
+  }
+
   async close(): Promise<void> {
     this.closeStarted = true;
     try {

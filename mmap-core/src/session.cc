@@ -431,7 +431,11 @@ class Session : public Napi::ObjectWrap<Session> {
     };
     if (!transport_ || holder_conn_ < 0) throw fail("no holder keeps this mount's connection (not restartable)");
     int timeout_ms = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 10000;
-    if (int e = transport_->HandOver(timeout_ms)) {
+    int e = transport_->HandOver(timeout_ms);
+    // The loops' end is not reported (on_stopped is not called after a hand-over): let go of its
+    // callback here, or it would keep the process's event loop alive.
+    if (e != EOPNOTSUPP) stopped_tsfn_.Release();
+    if (e) {
       throw fail(e == EOPNOTSUPP ? "it is served over io_uring, whose rings are not handed over"
                                  : std::string("a serving thread did not stop in time (") + strerror(e) + ")");
     }

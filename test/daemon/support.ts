@@ -21,6 +21,8 @@ export interface TestDaemon {
   stderrText(): string;
   client(): Promise<DaemonClient>;
   kill9(): Promise<void>;
+  /** SIGUSR1 (an upgrade of a --restartable daemon): resolves with its 'handed-over' line and exit code. */
+  handOver(): Promise<{ event: Record<string, unknown> | undefined; code: number | null }>;
   stop(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ export async function startDaemon(stateDir: string, args: string[] = [], maxLife
     if (stderr.length > 20_000) stderr = stderr.slice(-10_000);
   });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const events: Record<string, unknown>[] = [];
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -42,6 +45,7 @@ export async function startDaemon(stateDir: string, args: string[] = [], maxLife
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const event = JSON.parse(line) as Record<string, unknown>;
+        events.push(event);
         if (event.event === 'ready') {
           clearTimeout(timer);
           resolve(event);
@@ -73,6 +77,15 @@ export async function startDaemon(stateDir: string, args: string[] = [], maxLife
         /* already gone */
       }
       await exited;
+    },
+    async handOver() {
+      process.kill(pid, 'SIGUSR1');
+      const t = setTimeout(() => process.kill(pid, 'SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(t);
+      // 'exit' can come before stdout is drained.
+      await new Promise((r) => setTimeout(r, 50));
+      return { event: events.find((e) => e.event === 'handed-over'), code: child.exitCode };
     },
     async stop() {
       try {

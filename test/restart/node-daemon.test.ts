@@ -77,7 +77,8 @@ describe.skipIf(skip)('a restartable node daemon is taken over with its mounts',
     cg = undefined;
   });
 
-  it('SIGKILL mid-loop, same command again: 0 errors, a 60 MiB memory-tier file keeps bytes, tier and charge; cgroup, quotas and the manager link come back', async () => {
+  for (const how of ['SIGKILL', 'SIGUSR1'] as const)
+  it(`${how === 'SIGKILL' ? 'SIGKILL' : 'an upgrade (SIGUSR1: hand over)'} mid-loop, same command again: 0 errors, a 60 MiB memory-tier file keeps bytes, tier and charge; cgroup, quotas and the manager link come back`, async () => {
     stateDir = makeStateDir();
     const args = ['--restartable', '--holder-timeout', '20'];
     daemon = await startDaemon(stateDir, args);
@@ -123,7 +124,14 @@ describe.skipIf(skip)('a restartable node daemon is taken over with its mounts',
 
     const oldPid = daemon.pid;
     const killedAt = Date.now();
-    await daemon.kill9();
+    if (how === 'SIGKILL') {
+      await daemon.kill9();
+    } else {
+      // Stopped cleanly for the next build: the mount handed over, not unmounted, exit 0.
+      const r = await daemon.handOver();
+      expect(r.code).toBe(0);
+      expect(r.event).toMatchObject({ handedOver: ['fn1'], unmounted: [] });
+    }
     expect(alive(oldPid)).toBe(false);
     await until(() => !linked(), 5000, 'the manager saw the link drop');
     await new Promise((r) => setTimeout(r, 300)); // callers wait in the kernel meanwhile
@@ -139,7 +147,7 @@ describe.skipIf(skip)('a restartable node daemon is taken over with its mounts',
     const opsAfter = served(await client.metrics(), 'fn1');
     const stats = await client.stats('fn1', true);
     console.log(
-      `[node-daemon takeover] ${result.iterations} iterations, ${result.errors.length} errors, longest stall ${result.maxStallMs} ms; ` +
+      `[node-daemon takeover, ${how}] ${result.iterations} iterations, ${result.errors.length} errors, longest stall ${result.maxStallMs} ms; ` +
         `kill → ready ${readyMs} ms; served before ${JSON.stringify(opsBefore)}; after ${JSON.stringify(opsAfter)}; ` +
         `60 MiB file charged ${(chargedBefore / MiB).toFixed(1)} MiB before, ${((charged(cg) - before) / MiB).toFixed(1)} MiB after`,
     );

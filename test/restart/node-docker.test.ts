@@ -105,7 +105,7 @@ async function stopNode(n: Node | undefined): Promise<void> {
   clearTimeout(t);
 }
 
-describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep their /tmp across a SIGKILL of the node', () => {
+describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep their /tmp across a SIGKILL or an upgrade (SIGUSR1) of the node', () => {
   let stateDir: string;
   let node: Node | undefined;
   let busybox: string;
@@ -130,7 +130,9 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     if (stateDir) removeNodeDaemonState(stateDir); // also kills a holder left waiting
   }, 120_000);
 
-  it('a 60 MiB file, its tier, charge and quota, and a running loan survive; the restarted manager returns the loan', async () => {
+  for (const how of ['SIGKILL', 'SIGUSR1'] as const)
+  it(`${how === 'SIGKILL' ? 'SIGKILL' : 'an upgrade (SIGUSR1)'}: a 60 MiB file, its tier, charge and quota, and a running loan survive; the restarted manager returns the loan`, async () => {
+    await removeOurs(); // the previous case's peer volume: each case counts its own 3 mounts
     const token = await ensureVolumeToken(stateDir, TENANT);
     const mountOpt = (opts: Record<string, string>) =>
       ['type=volume', `volume-driver=${DRIVER}`, 'dst=/tmp', ...Object.entries(opts).map(([k, v]) => `volume-opt=${k}=${v}`)].join(',');
@@ -196,9 +198,17 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     const limitBefore = limit();
 
     const oldPid = node!.pid;
-    process.kill(oldPid, 'SIGKILL');
+    process.kill(oldPid, how);
     await node!.exited;
     expect(alive(oldPid)).toBe(false);
+    if (how === 'SIGUSR1') {
+      // Stopped for the next build: its mounts handed over, none unmounted, exit 0.
+      expect(node!.child.exitCode).toBe(0);
+      await new Promise((r) => setTimeout(r, 50)); // stdout drained after 'exit'
+      const handed = /handed (\d+) mount\(s\) over to their holders for the next node process \(unmounted (\d+)\)/.exec(node!.lines.join('\n'));
+      expect(Number(handed?.[1])).toBeGreaterThanOrEqual(3);
+      expect(Number(handed?.[2])).toBe(0);
+    }
     // While no node process runs, the container's /tmp waits instead of failing.
     const during = docker('exec', io, 'sh', '-c', 'echo during > /tmp/during && cat /tmp/during');
     await new Promise((r) => setTimeout(r, 500));
@@ -233,7 +243,7 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
     expect(bigAfter).toBeDefined();
     if (bigBefore.tier === 'memory') expect(bigAfter.tier).toBe('memory');
     console.log(
-      `[node takeover] node up again in ${restartMs} ms; solo container's 60 MiB memory-tier file: shmem ${(soloShmem / MiB).toFixed(1)} → ${(shmem(soloCgroup) / MiB).toFixed(1)} MiB; IO container's /tmp/big on the ${bigAfter.tier} tier; its shmem ${(shmemBefore / MiB).toFixed(1)} → ${(shmem(cgroup) / MiB).toFixed(1)} MiB; ` +
+      `[node takeover, ${how}] node up again in ${restartMs} ms; solo container's 60 MiB memory-tier file: shmem ${(soloShmem / MiB).toFixed(1)} → ${(shmem(soloCgroup) / MiB).toFixed(1)} MiB; IO container's /tmp/big on the ${bigAfter.tier} tier; its shmem ${(shmemBefore / MiB).toFixed(1)} → ${(shmem(cgroup) / MiB).toFixed(1)} MiB; ` +
         `IO limit ${(limitBefore / MiB).toFixed(0)} → ${(limit() / MiB).toFixed(0)} MiB`,
     );
     if (bigBefore.tier === 'memory') expect(shmem(cgroup)).toBeGreaterThan(shmemBefore - 4 * MiB);
