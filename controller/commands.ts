@@ -242,8 +242,10 @@ export function registerControllerCommands(program: Command): void {
     .option('--no-volume-driver', 'no Docker volume driver')
     .option('--restartable', "containers' /tmp survive this process: a holder keeps each mount's connection and the next `ephemera node` on this state dir takes the mounts over with their files (issue 14); SIGUSR1 stops it for an upgrade, handing the mounts over", false)
     .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next node process before it aborts its connection', positiveInt('--holder-timeout'), 30)
+    .option('--holder-cgroup <name>', "with --restartable: the cgroup (made under every hierarchy of --cgroup-fs) the holders move into, so a kill of this process's whole cgroup (systemd, a pod restart) spares them")
+    .option('--cgroup-fs <dir>', 'where the cgroup hierarchies are mounted (a pod sees the host\'s at /host/sys/fs/cgroup)', '/sys/fs/cgroup')
     .option('--csi-config <file>', 'serve the Kubernetes CSI node plugin (ephemeral inline volumes) with this JSON config: driver name, namespace → tenant map, sockets (docs/kubernetes.md)')
-    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string; restartable: boolean; holderTimeout: number }) => {
+    .action(async (opts: { controller?: string; stateDir: string; tmp: string; name: string; nodeLimit?: number; memoryFraction: number; reconnectMaxMs: number; sharing: boolean; oomPause: boolean; agentTokenFile?: string; tmpSize?: number; volumeDriver: string | false; csiConfig?: string; restartable: boolean; holderTimeout: number; holderCgroup?: string; cgroupFs: string }) => {
       const tmp: TmpMode | undefined =
         opts.tmp === 'ephemera' ? { kind: 'bind' } : opts.tmp === 'overlay' ? { kind: 'overlay' } : opts.tmp === 'tmpfs' ? { kind: 'tmpfs' } : undefined;
       if (!tmp) throw new ControllerError('E_BAD_REQUEST', `--tmp: "${opts.tmp}" is not ephemera, overlay or tmpfs`);
@@ -251,7 +253,10 @@ export function registerControllerCommands(program: Command): void {
       const csiConfig = opts.csiConfig ? loadCsiConfig(opts.csiConfig) : undefined;
       // One daemon per node serves every container's /tmp (a Node process per container would cost
       // more memory than many functions leave idle).
-      const { daemon, recovery } = await NodeDaemon.start({ stateDir: opts.stateDir, ...(opts.restartable ? { restartable: true, holderTimeoutS: opts.holderTimeout } : {}) });
+      const { daemon, recovery } = await NodeDaemon.start({
+        stateDir: opts.stateDir,
+        ...(opts.restartable ? { restartable: true, holderTimeoutS: opts.holderTimeout, cgroupFs: opts.cgroupFs, ...(opts.holderCgroup ? { holderCgroup: opts.holderCgroup } : {}) } : {}),
+      });
       process.stdout.write(
         `ephemera node ${opts.name}: node daemon on ${daemon.paths.socket} (pid ${process.pid}; ${recovery.resumed.length} mount(s) taken over with their files, ${recovery.remounted.length} mounted empty)\n`,
       );

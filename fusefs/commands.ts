@@ -47,6 +47,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--size-hint <size>', "the function's profiled largest file: new files go straight to memory when 1.1x it fits")
     .option('--restartable', 'survive this process: a holder keeps the connection, and the same command run again takes it over (issue 14)', false)
     .option('--holder-timeout <s>', 'with --restartable: seconds the holder waits for a successor before it aborts the connection', String(DEFAULT_HOLDER_TIMEOUT_S))
+    .option('--holder-cgroup <name>', "with --restartable: the cgroup (made under every hierarchy of /sys/fs/cgroup) the holder moves into, so a kill of this process's whole cgroup (systemd, a pod restart) spares it")
     .option('--json', 'print JSON lines (ready, stopped) instead of text', false)
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const queues = Number(o.queues);
@@ -107,7 +108,7 @@ export function registerFusefsCommands(program: Command): void {
           transport: transport as TransportChoice,
           ...(memoryTier ? { sharedMemoryDir: memoryTier.dir, memoryTierSized: true } : {}),
           ...(diskTier ? { diskTierSized: true } : {}),
-          ...(restartable ? { restart: { holderTimeoutS } } : {}),
+          ...(restartable ? { restart: { holderTimeoutS, ...(o.holderCgroup ? { holderCgroup: String(o.holderCgroup) } : {}) } } : {}),
         });
       } catch (e) {
         memoryTier?.close();
@@ -220,6 +221,7 @@ export function registerFusefsCommands(program: Command): void {
     .option('--policy <file>', 'policy config (eviction order, anti-thrash window)')
     .option('--restartable', "new mounts survive this process: holders keep their connections, and the next node-daemon on this state dir takes them over with their files (issue 14); SIGUSR1 stops it for an upgrade, handing the mounts over", false)
     .option('--holder-timeout <s>', 'with --restartable: seconds a holder waits for the next daemon before it aborts its connection', String(DEFAULT_HOLDER_TIMEOUT_S))
+    .option('--holder-cgroup <name>', "with --restartable: the cgroup (made under every hierarchy of /sys/fs/cgroup) the holders move into, so a kill of the daemon's whole cgroup (systemd, a pod restart) spares them")
     .option('--json', 'print a JSON ready line on stdout', false)
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const metricsPort = o.metricsPort === undefined ? undefined : parseCount(String(o.metricsPort), '--metrics-port');
@@ -230,7 +232,7 @@ export function registerFusefsCommands(program: Command): void {
         ...(o.mountsDir ? { mountsDir: String(o.mountsDir) } : {}),
         ...(metricsPort !== undefined ? { metricsPort } : {}),
         ...(o.policy ? { policyFile: String(o.policy) } : {}),
-        ...(o.restartable ? { restartable: true, holderTimeoutS } : {}),
+        ...(o.restartable ? { restartable: true, holderTimeoutS, ...(o.holderCgroup ? { holderCgroup: String(o.holderCgroup) } : {}) } : {}),
       });
       const ready = {
         event: 'ready',

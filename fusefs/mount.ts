@@ -80,7 +80,14 @@ const mountOptionsSchema = z.strictObject({
   xattrs: z.boolean().optional(),
   killprivV2: z.boolean().optional(),
   transport: z.enum(['auto', 'device', 'uring']).optional(),
-  restart: z.strictObject({ stateDir: z.string().min(1).optional(), holderTimeoutS: z.number().positive().optional() }).optional(),
+  restart: z
+    .strictObject({
+      stateDir: z.string().min(1).optional(),
+      holderTimeoutS: z.number().positive().optional(),
+      holderCgroup: z.string().min(1).optional(),
+      cgroupFs: z.string().min(1).optional(),
+    })
+    .optional(),
 });
 
 /** A failed mount as an EphemeraError: ours keep their code, a native passthrough refusal too, the rest is E_MOUNT. */
@@ -213,7 +220,7 @@ export class EphemeraMount {
     let session: NativeSession | undefined;
     try {
       // With no successor in time the holder detaches the tiers too: their files are unreachable.
-      await startHolder(paths, timeoutS, [memoryDir, ...(opts.diskTierSized && opts.spillDir ? [opts.spillDir] : [])]);
+      await startHolder(paths, timeoutS, [memoryDir, ...(opts.diskTierSized && opts.spillDir ? [opts.spillDir] : [])], restart);
       session = new core.Session({ ...sessionOptionsOf(state), sizeQuota: opts.sizeQuota ?? 0, inodeQuota: opts.inodeQuota ?? 0 });
       const info = await session.mount(() => onStopped());
       state.store = info.restart?.store ?? '';

@@ -19,6 +19,15 @@ export interface RestartOptions {
   stateDir?: string;
   /** How long the holder waits for a successor before it aborts the connection (default 30 s). */
   holderTimeoutS?: number;
+  /**
+   * A cgroup (a relative name, made under every hierarchy of /sys/fs/cgroup) the holder moves into
+   * once started: out of the daemon's own cgroup, which a service manager (systemd's default
+   * KillMode=control-group) or a container runtime (a pod's rollout) kills whole on a restart.
+   * Unset: the holder stays in the daemon's cgroup and survives only the daemon's own crash.
+   */
+  holderCgroup?: string;
+  /** Where the cgroup hierarchies are mounted (default /sys/fs/cgroup; a pod sees the host's elsewhere). */
+  cgroupFs?: string;
 }
 
 /** What the successor needs before it can load the journal (the holder keeps it as a blob). */
@@ -110,7 +119,7 @@ export function takeFromHolder(core: NativeCore, paths: RestartPaths): { taken: 
  * Starts a holder for a new mount and waits until it listens (it writes its pid file after
  * listen(2)). It runs in its own session, so signals to the daemon's group do not reach it.
  */
-export async function startHolder(paths: RestartPaths, timeoutS: number, detach: readonly string[] = [paths.memoryDir]): Promise<number> {
+export async function startHolder(paths: RestartPaths, timeoutS: number, detach: readonly string[] = [paths.memoryDir], placement: Pick<RestartOptions, 'holderCgroup' | 'cgroupFs'> = {}): Promise<number> {
   fs.rmSync(paths.pidFile, { force: true });
   const log = fs.openSync(paths.log, 'a');
   const child = spawn(
@@ -127,7 +136,58 @@ export async function startHolder(paths: RestartPaths, timeoutS: number, detach:
     }
     await new Promise((r) => setTimeout(r, 5));
   }
-  return child.pid ?? 0;
+  const pid = child.pid ?? 0;
+  if (placement.holderCgroup) {
+    try {
+      moveToCgroup(pid, placement.holderCgroup, placement.cgroupFs);
+    } catch (e) {
+      child.kill('SIGKILL'); // a holder the next restart would kill anyway is no holder
+      throw e;
+    }
+  }
+  return pid;
+}
+
+/**
+ * The directories of cgroup `name` in every hierarchy mounted under `root`: `root/name` on a
+ * unified (v2) mount, else `root/<hierarchy>/name` for each v1 hierarchy (aliases such as
+ * `cpu` → `cpu,cpuacct` once). A service manager or runtime may kill by any of them.
+ */
+export function cgroupDirsFor(name: string, root = '/sys/fs/cgroup'): string[] {
+  if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(name) || name.split('/').some((p) => p === '.' || p === '..')) {
+    throw new EphemeraError('E_BAD_OPTION', `--holder-cgroup: "${name}" is not a relative cgroup name (letters, digits, _ . - and /)`);
+  }
+  if (fs.existsSync(path.join(root, 'cgroup.controllers'))) return [path.join(root, name)];
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(root);
+  } catch (e) {
+    throw new EphemeraError('E_HOLDER', `cannot read the cgroup hierarchies under ${root}: ${(e as Error).message}`);
+  }
+  const dirs: string[] = [];
+  for (const entry of entries.sort()) {
+    const dir = path.join(root, entry);
+    if (fs.lstatSync(dir).isSymbolicLink() || !fs.existsSync(path.join(dir, 'cgroup.procs'))) continue;
+    dirs.push(path.join(dir, name));
+  }
+  if (dirs.length === 0) throw new EphemeraError('E_HOLDER', `no cgroup hierarchy is mounted under ${root}`);
+  return dirs;
+}
+
+/** Moves `pid` into cgroup `name` of every hierarchy (made if missing; a v1 cpuset gets its parent's cpus and mems). */
+export function moveToCgroup(pid: number, name: string, root?: string): void {
+  for (const dir of cgroupDirsFor(name, root)) {
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+        const own = path.join(dir, f);
+        if (fs.existsSync(own) && fs.readFileSync(own, 'utf8').trim() === '') fs.writeFileSync(own, fs.readFileSync(path.join(path.dirname(dir), f), 'utf8').trim());
+      }
+      fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
+    } catch (e) {
+      throw new EphemeraError('E_HOLDER', `cannot move the connection holder (pid ${pid}) into ${dir}: ${(e as Error).message}`);
+    }
+  }
 }
 
 /** A connection taken over from a holder and being served. */

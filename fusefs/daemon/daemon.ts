@@ -33,6 +33,9 @@ export interface NodeDaemonOptions {
   restartable?: boolean;
   /** With `restartable`: seconds a holder waits for the next daemon before it aborts its connection (default 30). */
   holderTimeoutS?: number;
+  /** With `restartable`: the cgroup the holders move into, so a kill of this daemon's whole cgroup spares them (RestartOptions.holderCgroup). */
+  holderCgroup?: string;
+  cgroupFs?: string;
 }
 
 /** What a restart found and did with each stale mount. */
@@ -97,7 +100,13 @@ export class NodeDaemon {
       metricsPort: options.metricsPort ?? null,
     };
     writeJsonAtomic(paths.daemonRecord, record);
-    const restart = options.restartable ? { holderTimeoutS: options.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S } : undefined;
+    const restart: RestartOptions | undefined = options.restartable
+      ? {
+          holderTimeoutS: options.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S,
+          ...(options.holderCgroup ? { holderCgroup: options.holderCgroup } : {}),
+          ...(options.cgroupFs ? { cgroupFs: options.cgroupFs } : {}),
+        }
+      : undefined;
     const daemon = new NodeDaemon(paths, new MountRecords(paths.recordsDir), policy, log, record, restart);
     const recovery = await daemon.recover();
     await daemon.listen();
@@ -158,7 +167,7 @@ export class NodeDaemon {
   private restartOf(record: MountRecord): RestartOptions | undefined {
     if (!record.restartable) return undefined;
     // A record of a restartable daemon, resumed by one that is not: the default wait.
-    return { holderTimeoutS: this.restart?.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S, stateDir: heldStateDir(record.fusePath) };
+    return { ...this.restart, holderTimeoutS: this.restart?.holderTimeoutS ?? DEFAULT_HOLDER_TIMEOUT_S, stateDir: heldStateDir(record.fusePath) };
   }
 
   /** Joins a cgroup-tied mount's container to its tenant manager's link (alarms logged here too). */

@@ -26,10 +26,12 @@ export interface TestDaemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(stateDir: string, args: string[] = [], maxLifetimeS = 240): Promise<TestDaemon> {
-  const child = spawn('timeout', ['-s', 'KILL', String(maxLifetimeS), process.execPath, CLI, 'node-daemon', '--state-dir', stateDir, '--json', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** `inCgroup`: a cgroup directory the daemon (and what it starts) runs in, as under a service manager. */
+export async function startDaemon(stateDir: string, args: string[] = [], maxLifetimeS = 240, inCgroup?: string): Promise<TestDaemon> {
+  const argv = ['-s', 'KILL', String(maxLifetimeS), process.execPath, CLI, 'node-daemon', '--state-dir', stateDir, '--json', ...args];
+  const child = inCgroup
+    ? spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec timeout "$@"', inCgroup, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('timeout', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();

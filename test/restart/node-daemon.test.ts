@@ -6,7 +6,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { restartPaths } from '../../fusefs/restart';
+import { cgroupDirsFor, restartPaths } from '../../fusefs/restart';
 import { heldStateDir } from '../../fusefs/daemon/paths';
 import { InMemoryLimitWriter, TenantManager } from '../../manager/index';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
@@ -176,6 +176,79 @@ describe.skipIf(skip)('a restartable node daemon is taken over with its mounts',
     await until(() => !alive(holderPid), 5000, 'the holder exits after remove-mount');
     expect(fs.existsSync(held.dir)).toBe(false);
   });
+
+  for (const placed of [true, false])
+  it(
+    placed
+      ? "a restart that kills the daemon's whole cgroup (systemd's KillMode=control-group, a pod's rollout): with --holder-cgroup the holder is spared and the next daemon takes the mount over, file and all"
+      : "the same kill without --holder-cgroup: the holder dies with the daemon's cgroup and the next daemon mounts it empty (what the option is for)",
+    async () => {
+      stateDir = makeStateDir();
+      cg = await createTestCgroup({ limitBytes: 1024 * MiB }); // the service's (or the pod's) cgroup
+      const holderCgroup = `ephemera-test-holders-${process.pid}`;
+      const args = ['--restartable', '--holder-timeout', '20', ...(placed ? ['--holder-cgroup', holderCgroup] : [])];
+      try {
+        daemon = await startDaemon(stateDir, args, 240, cg.dir);
+        let client = await daemon.client();
+        const { mount } = await client.addMount({ id: 'fn1', budget: 0, sizeQuota: 64 * MiB, inodeQuota: 1000, owner: 'acme' });
+        const file = path.join(mount.path, 'kept');
+        fs.writeFileSync(file, crypto.randomBytes(8 * MiB));
+        const sum = sha256(file);
+        client.close();
+        const held = restartPaths(path.join(stateDir, 'fuse', 'fn1'), heldStateDir(path.join(stateDir, 'fuse', 'fn1')));
+        const holderPid = Number(fs.readFileSync(held.pidFile, 'utf8'));
+        const memoryCgroupOf = (pid: number) => /^\d+:memory:(.*)$/m.exec(fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[1];
+        if (placed) expect(memoryCgroupOf(holderPid)).toBe(`/${holderCgroup}`);
+        else expect(cg.dir.endsWith(memoryCgroupOf(holderPid)!)).toBe(true);
+
+        // The restart: every process in the daemon's cgroup is killed, until none is left.
+        const procs = () => fs.readFileSync(path.join(cg!.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+        const killed = procs();
+        expect(killed).toContain(daemon.pid);
+        for (let i = 0; i < 100 && procs().length > 0; i++) {
+          for (const pid of procs()) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              /* gone meanwhile */
+            }
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(procs()).toEqual([]);
+        await daemon.kill9(); // reaped
+        await new Promise((r) => setTimeout(r, 100));
+        expect(alive(holderPid)).toBe(placed);
+
+        daemon = await startDaemon(stateDir, args);
+        client = await daemon.client();
+        if (placed) {
+          expect(daemon.ready.resumed).toEqual(['fn1']);
+          expect(sha256(file)).toBe(sum);
+        } else {
+          expect(daemon.ready.remounted).toEqual(['fn1']);
+          expect(fs.existsSync(file)).toBe(false);
+        }
+        console.log(`[node-daemon cgroup kill] holder ${placed ? `in /${holderCgroup}: spared, mount taken over, 8 MiB file intact` : "in the daemon's cgroup: killed with it, mount back empty"} (killed ${killed.length} processes)`);
+        await client.call({ type: 'remove-mount', id: 'fn1' });
+        client.close();
+      } finally {
+        if (placed) {
+          if (daemon) await daemon.stop();
+          daemon = undefined;
+          if (stateDir) cleanupStateDir(stateDir);
+          stateDir = undefined;
+          for (const dir of cgroupDirsFor(holderCgroup)) {
+            try {
+              fs.rmdirSync(dir);
+            } catch {
+              /* a holder still in it: cleanupStateDir killed it; a later run's sweep retries */
+            }
+          }
+        }
+      }
+    },
+  );
 
   it('no daemon within the holder timeout: the holder aborts (callers get ENOTCONN, never a hang), the next daemon mounts it empty and restartable again', async () => {
     stateDir = makeStateDir();
