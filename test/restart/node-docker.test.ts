@@ -125,7 +125,14 @@ describe.skipIf(why !== undefined)('ephemera node --restartable: containers keep
   }, 300_000);
 
   afterAll(async () => {
-    if (node && alive(node.pid)) await removeOurs(); // volumes need their driver to go
+    if (node && alive(node.pid)) {
+      await removeOurs(); // volumes need their driver to go
+    } else {
+      // A case failed with the node down: its containers go all the same (their volumes, whose
+      // driver is gone, are removed by the next run's beforeAll under the same driver name).
+      const ids = (await docker('ps', '-aq', '--filter', `label=ephemera.test=${LABEL}`)).stdout.split('\n').filter(Boolean);
+      if (ids.length > 0) await docker('rm', '-f', ...ids);
+    }
     await stopNode(node);
     if (stateDir) removeNodeDaemonState(stateDir); // also kills a holder left waiting
   }, 120_000);
