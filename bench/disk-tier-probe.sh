@@ -6,7 +6,7 @@
 #
 #   flock /var/tmp/bench.lock bash bench/disk-tier-probe.sh [PASSES] [FILE_MIB] [OPS] [LIMIT_MIB] [LAYOUTS...]
 #
-# Layouts: dir | tmpfs | loop-<dio|buf>-<nojournal|journal|writeback>[-<none|mq-deadline>]
+# Layouts: dir | tmpfs | loop-<dio|buf>-<nojournal|journal|writeback>[-<none|mq-deadline>][-4k]
 #          | ephemera | ephemera-hint (`ephemera mount --cgroup` on the probe's cgroup, 12G quota as
 #            `ephemera node` gives a container here; -hint adds --size-hint FILE_MIB)
 #          | before-ephemera[-hint] (the same with the build at BEFORE_ROOT)
@@ -62,6 +62,9 @@ setup() { # layout -> prints the directory to run in
     echo "$WORK/mnt"
     return
   fi
+  # A trailing -4k: the loop device's logical sectors are 4 KiB (the image's fs block), not 512 B.
+  local sector=512
+  if [[ $layout == *-4k ]]; then sector=4096; layout=${layout%-4k}; fi
   IFS=- read -r _ io fsopt sched <<<"$layout"
   local mkfs=(-q -F -m 0 -i 4096 -E lazy_itable_init=1,lazy_journal_init=1,nodiscard)
   local mopts=noinit_itable,nodiscard,noatime
@@ -74,7 +77,7 @@ setup() { # layout -> prints the directory to run in
   truncate -s "${IMG_MIB}M" "$WORK/tier.img"
   mkfs.ext4 "${mkfs[@]}" "$WORK/tier.img"
   local dev
-  dev=$(losetup --find --show --direct-io=$([ "$io" = dio ] && echo on || echo off) "$WORK/tier.img")
+  dev=$(losetup --find --show --sector-size "$sector" --direct-io=$([ "$io" = dio ] && echo on || echo off) "$WORK/tier.img")
   if [ -n "${sched:-}" ]; then echo "$sched" >"/sys/block/${dev#/dev/}/queue/scheduler"; fi
   mkdir -p "$WORK/mnt"
   mount -t ext4 -o "$mopts" "$dev" "$WORK/mnt"
