@@ -407,22 +407,13 @@ export class NodeDaemon {
    * (empty) at the same paths, where containers still bind them. `ephemera cleanup` forgets them.
    */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.server?.close();
-      await this.managerLinks.close().catch(() => undefined);
-      for (const c of this.connections) c.destroy();
-      this.httpServer?.close();
-      for (const m of this.mounts.values()) {
-        try {
-          await m.close();
-        } catch (e) {
-          this.log.error({ id: m.id, err: e }, 'unmount at stop failed');
-        }
+    return this.shutdown(async (m) => {
+      try {
+        await m.close();
+      } catch (e) {
+        this.log.error({ id: m.id, err: e }, 'unmount at stop failed');
       }
-      this.mounts.clear();
-      fs.rmSync(this.paths.socket, { force: true });
-    })();
-    return this.stopping;
+    });
   }
 
   /**
@@ -431,38 +422,42 @@ export class NodeDaemon {
    * for the next daemon on this state dir to resume; any other mount is unmounted as at stop (its
    * record brings it back empty). The manager links drop as at a crash and are joined again.
    */
-  handOver(): Promise<{ handedOver: string[]; unmounted: string[] }> {
+  async handOver(): Promise<{ handedOver: string[]; unmounted: string[] }> {
     const done = { handedOver: [] as string[], unmounted: [] as string[] };
-    if (this.stopping) return this.stopping.then(() => done); // stopping already: nothing left to hand over
-    this.stopping = (async () => {
+    // Stopping already: nothing is left to hand over.
+    await this.shutdown(async (m) => {
+      if (m.current.restartable) {
+        try {
+          await m.handOver();
+        } catch (e) {
+          // Left half stopped (a stuck thread): the holder keeps it as after a crash.
+          this.log.error({ id: m.id, err: e }, 'hand-over failed: the holder keeps the mount as after a crash');
+        }
+        done.handedOver.push(m.id);
+        return;
+      }
+      try {
+        await m.close();
+        done.unmounted.push(m.id);
+      } catch (e) {
+        this.log.error({ id: m.id, err: e }, 'unmount at hand-over failed');
+      }
+    });
+    return done;
+  }
+
+  /** The one way down (stop or hand-over, whichever comes first): the control socket, links and metrics go, then each mount by `each`. */
+  private shutdown(each: (m: ManagedMount) => Promise<void>): Promise<void> {
+    this.stopping ??= (async () => {
       this.server?.close();
       await this.managerLinks.close().catch(() => undefined);
       for (const c of this.connections) c.destroy();
       this.httpServer?.close();
-      for (const m of this.mounts.values()) {
-        try {
-          if (m.current.restartable) {
-            await m.handOver();
-            done.handedOver.push(m.id);
-            continue;
-          }
-        } catch (e) {
-          // Left half stopped (a stuck thread): the holder keeps it as after a crash.
-          this.log.error({ id: m.id, err: e }, 'hand-over failed: the holder keeps the mount as after a crash');
-          done.handedOver.push(m.id);
-          continue;
-        }
-        try {
-          await m.close();
-          done.unmounted.push(m.id);
-        } catch (e) {
-          this.log.error({ id: m.id, err: e }, 'unmount at hand-over failed');
-        }
-      }
+      for (const m of this.mounts.values()) await each(m);
       this.mounts.clear();
       fs.rmSync(this.paths.socket, { force: true });
     })();
-    return this.stopping.then(() => done);
+    return this.stopping;
   }
 
   get mountCount(): number {
