@@ -1,16 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import type pino from 'pino';
-import WebSocket from 'ws';
-import { ControllerError, errorMessage } from '../controller/errors';
-import { createLogger } from '../controller/log';
+import { createLogger } from '../log/index';
 import {
+  AGENT_LINK_TENANT,
+  AGENT_MAX_FRAME_BYTES,
   AGENT_PATH,
-  decodeControllerMessage,
-  encode,
-  type AgentMessage,
-  type ControllerMessage,
+  AGENT_ROLE,
+  errorMessage,
+  isLinkError,
+  LinkClient,
+  ToAgent,
+  ToController,
   type RunningTask,
-} from '../controller/protocol';
+  type ToAgentMessage,
+  type ToControllerMessage,
+} from '../link/index';
 import { ExecutionError, type TaskExecutor } from './executor';
 
 export interface NodeAgentOptions {
@@ -26,11 +30,11 @@ export interface NodeAgentOptions {
   /** Remove containers an earlier process of this node left (default true). */
   recoverOnStart?: boolean;
   logger?: pino.Logger;
-  /** The controller's agent token, sent as `Authorization: Bearer …` when the link opens. */
+  /** The controller's agent token, sent in the link's hello. */
   token?: string;
 }
 
-type ResultMessage = Extract<AgentMessage, { type: 'result' }>;
+type ResultMessage = Extract<ToControllerMessage, { type: 'result' }>;
 
 /**
  * The node agent: registers its N_lim and running tasks with the controller, runs what it is sent,
@@ -46,25 +50,43 @@ export class NodeAgent {
   readonly limitBytes: number;
   private readonly options: NodeAgentOptions;
   private readonly log: pino.Logger;
+  private readonly link: LinkClient<ToAgentMessage, ToControllerMessage>;
   private readonly running = new Map<string, RunningTask>();
   private readonly unsent = new Map<string, { task: RunningTask; result: ResultMessage }>();
-  private ws: WebSocket | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private backoffMs: number;
-  private lastHeard = 0;
-  private timeoutMs = 0;
-  private closed = false;
   private registeredWaiters: (() => void)[] = [];
   private registrations = 0;
 
   private constructor(options: NodeAgentOptions) {
-    if (!(options.limitBytes > 0)) throw new ControllerError('E_BAD_ARGS', `node limit must be > 0 bytes, got ${options.limitBytes}`);
+    if (!(options.limitBytes > 0)) throw new ExecutionError('E_BAD_ARGS', `node limit must be > 0 bytes, got ${options.limitBytes}`);
     this.options = options;
     this.name = options.name;
     this.limitBytes = options.limitBytes;
-    this.backoffMs = options.reconnectMinMs ?? 200;
     this.log = options.logger ?? createLogger('agent');
+    this.link = new LinkClient<ToAgentMessage, ToControllerMessage>({
+      endpoint: { url: linkUrl(options.controllerUrl) },
+      tenant: AGENT_LINK_TENANT,
+      ...(options.token ? { token: options.token } : {}),
+      role: AGENT_ROLE,
+      peerId: this.instanceId,
+      inbound: ToAgent,
+      outbound: ToController,
+      reconnect: { initialDelayMs: options.reconnectMinMs ?? 200, maxDelayMs: options.reconnectMaxMs ?? 5000 },
+      // A refusal is a configuration error (wrong or missing token): say so plainly and keep trying,
+      // the controller's token file may be fixed.
+      retryRefused: true,
+      onRefused: (err) => this.log.error({ node: this.name, code: err.code }, 'the controller refused this agent: wrong or missing agent token'),
+      // The controller's heartbeat: both ends give the other up after the same silence.
+      heartbeat: 'server',
+      maxFrameBytes: AGENT_MAX_FRAME_BYTES,
+      logger: this.log,
+      onResync: () => this.register(),
+      onMessage: (m) => this.onMessage(m),
+      onDisconnect: () => {
+        this.stopHeartbeat();
+        this.log.warn({ node: this.name, running: this.running.size }, 'controller link down; tasks keep running, reconnecting');
+      },
+    });
   }
 
   static async start(options: NodeAgentOptions): Promise<NodeAgent> {
@@ -73,7 +95,12 @@ export class NodeAgent {
       const removed = await options.executor.recover();
       if (removed > 0) agent.log.warn({ node: agent.name, removed }, 'removed containers an earlier agent process left running');
     }
-    agent.connect();
+    // The first connection may fail (the controller starts later); the link keeps trying meanwhile.
+    agent.link.start().catch((err: unknown) => {
+      if (!isLinkError(err, 'E_AUTH') && !isLinkError(err, 'E_WRONG_TENANT')) {
+        agent.log.warn({ node: agent.name, err: errorMessage(err) }, 'controller not reachable yet; retrying');
+      }
+    });
     return agent;
   }
 
@@ -86,7 +113,7 @@ export class NodeAgent {
   registered(after = 0, timeoutMs = 30_000): Promise<void> {
     if (this.registrations > after) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new ControllerError('E_CLOSED', `${this.name} did not register within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => reject(new ExecutionError('E_CLOSED', `${this.name} did not register within ${timeoutMs} ms`)), timeoutMs);
       this.registeredWaiters.push(() => {
         clearTimeout(timer);
         resolve();
@@ -100,80 +127,27 @@ export class NodeAgent {
 
   /** Leaves the controller and stops every task. */
   async close(): Promise<void> {
-    this.closed = true;
-    this.stopTimers();
-    this.ws?.close(1001, 'agent shutting down');
-    this.ws = undefined;
+    this.stopHeartbeat();
+    await this.link.close();
     await this.options.executor.close();
   }
 
-  private linkUrl(): string {
-    const u = new URL(this.options.controllerUrl);
-    if (u.protocol === 'http:') u.protocol = 'ws:';
-    else if (u.protocol === 'https:') u.protocol = 'wss:';
-    u.pathname = AGENT_PATH;
-    return u.toString();
-  }
-
-  private stopTimers(): void {
+  private stopHeartbeat(): void {
     if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.heartbeat = undefined;
-    this.reconnectTimer = undefined;
   }
 
-  private connect(): void {
-    if (this.closed) return;
-    const ws = new WebSocket(this.linkUrl(), {
-      handshakeTimeout: 5000,
-      maxPayload: 16 * 1024 * 1024,
-      ...(this.options.token ? { headers: { authorization: `Bearer ${this.options.token}` } } : {}),
-    });
-    this.ws = ws;
-    ws.on('open', () => {
-      this.lastHeard = Date.now();
-      const running = [...this.running.values(), ...[...this.unsent.values()].map((u) => u.task)];
-      this.send({ type: 'register', node: this.name, instanceId: this.instanceId, limitBytes: this.limitBytes, running });
-    });
-    ws.on('message', (data) => {
-      this.lastHeard = Date.now();
-      let message: ControllerMessage;
-      try {
-        message = decodeControllerMessage(data);
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'invalid controller message ignored');
-        return;
-      }
-      this.onMessage(message);
-    });
-    ws.on('pong', () => (this.lastHeard = Date.now()));
-    ws.on('unexpected-response', (_req, res) => {
-      // A refusal is a configuration error (wrong or missing token): say so plainly, keep retrying
-      // (the controller's token file may be fixed), never print the token.
-      if (res.statusCode === 401) this.log.error({ node: this.name, code: 'E_AUTH' }, 'the controller refused this agent: wrong or missing agent token');
-      else this.log.warn({ node: this.name, status: res.statusCode }, 'the controller refused the agent link');
-      ws.terminate();
-    });
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'controller link error'));
-    ws.on('close', () => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.stopTimers();
-      if (this.closed) return;
-      this.log.warn({ node: this.name, retryMs: this.backoffMs, running: this.running.size }, 'controller link down; tasks keep running, reconnecting');
-      this.reconnectTimer = setTimeout(() => this.connect(), this.backoffMs);
-      this.reconnectTimer.unref();
-      this.backoffMs = Math.min(this.backoffMs * 2, this.options.reconnectMaxMs ?? 5000);
-    });
+  /** After every (re)connection: the controller may have restarted, so it hears everything again. */
+  private register(): void {
+    const running = [...this.running.values(), ...[...this.unsent.values()].map((u) => u.task)];
+    this.send({ type: 'register', node: this.name, instanceId: this.instanceId, limitBytes: this.limitBytes, running });
   }
 
-  private onMessage(message: ControllerMessage): void {
+  private onMessage(message: ToAgentMessage): void {
     switch (message.type) {
-      case 'welcome': {
-        this.backoffMs = this.options.reconnectMinMs ?? 200;
-        this.timeoutMs = message.timeoutMs;
-        if (this.heartbeat) clearInterval(this.heartbeat);
-        this.heartbeat = setInterval(() => this.beat(), message.heartbeatMs);
+      case 'registered': {
+        this.stopHeartbeat();
+        this.heartbeat = setInterval(() => this.send({ type: 'heartbeat', running: [...this.running.values()] }), message.heartbeatMs);
         this.heartbeat.unref();
         for (const { result } of this.unsent.values()) this.send(result);
         this.unsent.clear();
@@ -188,36 +162,23 @@ export class NodeAgent {
       case 'profile':
         void this.profile(message);
         return;
-      case 'reject':
-        this.log.error({ code: message.code, message: message.message }, 'controller rejected this agent');
-        return;
-      case 'protocol-error':
-        this.log.warn({ message: message.message }, 'controller reports a protocol error');
-        return;
     }
   }
 
-  private beat(): void {
-    const ws = this.ws;
-    if (!ws) return;
-    // The controller answers pings at the protocol level: silence past its timeout means it is gone.
-    if (Date.now() - this.lastHeard > this.timeoutMs) {
-      this.log.warn({ node: this.name, silentMs: Date.now() - this.lastHeard }, 'controller silent past the timeout; reconnecting');
-      ws.terminate();
-      return;
+  /** False when no controller is connected (the caller may hold the message for the next one). */
+  private send(message: ToControllerMessage): boolean {
+    if (!this.link.connected) return false;
+    try {
+      this.link.send(message);
+    } catch (err) {
+      if (isLinkError(err, 'E_NOT_CONNECTED')) return false;
+      // An invalid message (an executor's outcome out of schema) will not become valid later: not held.
+      this.log.error({ node: this.name, type: message.type, err: errorMessage(err) }, 'message to the controller dropped');
     }
-    ws.ping();
-    this.send({ type: 'heartbeat', running: [...this.running.values()] });
-  }
-
-  private send(message: AgentMessage): boolean {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(encode(message));
     return true;
   }
 
-  private async execute(message: Extract<ControllerMessage, { type: 'execute' }>): Promise<void> {
+  private async execute(message: Extract<ToAgentMessage, { type: 'execute' }>): Promise<void> {
     const { task } = message;
     if (this.running.has(task.taskId)) return;
     this.running.set(task.taskId, task);
@@ -233,7 +194,7 @@ export class NodeAgent {
     if (!this.send(result)) this.unsent.set(task.taskId, { task, result });
   }
 
-  private async profile(message: Extract<ControllerMessage, { type: 'profile' }>): Promise<void> {
+  private async profile(message: Extract<ToAgentMessage, { type: 'profile' }>): Promise<void> {
     try {
       const profile = await this.options.executor.profile(message.fn, message.inputs, { timeoutMs: message.timeoutMs });
       this.send({ type: 'profile-result', requestId: message.requestId, profile });
@@ -242,4 +203,13 @@ export class NodeAgent {
       this.send({ type: 'profile-result', requestId: message.requestId, error: { code, message: errorMessage(err) } });
     }
   }
+}
+
+/** `http(s)://host:port` → `ws(s)://host:port/agents`; a ws(s) URL keeps its scheme. */
+function linkUrl(controllerUrl: string): string {
+  const u = new URL(controllerUrl);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  u.pathname = AGENT_PATH;
+  return u.toString();
 }

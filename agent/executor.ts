@@ -8,7 +8,7 @@ function profileOf(fn: FunctionRef): { peakMemoryBytes: number; largestFileBytes
     ? { peakMemoryBytes: fn.peakMemoryBytes, largestFileBytes: fn.largestFileBytes }
     : null;
 }
-import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../controller/protocol';
+import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../link/index';
 
 /**
  * How a node agent runs what the controller places on it. The Docker one runs every invocation in its

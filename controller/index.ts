@@ -18,4 +18,3 @@ export {
   type HostPriority,
   type ExtenderClusterView,
 } from './extender';
-export * from './protocol';

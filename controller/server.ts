@@ -5,9 +5,25 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type pino from 'pino';
-import { WebSocketServer, type WebSocket } from 'ws';
-import { ensureTenantToken, tokensEqual } from '../link/index';
 import { z } from 'zod';
+import {
+  AGENT_LINK_TENANT,
+  AGENT_MAX_FRAME_BYTES,
+  AGENT_PATH,
+  ensureTenantToken,
+  LinkHost,
+  tokensEqual,
+  ToAgent,
+  ToController,
+  type FunctionRef,
+  type InvocationOutcome,
+  type LinkSession,
+  type ProfileFigures,
+  type RunningTask,
+  type ToAgentMessage,
+  type ToControllerMessage,
+} from '../link/index';
+import { createLogger } from '../log/index';
 import { MiB, type Scoring } from '../policy';
 import {
   authenticate,
@@ -21,19 +37,7 @@ import {
 } from './auth';
 import { ControllerError, errorMessage, issuesFrom, type RequestIssue } from './errors';
 import { ExtenderArgsSchema, extenderFilter, extenderPrioritize } from './extender';
-import { createLogger } from './log';
 import { ControllerMetrics } from './metrics';
-import {
-  AGENT_PATH,
-  decodeAgentMessage,
-  encode,
-  type AgentMessage,
-  type ControllerMessage,
-  type FunctionRef,
-  type InvocationOutcome,
-  type ProfileFigures,
-  type RunningTask,
-} from './protocol';
 import { ClusterState, type NodeView } from './state';
 import { demandBytes, FunctionStore, type FunctionRecord } from './store';
 
@@ -60,7 +64,7 @@ export interface ControllerOptions {
   profileTimeoutMs?: number;
   logger?: pino.Logger;
   /**
-   * Agents must present this token (`Authorization: Bearer …`) to join; a link without it, or with
+   * Agents must present this token (in the link's hello) to join; a link without it, or with
    * another, is refused before any message. Undefined: any agent that reaches the port may join.
    */
   agentToken?: string;
@@ -153,10 +157,11 @@ const MAX_BODY_BYTES = 4 * MiB;
 const KEPT_FINISHED_TASKS = 10_000;
 
 interface AgentConnection {
-  ws: WebSocket;
+  session: LinkSession<ToAgentMessage>;
   node?: string;
   instanceId?: string;
-  watchdog?: NodeJS.Timeout;
+  /** An authenticated link that does not register within the node timeout is dropped. */
+  registerTimer?: NodeJS.Timeout;
 }
 
 interface PendingTask {
@@ -188,9 +193,9 @@ export class Controller {
   private readonly log: pino.Logger;
   private readonly server: Server;
   private readonly secrets: Secrets;
-  private readonly wss: WebSocketServer;
+  private readonly agents: LinkHost<ToControllerMessage, ToAgentMessage>;
   private readonly links = new Map<string, AgentConnection>();
-  private readonly connections = new Set<AgentConnection>();
+  private readonly connections = new Map<LinkSession<ToAgentMessage>, AgentConnection>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
   private readonly pending = new Map<string, PendingTask>();
   private readonly finished = new Map<string, TaskRecord>();
@@ -217,22 +222,35 @@ export class Controller {
     this.server = tls
       ? createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: false } : {}) }, handler)
       : createServer(handler);
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MiB });
+    this.agents = new LinkHost<ToControllerMessage, ToAgentMessage>({
+      tenant: AGENT_LINK_TENANT,
+      token: options.agentToken ?? null,
+      inbound: ToController,
+      outbound: ToAgent,
+      // A ping each heartbeat; a pong missing for the rest of the node timeout loses the node, so an
+      // agent is given up after at most nodeTimeoutMs of silence.
+      heartbeat: { intervalMs: this.heartbeatMs, timeoutMs: this.nodeTimeoutMs - this.heartbeatMs },
+      helloTimeoutMs: this.nodeTimeoutMs,
+      maxFrameBytes: AGENT_MAX_FRAME_BYTES,
+      logger: this.log,
+      onSession: (session) => this.onAgentSession(session),
+      onMessage: (session, message) => {
+        const conn = this.connections.get(session);
+        if (conn) this.onAgentMessage(conn, message);
+      },
+      onHeartbeatTimeout: (session) => this.onAgentSilent(session),
+      onClose: (session) => {
+        const conn = this.connections.get(session);
+        if (conn) this.onAgentClose(conn);
+      },
+    });
     this.server.on('upgrade', (req, socket: Socket, head) => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path !== AGENT_PATH || this.closed) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
-      const token = options.agentToken;
-      const presented = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1];
-      if (token !== undefined && (presented === undefined || !tokensEqual(presented, token))) {
-        // Never log the presented token.
-        this.log.warn({ remote: req.socket.remoteAddress }, 'agent link refused: missing or wrong token');
-        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
-        return;
-      }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+      this.agents.handleUpgrade(req, socket, head);
     });
   }
 
@@ -297,16 +315,13 @@ export class Controller {
     if (this.closed) return;
     this.closed = true;
     for (const timer of this.lostTimers.values()) clearTimeout(timer);
-    for (const c of this.connections) {
-      if (c.watchdog) clearTimeout(c.watchdog);
-      c.ws.terminate();
-    }
+    for (const c of this.connections.values()) if (c.registerTimer) clearTimeout(c.registerTimer);
+    await this.agents.close();
     for (const p of this.profiles.values()) {
       clearTimeout(p.timer);
       p.reject(new ControllerError('E_CLOSED', 'the controller is shutting down'));
     }
     for (const p of [...this.pending.values()]) this.completeTask(p.record.taskId, undefined, { code: 'E_CLOSED', message: 'the controller is shutting down' });
-    this.wss.close();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -314,47 +329,36 @@ export class Controller {
   // ------------------------------------------------------------------------------------------
   // Agent link
 
-  private accept(ws: WebSocket): void {
-    const conn: AgentConnection = { ws };
-    this.connections.add(conn);
-    this.armWatchdog(conn);
-    ws.on('message', (data) => {
-      let message: AgentMessage;
-      try {
-        message = decodeAgentMessage(data);
-      } catch (err) {
-        this.log.warn({ node: conn.node, err: errorMessage(err) }, 'invalid agent message ignored');
-        this.send(conn, { type: 'protocol-error', message: errorMessage(err) });
-        return;
-      }
-      this.armWatchdog(conn);
-      this.onAgentMessage(conn, message);
-    });
-    ws.on('close', () => this.onAgentClose(conn));
-    ws.on('error', (err) => this.log.warn({ node: conn.node, err: err.message }, 'agent socket error'));
-  }
-
-  private armWatchdog(conn: AgentConnection): void {
-    if (conn.watchdog) clearTimeout(conn.watchdog);
-    conn.watchdog = setTimeout(() => {
-      this.log.warn({ node: conn.node, timeoutMs: this.nodeTimeoutMs }, 'agent silent past the node timeout: lost');
-      if (conn.node !== undefined && this.links.get(conn.node) === conn) {
-        this.links.delete(conn.node);
-        this.loseNode(conn.node, 'heartbeat timeout');
-      }
-      conn.ws.terminate();
+  private onAgentSession(session: LinkSession<ToAgentMessage>): void {
+    const conn: AgentConnection = { session };
+    this.connections.set(session, conn);
+    conn.registerTimer = setTimeout(() => {
+      if (conn.node !== undefined) return;
+      this.log.warn({ peer: session.peerId, timeoutMs: this.nodeTimeoutMs }, 'agent link did not register within the node timeout; dropped');
+      session.terminate();
     }, this.nodeTimeoutMs);
-    conn.watchdog.unref();
+    conn.registerTimer.unref();
   }
 
-  private onAgentMessage(conn: AgentConnection, message: AgentMessage): void {
+  /** The link's heartbeat gave the agent up: lost at once, without the grace of a closed link. */
+  private onAgentSilent(session: LinkSession<ToAgentMessage>): void {
+    const conn = this.connections.get(session);
+    if (!conn) return;
+    this.log.warn({ node: conn.node, timeoutMs: this.nodeTimeoutMs }, 'agent silent past the node timeout: lost');
+    if (conn.node !== undefined && this.links.get(conn.node) === conn) {
+      this.links.delete(conn.node);
+      this.loseNode(conn.node, 'heartbeat timeout');
+    }
+  }
+
+  /** A throw is answered on the link with an error reply (E_PROTOCOL) and applies nothing. */
+  private onAgentMessage(conn: AgentConnection, message: ToControllerMessage): void {
     if (message.type === 'register') {
       this.onRegister(conn, message);
       return;
     }
     if (conn.node === undefined || this.links.get(conn.node) !== conn) {
-      this.send(conn, { type: 'protocol-error', message: `${message.type} before register` });
-      return;
+      throw new ControllerError('E_PROTOCOL', `${message.type} before register`);
     }
     const node = conn.node;
     switch (message.type) {
@@ -383,22 +387,19 @@ export class Controller {
     }
   }
 
-  private onRegister(conn: AgentConnection, message: Extract<AgentMessage, { type: 'register' }>): void {
-    if (conn.node !== undefined) {
-      this.send(conn, { type: 'protocol-error', message: 'register sent twice on one connection' });
-      return;
-    }
+  private onRegister(conn: AgentConnection, message: Extract<ToControllerMessage, { type: 'register' }>): void {
+    if (conn.node !== undefined) throw new ControllerError('E_PROTOCOL', 'register sent twice on one connection');
     const { node, instanceId } = message;
     const current = this.links.get(node);
     if (current && current !== conn) {
       if (current.instanceId === instanceId) {
         // The same process reconnected before we saw its old socket close.
         current.node = undefined;
-        current.ws.terminate();
+        current.session.terminate();
       } else {
         this.log.warn({ node, old: current.instanceId, new: instanceId }, 'a new agent process took over the node name; the old link is dropped');
         current.node = undefined;
-        current.ws.terminate();
+        current.session.terminate();
       }
     }
     const lost = this.lostTimers.get(node);
@@ -406,6 +407,7 @@ export class Controller {
       clearTimeout(lost);
       this.lostTimers.delete(node);
     }
+    if (conn.registerTimer) clearTimeout(conn.registerTimer);
     conn.node = node;
     conn.instanceId = instanceId;
     this.links.set(node, conn);
@@ -419,12 +421,12 @@ export class Controller {
       { node, instanceId, limitMiB: message.limitBytes / MiB, running: message.running.length, adopted: outcome.adopted.length, failed: outcome.failed.length, restarted: outcome.restarted },
       'agent registered',
     );
-    this.send(conn, { type: 'welcome', heartbeatMs: this.heartbeatMs, timeoutMs: this.nodeTimeoutMs });
+    this.send(conn, { type: 'registered', heartbeatMs: this.heartbeatMs });
   }
 
   private onAgentClose(conn: AgentConnection): void {
-    this.connections.delete(conn);
-    if (conn.watchdog) clearTimeout(conn.watchdog);
+    this.connections.delete(conn.session);
+    if (conn.registerTimer) clearTimeout(conn.registerTimer);
     const node = conn.node;
     if (node === undefined || this.links.get(node) !== conn || this.closed) return;
     this.links.delete(node);
@@ -452,9 +454,9 @@ export class Controller {
     }
   }
 
-  private send(conn: AgentConnection, message: ControllerMessage): boolean {
-    if (conn.ws.readyState !== conn.ws.OPEN) return false;
-    conn.ws.send(encode(message));
+  private send(conn: AgentConnection, message: ToAgentMessage): boolean {
+    if (!conn.session.open) return false;
+    conn.session.send(message);
     return true;
   }
 

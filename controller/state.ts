@@ -1,5 +1,5 @@
 import { createCluster, type Cluster, type NodeState, type Scoring, type TaskSpec } from '../policy';
-import type { RunningTask } from './protocol';
+import type { RunningTask } from '../link/index';
 
 /**
  * The controller's view of the cluster: every node agent with its N_lim and the tasks it runs, for

@@ -1,7 +1,4 @@
-import pino from 'pino';
+import { createLogger } from '../log/index';
 
-/** Engine logs go to stderr so that `ephemera run` keeps stdout for the function's own output. */
-export const engineLog = pino(
-  { name: 'engine', level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' },
-  pino.destination(2),
-);
+/** Quieter than the control plane by default: `ephemera run` is a foreground command. */
+export const engineLog = createLogger('engine', 'warn');

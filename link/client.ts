@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { LinkError, errorCode, errorMessage } from './errors';
 import { DEFAULT_HEARTBEAT, startHeartbeat, type HeartbeatOptions } from './heartbeat';
 import { asErrorReply, decodeMessage, encodeMessage, MAX_FRAME_BYTES, WelcomeSchema, type LinkErrorReply, type MessageSet } from './messages';
-import { endpointUrl, parseEndpoint, type Endpoint, type EndpointInput } from './endpoint';
+import { endpointUrl, parseClientEndpoint, type ClientEndpoint, type ClientEndpointInput } from './endpoint';
 
 export interface ReconnectOptions {
   initialDelayMs: number;
@@ -17,9 +17,10 @@ export interface ReconnectOptions {
 export const DEFAULT_RECONNECT: ReconnectOptions = { initialDelayMs: 100, maxDelayMs: 5_000, factor: 2, jitter: 0.2 };
 
 export interface LinkClientOptions<In extends { type: string }, Out extends { type: string }> {
-  endpoint: EndpointInput;
+  endpoint: ClientEndpointInput;
   tenant: string;
-  token: string;
+  /** Absent only towards a server that admits anyone (`token: null` on its side). */
+  token?: string;
   /** What this peer is (`mount`, `control`, `manager`…), and its id; the server sees both. */
   role: string;
   peerId?: string;
@@ -29,7 +30,15 @@ export interface LinkClientOptions<In extends { type: string }, Out extends { ty
   outbound: MessageSet<Out>;
   /** `false`: one connection only (CLI tools). */
   reconnect?: Partial<ReconnectOptions> | false;
-  heartbeat?: Partial<HeartbeatOptions>;
+  /**
+   * A refusal (bad token, wrong tenant) ends the reconnection unless this is set: a peer whose
+   * credential an operator may fix while it waits (a node agent) keeps trying, with the backoff.
+   */
+  retryRefused?: boolean;
+  /** `'server'`: the heartbeat the server announces in its welcome, so both ends give up alike. */
+  heartbeat?: Partial<HeartbeatOptions> | 'server';
+  /** Largest frame accepted (default MAX_FRAME_BYTES). */
+  maxFrameBytes?: number;
   /** The welcome must arrive within this. */
   connectTimeoutMs?: number;
   logger?: Logger;
@@ -41,16 +50,19 @@ export interface LinkClientOptions<In extends { type: string }, Out extends { ty
    */
   onResync?: () => void | Promise<void>;
   onPeerError?: (error: LinkErrorReply) => void;
+  /** Each refusal of our hello (E_AUTH, E_WRONG_TENANT), on the first connection and on every retry. */
+  onRefused?: (error: LinkError) => void;
   onDisconnect?: () => void;
 }
 
 /**
  * The connecting end of a link. Reconnects with capped exponential backoff after any loss except a
- * refusal (bad token, wrong tenant), which no retry can fix.
+ * refusal (bad token, wrong tenant), which no retry can fix unless someone fixes the credential
+ * (`retryRefused`).
  */
 export class LinkClient<In extends { type: string }, Out extends { type: string }> {
   readonly peerId: string;
-  readonly endpoint: Endpoint;
+  readonly endpoint: ClientEndpoint;
   /** Connections established so far (1 after the first; tests read it to see a reconnection). */
   connections = 0;
   private ws: WebSocket | undefined;
@@ -59,15 +71,17 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly reconnect: ReconnectOptions | false;
-  private readonly heartbeat: HeartbeatOptions;
+  private readonly heartbeat: HeartbeatOptions | 'server';
+  private readonly maxFrameBytes: number;
   private readonly waiters = new Set<{ match: (m: In) => boolean; resolve: (m: In) => void }>();
   private readonly connectedWaiters = new Set<() => void>();
 
   constructor(private readonly options: LinkClientOptions<In, Out>) {
-    this.endpoint = parseEndpoint(options.endpoint);
+    this.endpoint = parseClientEndpoint(options.endpoint);
     this.peerId = options.peerId ?? randomUUID();
     this.reconnect = options.reconnect === false ? false : { ...DEFAULT_RECONNECT, ...options.reconnect };
-    this.heartbeat = { ...DEFAULT_HEARTBEAT, ...options.heartbeat };
+    this.heartbeat = options.heartbeat === 'server' ? 'server' : { ...DEFAULT_HEARTBEAT, ...options.heartbeat };
+    this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES;
   }
 
   get connected(): boolean {
@@ -150,7 +164,7 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
 
   private connectOnce(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const ws = new WebSocket(endpointUrl(this.endpoint), { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: this.options.connectTimeoutMs ?? 5_000 });
+      const ws = new WebSocket(endpointUrl(this.endpoint), { maxPayload: this.maxFrameBytes, handshakeTimeout: this.options.connectTimeoutMs ?? 5_000 });
       this.ws = ws;
       let settled = false;
       let refused: LinkError | undefined;
@@ -167,13 +181,15 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
         ws.terminate();
       }, this.options.connectTimeoutMs ?? 5_000);
       ws.on('open', () => {
-        ws.send(JSON.stringify({ type: 'hello', tenant: this.options.tenant, token: this.options.token, role: this.options.role, peerId: this.peerId }));
+        const { tenant, token, role } = this.options;
+        ws.send(JSON.stringify(token === undefined ? { type: 'hello', tenant, role, peerId: this.peerId } : { type: 'hello', tenant, token, role, peerId: this.peerId }));
       });
       ws.on('message', (frame: Buffer) => {
         if (!this.ready) {
           const reply = asErrorReply(frame);
           if (reply) {
             refused = new LinkError(reply.code === 'E_WRONG_TENANT' ? 'E_WRONG_TENANT' : 'E_AUTH', reply.message);
+            this.options.onRefused?.(refused);
             settle(refused);
             return;
           }
@@ -183,15 +199,17 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
           } catch {
             welcome = undefined;
           }
-          if (!WelcomeSchema.safeParse(welcome).success) {
+          const welcomed = WelcomeSchema.safeParse(welcome);
+          if (!welcomed.success) {
             settle(new LinkError('E_AUTH', 'the server did not welcome us'));
             ws.terminate();
             return;
           }
+          const heartbeat = this.heartbeat === 'server' ? (welcomed.data.heartbeat ?? DEFAULT_HEARTBEAT) : this.heartbeat;
           this.ready = true;
           this.attempt = 0;
           this.connections += 1;
-          stopHeartbeat = startHeartbeat(ws, this.heartbeat, () => this.options.logger?.warn('link server missed its heartbeat'));
+          stopHeartbeat = startHeartbeat(ws, heartbeat, () => this.options.logger?.warn('link server missed its heartbeat'));
           void (async () => {
             try {
               await this.options.onResync?.();
@@ -216,7 +234,7 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
         this.ready = false;
         settle(new LinkError('E_CLOSED', 'connection closed before the welcome'));
         if (wasReady) this.options.onDisconnect?.();
-        if (this.stopped || refused || this.reconnect === false) return;
+        if (this.stopped || (refused && !this.options.retryRefused) || this.reconnect === false) return;
         this.scheduleReconnect();
       });
     });
@@ -245,7 +263,7 @@ export class LinkClient<In extends { type: string }, Out extends { type: string 
       this.options.onPeerError?.(peerError);
       return;
     }
-    const decoded = decodeMessage(this.options.inbound, frame);
+    const decoded = decodeMessage(this.options.inbound, frame, this.maxFrameBytes);
     if (!decoded.ok) {
       this.ws?.send(JSON.stringify({ type: 'error', code: decoded.code, message: decoded.message, inReplyTo: decoded.inReplyTo }));
       return;

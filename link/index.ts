@@ -1,7 +1,7 @@
 /**
- * The WebSocket link: mounts ⇄ tenant manager, managers ⇄ controller. Generic over the message
- * families each side may receive; authenticated by a per-tenant token; heartbeats both ways;
- * client reconnection with a full resync.
+ * The WebSocket link: mounts ⇄ tenant manager, node agents ⇄ controller. Generic over the message
+ * families each side may receive; authenticated by a token in the first frame; heartbeats both
+ * ways; client reconnection with capped backoff and a full resync.
  */
 export { LinkError, isLinkError, errorCode, errorMessage, type LinkErrorCode } from './errors';
 export { ensureTenantToken, readTenantToken, tokenPath, tokensEqual, assertTenantName } from './token';
@@ -18,7 +18,35 @@ export {
   type Hello,
   type LinkErrorReply,
 } from './messages';
-export { EndpointSchema, parseEndpoint, endpointUrl, type Endpoint, type EndpointInput } from './endpoint';
+export {
+  EndpointSchema,
+  ClientEndpointSchema,
+  parseEndpoint,
+  parseClientEndpoint,
+  endpointUrl,
+  type Endpoint,
+  type EndpointInput,
+  type ClientEndpoint,
+  type ClientEndpointInput,
+} from './endpoint';
 export { DEFAULT_HEARTBEAT, startHeartbeat, type HeartbeatOptions } from './heartbeat';
-export { LinkServer, LinkSession, type LinkServerOptions } from './server';
+export { LinkHost, LinkServer, LinkSession, type LinkHostOptions, type LinkServerOptions } from './server';
 export { LinkClient, DEFAULT_RECONNECT, type LinkClientOptions, type ReconnectOptions } from './client';
+export {
+  AGENT_PATH,
+  AGENT_LINK_TENANT,
+  AGENT_ROLE,
+  AGENT_MAX_FRAME_BYTES,
+  ToController,
+  ToAgent,
+  RunningTaskSchema,
+  InvocationOutcomeSchema,
+  ProfileFiguresSchema,
+  FunctionRefSchema,
+  type ToControllerMessage,
+  type ToAgentMessage,
+  type RunningTask,
+  type InvocationOutcome,
+  type ProfileFigures,
+  type FunctionRef,
+} from './agent-protocol';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { LinkError } from './errors';
 
-/** Largest frame either side accepts; link messages are small control messages. */
+/** Largest frame either side accepts unless told otherwise; link messages are small control messages. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
 /**
@@ -36,14 +36,23 @@ export const HelloSchema = z
   .object({
     type: z.literal('hello'),
     tenant: z.string().min(1).max(128),
-    token: z.string().min(1).max(256),
+    /** Absent only towards a server that admits anyone who reaches it (`token: null`). */
+    token: z.string().min(1).max(256).optional(),
     role: z.string().min(1).max(64),
     peerId: z.string().min(1).max(256),
   })
   .strict();
 export type Hello = z.infer<typeof HelloSchema>;
 
-export const WelcomeSchema = z.object({ type: z.literal('welcome'), sessionId: z.string(), tenant: z.string() }).strict();
+/** The server's heartbeat rides along, so a client may keep the same one (`heartbeat: 'server'`). */
+export const WelcomeSchema = z
+  .object({
+    type: z.literal('welcome'),
+    sessionId: z.string(),
+    tenant: z.string(),
+    heartbeat: z.object({ intervalMs: z.number().int().positive(), timeoutMs: z.number().int().positive() }).strict().optional(),
+  })
+  .strict();
 
 /** The reply to anything refused: a stable code, a message for people, and what it answers. */
 export const LinkErrorReplySchema = z
@@ -67,9 +76,9 @@ export type Decoded<M> =
  * back. `inReplyTo` echoes the type and request id when they could be read, so the sender can tell
  * which message was refused.
  */
-export function decodeMessage<M extends { type: string }>(set: MessageSet<M>, frame: string | Buffer): Decoded<M> {
+export function decodeMessage<M extends { type: string }>(set: MessageSet<M>, frame: string | Buffer, maxFrameBytes = MAX_FRAME_BYTES): Decoded<M> {
   const text = typeof frame === 'string' ? frame : frame.toString('utf8');
-  if (Buffer.byteLength(text) > MAX_FRAME_BYTES) return { ok: false, code: 'E_BAD_MESSAGE', message: 'frame too large' };
+  if (Buffer.byteLength(text) > maxFrameBytes) return { ok: false, code: 'E_BAD_MESSAGE', message: 'frame too large' };
   let value: unknown;
   try {
     value = JSON.parse(text);

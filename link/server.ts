@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -11,11 +11,14 @@ import { asErrorReply, decodeMessage, encodeMessage, HelloSchema, MAX_FRAME_BYTE
 import { parseEndpoint, type Endpoint, type EndpointInput } from './endpoint';
 import { tokensEqual } from './token';
 
-export interface LinkServerOptions<In extends { type: string }, Out extends { type: string }> {
+export interface LinkHostOptions<In extends { type: string }, Out extends { type: string }> {
   /** The only tenant this server serves: a hello naming another is refused even with a valid token. */
   tenant: string;
-  token: string;
-  listen: EndpointInput;
+  /**
+   * What every hello must carry (compared in constant time). `null` admits anyone who reaches the
+   * socket: only for a host whose operator chose so (the controller's `--no-agent-token`).
+   */
+  token: string | null;
   /** What peers may send. */
   inbound: MessageSet<In>;
   /** What this server sends (checked before it leaves). */
@@ -23,13 +26,22 @@ export interface LinkServerOptions<In extends { type: string }, Out extends { ty
   heartbeat?: Partial<HeartbeatOptions>;
   /** The hello must arrive within this after the socket opens. */
   helloTimeoutMs?: number;
+  /** Largest frame accepted (default MAX_FRAME_BYTES); a larger one closes the connection (1009). */
+  maxFrameBytes?: number;
   logger?: Logger;
   onSession?: (session: LinkSession<Out>) => void;
   /** A checked message. A throw (or rejection) is answered with an error reply carrying its code. */
   onMessage: (session: LinkSession<Out>, message: In) => void | Promise<void>;
+  /** The peer missed its heartbeat; its socket is terminated next (and `onClose` follows). */
+  onHeartbeatTimeout?: (session: LinkSession<Out>) => void;
   onClose?: (session: LinkSession<Out>) => void;
   /** The peer refused something this server sent. */
   onPeerError?: (session: LinkSession<Out>, error: LinkErrorReply) => void;
+}
+
+export interface LinkServerOptions<In extends { type: string }, Out extends { type: string }> extends LinkHostOptions<In, Out> {
+  token: string;
+  listen: EndpointInput;
 }
 
 /** One authenticated peer. */
@@ -72,47 +84,29 @@ export class LinkSession<Out extends { type: string }> {
 }
 
 /**
- * The listening end of a link, generic over its message families. Authentication is the first frame:
- * a hello with the tenant and its token (compared in constant time, never logged); nothing else is
- * read before it. Every later frame is decoded against `inbound`; a malformed or unknown one gets an
- * error reply and is never handed to `onMessage`.
+ * The accepting end of a link, generic over its message families, without a listener of its own:
+ * an HTTP server that also serves other things hands it the upgrades of its link path
+ * (`handleUpgrade`). Authentication is the first frame: a hello with the tenant and its token
+ * (compared in constant time, never logged); nothing else is read before it. Every later frame is
+ * decoded against `inbound`; a malformed or unknown one gets an error reply and is never handed to
+ * `onMessage`.
  */
-export class LinkServer<In extends { type: string }, Out extends { type: string }> {
+export class LinkHost<In extends { type: string }, Out extends { type: string }> {
   readonly sessions = new Set<LinkSession<Out>>();
-  readonly endpoint: Endpoint;
-  private http: Server | undefined;
-  private wss: WebSocketServer | undefined;
+  protected readonly wss: WebSocketServer;
   private readonly heartbeat: HeartbeatOptions;
+  private readonly maxFrameBytes: number;
 
-  constructor(private readonly options: LinkServerOptions<In, Out>) {
-    this.endpoint = parseEndpoint(options.listen);
+  constructor(protected readonly options: LinkHostOptions<In, Out>) {
     this.heartbeat = { ...DEFAULT_HEARTBEAT, ...options.heartbeat };
+    this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxFrameBytes });
+    this.wss.on('connection', (ws: WebSocket) => this.accept(ws));
   }
 
-  /** Listens; resolves with the endpoint actually bound (a TCP port 0 becomes the real port). */
-  async start(): Promise<Endpoint> {
-    const http = createServer((_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain' }).end('this endpoint speaks WebSocket only\n');
-    });
-    const wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES });
-    wss.on('connection', (ws) => this.accept(ws));
-    // ws re-emits the http server's errors; listen() reports them, this keeps them from going uncaught.
-    wss.on('error', (err) => this.options.logger?.debug({ err: errorMessage(err) }, 'link server error'));
-    this.http = http;
-    this.wss = wss;
-    if ('socketPath' in this.endpoint) {
-      await mkdir(path.dirname(this.endpoint.socketPath), { recursive: true, mode: 0o700 });
-      await removeStaleSocket(this.endpoint.socketPath);
-      await listen(http, this.endpoint.socketPath);
-      // The token is the guard; the mode keeps other local users from even trying.
-      await chmod(this.endpoint.socketPath, 0o600);
-      return this.endpoint;
-    }
-    await listen(http, this.endpoint.port, this.endpoint.host);
-    const address = http.address();
-    const port = typeof address === 'object' && address ? address.port : this.endpoint.port;
-    (this as { endpoint: Endpoint }).endpoint = { host: this.endpoint.host, port };
-    return this.endpoint;
+  /** Takes over one HTTP upgrade request (the owner has matched its path). */
+  handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
   }
 
   /** Sends to every open session of `role` (all when absent). */
@@ -120,13 +114,11 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
     for (const s of this.sessions) if (s.open && (role === undefined || s.role === role)) s.send(message);
   }
 
+  /** Drops every session (peers reconnect to whoever serves next) and accepts no more. */
   async close(): Promise<void> {
     for (const s of this.sessions) s.terminate();
     this.sessions.clear();
-    await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
-    this.http?.closeAllConnections();
-    if ('socketPath' in this.endpoint) await unlink(this.endpoint.socketPath).catch(() => undefined);
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
   private accept(ws: WebSocket): void {
@@ -149,7 +141,11 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
       }
       const hello = HelloSchema.safeParse(value);
       if (!hello.success) return refuse('E_AUTH', 'the first message must be a valid hello');
-      if (!tokensEqual(hello.data.token, this.options.token)) return refuse('E_AUTH', 'bad token');
+      const expected = this.options.token;
+      if (expected !== null) {
+        if (hello.data.token === undefined) return refuse('E_AUTH', 'this link needs a token');
+        if (!tokensEqual(hello.data.token, expected)) return refuse('E_AUTH', 'bad token');
+      }
       if (hello.data.tenant !== this.options.tenant) {
         return refuse('E_WRONG_TENANT', `this link serves tenant ${this.options.tenant}, not ${hello.data.tenant}`);
       }
@@ -163,6 +159,7 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
     this.sessions.add(session);
     const stopHeartbeat = startHeartbeat(ws, this.heartbeat, () => {
       this.options.logger?.warn({ role, peerId }, 'link peer missed its heartbeat; dropping it');
+      this.options.onHeartbeatTimeout?.(session);
     });
     ws.on('close', () => {
       stopHeartbeat();
@@ -179,7 +176,7 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
         this.options.onPeerError?.(session, peerError);
         return;
       }
-      const decoded = decodeMessage(this.options.inbound, frame);
+      const decoded = decodeMessage(this.options.inbound, frame, this.maxFrameBytes);
       if (!decoded.ok) return session.sendError(decoded.code, decoded.message, decoded.inReplyTo);
       void (async () => {
         try {
@@ -189,8 +186,51 @@ export class LinkServer<In extends { type: string }, Out extends { type: string 
         }
       })();
     });
-    ws.send(JSON.stringify({ type: 'welcome', sessionId: session.id, tenant: this.options.tenant }));
+    ws.send(JSON.stringify({ type: 'welcome', sessionId: session.id, tenant: this.options.tenant, heartbeat: { intervalMs: this.heartbeat.intervalMs, timeoutMs: this.heartbeat.timeoutMs } }));
     this.options.onSession?.(session);
+  }
+}
+
+/** A link host on a listener of its own: a Unix socket (0600) or loopback TCP. */
+export class LinkServer<In extends { type: string }, Out extends { type: string }> extends LinkHost<In, Out> {
+  readonly endpoint: Endpoint;
+  private http: Server | undefined;
+
+  constructor(options: LinkServerOptions<In, Out>) {
+    super(options);
+    this.endpoint = parseEndpoint(options.listen);
+  }
+
+  /** Listens; resolves with the endpoint actually bound (a TCP port 0 becomes the real port). */
+  async start(): Promise<Endpoint> {
+    const http = createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain' }).end('this endpoint speaks WebSocket only\n');
+    });
+    // Every path: clients ask for /link, and nothing else is served here.
+    http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
+    // listen() reports its own errors; this keeps later ones from going uncaught.
+    http.on('error', (err) => this.options.logger?.debug({ err: errorMessage(err) }, 'link server error'));
+    this.http = http;
+    if ('socketPath' in this.endpoint) {
+      await mkdir(path.dirname(this.endpoint.socketPath), { recursive: true, mode: 0o700 });
+      await removeStaleSocket(this.endpoint.socketPath);
+      await listen(http, this.endpoint.socketPath);
+      // The token is the guard; the mode keeps other local users from even trying.
+      await chmod(this.endpoint.socketPath, 0o600);
+      return this.endpoint;
+    }
+    await listen(http, this.endpoint.port, this.endpoint.host);
+    const address = http.address();
+    const port = typeof address === 'object' && address ? address.port : this.endpoint.port;
+    (this as { endpoint: Endpoint }).endpoint = { host: this.endpoint.host, port };
+    return this.endpoint;
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.http?.closeAllConnections();
+    if ('socketPath' in this.endpoint) await unlink(this.endpoint.socketPath).catch(() => undefined);
   }
 }
 

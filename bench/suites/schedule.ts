@@ -4,7 +4,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
 import { ClusterState, Controller, ControllerClient, type TaskRecord } from '../../controller/index';
-import type { RunningTask } from '../../controller/protocol';
+import type { RunningTask } from '../../link/index';
 import { BUSYBOX_RECIPE, Engine } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
 import { cleanupNodeDaemon } from '../../fusefs/daemon/cleanup';

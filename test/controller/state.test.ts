@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ClusterState } from '../../controller/index';
-import type { RunningTask } from '../../controller/protocol';
+import type { RunningTask } from '../../link/index';
 import { MiB, parseSchedulerTrace, traceTaskToSpec, type Scoring } from '../../policy';
 
 const SIX_TASKS = join(__dirname, '..', '..', 'policy', 'traces', 'six-tasks.txt');

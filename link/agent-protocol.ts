@@ -1,14 +1,23 @@
 import { z } from 'zod';
-import { ControllerError, issuesFrom } from './errors';
+import { messageSet } from './messages';
 
 /**
- * The agent ⇄ controller link: JSON text frames over one WebSocket (`/agents`), every frame one
- * message validated by these schemas on receipt. An invalid frame is answered with `protocol-error`
- * and never applied. The agent speaks first (`register`); everything before a `welcome` other than
- * `register` is a protocol error.
+ * The agent ⇄ controller messages, carried by a link (`LinkHost` at `AGENT_PATH` on the
+ * controller's HTTP port, `LinkClient` in the agent): the link authenticates the agent (hello with
+ * the agent token), keeps both ends' heartbeat and answers an invalid frame with an error reply,
+ * never applying it. After the link's welcome the agent registers (`register`, answered by
+ * `registered`); anything else before that is refused (E_PROTOCOL).
  *
  * Sizes are bytes, times milliseconds. `T_lim` = `limitBytes`, `T_mem` = `memBytes`.
  */
+
+/** The WebSocket path agents connect to on the controller's HTTP port. */
+export const AGENT_PATH = '/agents';
+/** The link's tenant for agents: the controller serves one agent link whatever the tenants of its tasks. */
+export const AGENT_LINK_TENANT = 'agents';
+export const AGENT_ROLE = 'agent';
+/** A result carries the function's stdout and stderr: far above the link's default frame limit. */
+export const AGENT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
 const name = z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." and "-", starting with a letter or digit');
 const bytes = z.number().int().nonnegative();
@@ -60,7 +69,8 @@ export const FunctionRefSchema = z.object({
 });
 export type FunctionRef = z.infer<typeof FunctionRefSchema>;
 
-export const AgentMessageSchema = z.discriminatedUnion('type', [
+/** What an agent sends. */
+export const ToController = messageSet(
   z.object({
     type: z.literal('register'),
     node: name,
@@ -69,7 +79,7 @@ export const AgentMessageSchema = z.discriminatedUnion('type', [
     limitBytes: bytes,
     running: z.array(RunningTaskSchema),
   }),
-  /** Liveness, and the tasks the agent runs now: ones the controller does not know are adopted. */
+  /** The tasks the agent runs now: ones the controller does not know are adopted. (Liveness is the link's heartbeat.) */
   z.object({ type: z.literal('heartbeat'), running: z.array(RunningTaskSchema) }),
   z.object({
     type: z.literal('result'),
@@ -83,11 +93,13 @@ export const AgentMessageSchema = z.discriminatedUnion('type', [
     profile: ProfileFiguresSchema.optional(),
     error: failure.optional(),
   }),
-]);
-export type AgentMessage = z.infer<typeof AgentMessageSchema>;
+);
+export type ToControllerMessage = z.infer<typeof ToController.schema>;
 
-export const ControllerMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), heartbeatMs: z.number().int().positive(), timeoutMs: z.number().int().positive() }),
+/** What the controller sends. */
+export const ToAgent = messageSet(
+  /** The answer to `register`: how often to send `heartbeat`. */
+  z.object({ type: z.literal('registered'), heartbeatMs: z.number().int().positive() }),
   z.object({
     type: z.literal('execute'),
     task: RunningTaskSchema,
@@ -102,38 +114,5 @@ export const ControllerMessageSchema = z.discriminatedUnion('type', [
     inputs: z.array(z.array(z.string())).min(1),
     timeoutMs: z.number().int().positive(),
   }),
-  /** The controller will not keep this connection (duplicate name, bad register); it closes next. */
-  z.object({ type: z.literal('reject'), code: z.string(), message: z.string() }),
-  z.object({ type: z.literal('protocol-error'), message: z.string() }),
-]);
-export type ControllerMessage = z.infer<typeof ControllerMessageSchema>;
-
-function decode<T>(schema: z.ZodType<T>, raw: unknown, side: string): T {
-  let document: unknown;
-  try {
-    document = JSON.parse(typeof raw === 'string' ? raw : Buffer.isBuffer(raw) ? raw.toString('utf8') : String(raw));
-  } catch (err) {
-    throw new ControllerError('E_PROTOCOL', `${side} message is not JSON: ${(err as Error).message}`);
-  }
-  const parsed = schema.safeParse(document);
-  if (!parsed.success) {
-    const issues = issuesFrom('message', parsed.error.issues);
-    throw new ControllerError('E_PROTOCOL', `invalid ${side} message: ${issues.map((i) => `${i.path}: ${i.reason}`).join('; ')}`, issues);
-  }
-  return parsed.data;
-}
-
-export function decodeAgentMessage(raw: unknown): AgentMessage {
-  return decode(AgentMessageSchema, raw, 'agent');
-}
-
-export function decodeControllerMessage(raw: unknown): ControllerMessage {
-  return decode(ControllerMessageSchema, raw, 'controller');
-}
-
-export function encode(message: AgentMessage | ControllerMessage): string {
-  return JSON.stringify(message);
-}
-
-/** The WebSocket path agents connect to on the controller's HTTP port. */
-export const AGENT_PATH = '/agents';
+);
+export type ToAgentMessage = z.infer<typeof ToAgent.schema>;
