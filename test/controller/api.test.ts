@@ -1,10 +1,11 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import WebSocket from 'ws';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Controller, FunctionStore, isControllerError } from '../../controller/index';
 import { NodeAgent } from '../../agent/index';
+import { AGENT_LINK_TENANT, isLinkError, LinkClient, ToAgent, ToController, type LinkErrorReply, type ToAgentMessage, type ToControllerMessage } from '../../link/index';
 import { api, quiet, startController, tokenFor } from './harness';
 
 describe('HTTP API: invalid requests get 400 with every reason and change nothing', () => {
@@ -51,18 +52,20 @@ describe('HTTP API: invalid requests get 400 with every reason and change nothin
   });
 
   it('the agent link rejects invalid frames and anything before register, and applies none', async () => {
-    const ws = new WebSocket(`${ctl.url.replace('http', 'ws')}/agents`);
-    const replies: unknown[] = [];
-    ws.on('message', (d) => replies.push(JSON.parse(d.toString())));
-    await new Promise((r) => ws.once('open', r));
-    ws.send('not json');
-    ws.send(JSON.stringify({ type: 'register', node: 'x y', instanceId: '', limitBytes: -1, running: [] }));
-    ws.send(JSON.stringify({ type: 'heartbeat', running: [] }));
-    await new Promise((r) => setTimeout(r, 300));
-    ws.close();
-    expect(replies).toHaveLength(3);
-    expect(replies.every((m) => (m as { type: string }).type === 'protocol-error')).toBe(true);
-    expect((replies[1] as { message: string }).message).toMatch(/message\.node.*message\.instanceId.*message\.limitBytes/);
+    const errors: LinkErrorReply[] = [];
+    const peer = rawAgentPeer(ctl.url, undefined, { onPeerError: (e) => errors.push(e) });
+    try {
+      await peer.start();
+      peer.sendRaw('not json');
+      peer.sendRaw(JSON.stringify({ type: 'register', node: 'x y', instanceId: '', limitBytes: -1, running: [] }));
+      peer.sendRaw(JSON.stringify({ type: 'heartbeat', running: [] }));
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await peer.close();
+    }
+    expect(errors.map((e) => e.code)).toEqual(['E_BAD_MESSAGE', 'E_BAD_MESSAGE', 'E_PROTOCOL']);
+    expect(errors[1]!.message).toMatch(/node.*instanceId.*limitBytes/);
+    expect(errors[2]!.message).toMatch(/heartbeat before register/);
     expect((await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes).toEqual([]);
   });
 
@@ -104,8 +107,8 @@ describe('agent link token', () => {
     recover: async () => 0,
     close: async () => undefined,
   };
-  const agent = (name: string, token?: string) =>
-    NodeAgent.start({ controllerUrl: ctl.url, name, limitBytes: 1024 * 1048576, executor: idle, reconnectMinMs: 100, reconnectMaxMs: 200, recoverOnStart: false, logger: quiet, ...(token ? { token } : {}) });
+  const agent = (name: string, token?: string, logger = quiet) =>
+    NodeAgent.start({ controllerUrl: ctl.url, name, limitBytes: 1024 * 1048576, executor: idle, reconnectMinMs: 50, reconnectMaxMs: 100, recoverOnStart: false, logger, ...(token ? { token } : {}) });
   beforeAll(async () => {
     stateDir = await mkdtemp(path.join(os.tmpdir(), 'eph-ctl-token-'));
     ctl = await startController(stateDir, { agentToken: 'a'.repeat(64) });
@@ -115,24 +118,45 @@ describe('agent link token', () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  it('refuses an agent without the token or with another one (401, never registered); admits the right one', async () => {
-    const none = await agent('n-none');
-    const wrong = await agent('n-wrong', 'b'.repeat(64));
-    const raw = await new Promise<number | undefined>((resolve) => {
-      const ws = new WebSocket(`${ctl.url.replace('http', 'ws')}/agents`);
-      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode));
-      ws.on('open', () => resolve(undefined));
-      ws.on('error', () => undefined);
-    });
-    expect(raw).toBe(401);
+  it('refuses a hello without the token or with another one (E_AUTH, never registered, retried with backoff); admits the right one', async () => {
+    for (const token of [undefined, 'b'.repeat(64)]) {
+      const err = await rawAgentPeer(ctl.url, token).start().catch((e: unknown) => e);
+      expect(isLinkError(err, 'E_AUTH'), String(err)).toBe(true);
+    }
+    const refusals = { 'n-none': 0, 'n-wrong': 0 };
+    const counting = (name: keyof typeof refusals) =>
+      pino({ level: 'error' }, { write: (line: string) => void (JSON.parse(line).msg.includes('refused this agent') && refusals[name]++) });
+    const none = await agent('n-none', undefined, counting('n-none'));
+    const wrong = await agent('n-wrong', 'b'.repeat(64), counting('n-wrong'));
     const right = await agent('n-right', 'a'.repeat(64));
     try {
       await right.registered();
-      await new Promise((r) => setTimeout(r, 500)); // the refused ones have retried a few times meanwhile
+      await new Promise((r) => setTimeout(r, 500)); // the refused ones retry meanwhile
       const nodes = (await api(ctl.url, 'GET', '/nodes', undefined, 'operator')).body.nodes.map((n: { name: string }) => n.name);
       expect(nodes).toEqual(['n-right']);
+      // Kept trying (an operator may fix the token), but with the backoff: 50, 100, 100 … ms apart, not a tight loop.
+      for (const n of Object.values(refusals)) {
+        expect(n).toBeGreaterThanOrEqual(2);
+        expect(n).toBeLessThan(15);
+      }
+      expect(none.registrationCount + wrong.registrationCount).toBe(0);
     } finally {
       await Promise.all([none.close(), wrong.close(), right.close()]);
     }
   });
 });
+
+/** A bare link peer on the agent path: what a wrong or broken agent would send. */
+function rawAgentPeer(url: string, token: string | undefined, extra: { onPeerError?: (e: LinkErrorReply) => void } = {}) {
+  return new LinkClient<ToAgentMessage, ToControllerMessage>({
+    endpoint: { url: `${url.replace(/^http/, 'ws')}/agents` },
+    tenant: AGENT_LINK_TENANT,
+    ...(token ? { token } : {}),
+    role: 'agent',
+    inbound: ToAgent,
+    outbound: ToController,
+    reconnect: false,
+    onMessage: () => undefined,
+    ...extra,
+  });
+}
