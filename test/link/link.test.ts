@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { z } from 'zod';
-import { decodeMessage, ensureTenantToken, isLinkError, LinkClient, LinkServer, messageSet, readTenantToken, type LinkErrorReply } from '../../link/index';
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { decodeMessage, ensureTenantToken, isLinkError, LinkClient, LinkHost, LinkServer, messageSet, readTenantToken, type LinkClientOptions, type LinkErrorReply, type LinkHostOptions } from '../../link/index';
 import { ToManager } from '../../manager/index';
 
 const Up = messageSet(
@@ -158,6 +160,117 @@ describe('link over a Unix socket', () => {
     await c.start();
     c.send({ type: 'set', key: 'tcp', value: 3 });
     await waitUntil(() => env.applied.get('tcp') === 3, 2000);
+  });
+});
+
+describe('a link hosted by an HTTP server (the controller\'s agent link)', () => {
+  /** An HTTP server that hands the upgrades of /hosted to a LinkHost and refuses every other path. */
+  async function hosted(options: Partial<LinkHostOptions<UpMsg, DownMsg>> & { token: string | null }) {
+    const applied = new Map<string, number>();
+    const host = new LinkHost<UpMsg, DownMsg>({
+      tenant: 'agents',
+      inbound: Up,
+      outbound: Down,
+      onMessage: (s, m) => {
+        if (m.type === 'set') {
+          applied.set(m.key, m.value);
+          s.send({ type: 'ack', key: m.key });
+        }
+      },
+      ...options,
+    });
+    const http: Server = createServer((_req, res) => res.writeHead(404).end());
+    http.on('upgrade', (req, socket: Socket, head: Buffer) => {
+      if (req.url === '/hosted') host.handleUpgrade(req, socket, head);
+      else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      await host.close();
+      http.closeAllConnections();
+      await new Promise((r) => http.close(r));
+    });
+    const url = `ws://127.0.0.1:${(http.address() as { port: number }).port}/hosted`;
+    return { host, applied, url };
+  }
+
+  function peer(url: string, token: string | undefined, extra: Partial<LinkClientOptions<DownMsg, UpMsg>> = {}) {
+    const c = new LinkClient<DownMsg, UpMsg>({
+      endpoint: { url },
+      tenant: 'agents',
+      ...(token === undefined ? {} : { token }),
+      role: 'agent',
+      inbound: Down,
+      outbound: Up,
+      reconnect: false,
+      connectTimeoutMs: 2000,
+      onMessage: () => undefined,
+      ...extra,
+    });
+    cleanups.push(() => c.close());
+    return c;
+  }
+
+  it('serves a ws:// URL on its owner\'s server; a token host refuses a hello without one, an open host (token null) admits it', async () => {
+    const guarded = await hosted({ token: 'a'.repeat(64) });
+    const ok = peer(guarded.url, 'a'.repeat(64));
+    await ok.start();
+    const ack = ok.waitFor((m) => m.type === 'ack', 2000);
+    ok.send({ type: 'set', key: 'k', value: 1 });
+    await ack;
+    expect([...guarded.applied]).toEqual([['k', 1]]);
+    const bare = await peer(guarded.url, undefined).start().catch((e: unknown) => e);
+    expect(isLinkError(bare, 'E_AUTH')).toBe(true);
+    expect((bare as Error).message).toMatch(/needs a token/);
+    const open = await hosted({ token: null });
+    await peer(open.url, undefined).start();
+    expect(open.host.sessions.size).toBe(1);
+    // A path its owner does not route is not the link's.
+    const elsewhere = await peer(open.url.replace('/hosted', '/other'), undefined).start().catch((e: unknown) => e);
+    expect(isLinkError(elsewhere, 'E_NOT_CONNECTED')).toBe(true);
+  });
+
+  it('a refused peer stops retrying unless retryRefused, and then retries with the backoff', async () => {
+    const { url } = await hosted({ token: 'a'.repeat(64) });
+    let once = 0;
+    let again = 0;
+    const stops = peer(url, 'b'.repeat(64), { reconnect: { initialDelayMs: 20, maxDelayMs: 40 }, onRefused: () => void once++ });
+    const retries = peer(url, 'b'.repeat(64), { reconnect: { initialDelayMs: 20, maxDelayMs: 40 }, retryRefused: true, onRefused: () => void again++ });
+    await Promise.all([stops.start().catch(() => undefined), retries.start().catch(() => undefined)]);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(once).toBe(1);
+    expect(again).toBeGreaterThanOrEqual(4);
+    expect(again).toBeLessThan(25);
+  });
+
+  it("heartbeat 'server' pings on the interval the welcome announces", async () => {
+    const { host, url } = await hosted({ token: null, heartbeat: { intervalMs: 50, timeoutMs: 1000 } });
+    const c = peer(url, undefined, { heartbeat: 'server' });
+    await c.start();
+    const session = [...host.sessions][0]!;
+    let pings = 0;
+    (session as unknown as { ws: { on(e: 'ping', f: () => void): void } }).ws.on('ping', () => void pings++);
+    await new Promise((r) => setTimeout(r, 400));
+    // Its own default would be one ping per 5 s.
+    expect(pings).toBeGreaterThanOrEqual(4);
+  });
+
+  it('takes frames up to its maxFrameBytes; the default limit closes the link on them', async () => {
+    const big = 'k'.repeat(1536 * 1024);
+    const roomy = await hosted({ token: null, maxFrameBytes: 2 * 1024 * 1024 });
+    const c = peer(roomy.url, undefined, { maxFrameBytes: 2 * 1024 * 1024 });
+    await c.start();
+    const ack = c.waitFor((m) => m.type === 'ack', 5000);
+    c.send({ type: 'set', key: big, value: 2 });
+    await ack;
+    expect(roomy.applied.get(big)).toBe(2);
+    const tight = await hosted({ token: null });
+    let dropped = false;
+    const d = peer(tight.url, undefined, { onDisconnect: () => void (dropped = true) });
+    await d.start();
+    d.send({ type: 'set', key: big, value: 2 });
+    await waitUntil(() => dropped, 2000);
+    expect(tight.applied.size).toBe(0);
   });
 });
 
