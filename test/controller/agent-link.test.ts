@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { NodeAgent, type TaskExecutor } from '../../agent/index';
 import type { Controller } from '../../controller/index';
 import type { InvocationOutcome, RunningTask } from '../../link/index';
-import { api, HEARTBEAT_MS, NODE_TIMEOUT_MS, quiet, startController, waitFor } from './harness';
+import { api, NODE_TIMEOUT_MS, quiet, startController, waitFor } from './harness';
 
 /** Runs nothing: each task waits for `release()`, so a test decides when a result exists. */
 class HeldExecutor implements TaskExecutor {
@@ -158,9 +158,11 @@ describe('agent ⇄ controller link', () => {
     partition.cut();
     await waitFor('the node to be lost', async () => ((await nodeStatus(ctl.url, 'n1')) === 'lost' ? true : undefined), 5000, 20);
     const lostAfterMs = Date.now() - cutAt;
-    // Lost by the heartbeat (a ping unanswered for the rest of the timeout), not by a closed socket's grace.
-    expect(lostAfterMs).toBeGreaterThanOrEqual(NODE_TIMEOUT_MS - HEARTBEAT_MS - 50);
-    expect(lostAfterMs).toBeLessThan(NODE_TIMEOUT_MS + 1000);
+    // A ping unanswered for nodeTimeout - heartbeat (800 ms): its timer may have started a little
+    // before the cut when the pong was still in flight (a loaded machine delays it), hence the loose
+    // lower bound. A closed socket's path would add the grace (another node timeout) and say so below.
+    expect(lostAfterMs, `lost after ${lostAfterMs} ms`).toBeGreaterThanOrEqual(NODE_TIMEOUT_MS / 2);
+    expect(lostAfterMs, `lost after ${lostAfterMs} ms`).toBeLessThan(NODE_TIMEOUT_MS + 1000);
     const task = (await api(ctl.url, 'GET', `/tasks/${taskId}`)).body;
     expect(task).toMatchObject({ status: 'failed', error: { code: 'E_NODE_LOST' } });
     expect(task.error.message).toMatch(/heartbeat timeout/);
@@ -194,8 +196,8 @@ describe('agent ⇄ controller link', () => {
     const gaps = attempts.slice(1).map((t, i) => t - attempts[i]!);
     // 50, 100, 200, then 300 ms (± 20 % jitter) each: it starts small, grows, and stops growing at the cap.
     expect(attempts.length, `gaps ${gaps.map(Math.round).join(', ')}`).toBeGreaterThanOrEqual(6);
-    expect(gaps[0]!).toBeLessThan(200);
-    expect(Math.max(...gaps)).toBeLessThan(300 * 1.2 + 150);
+    expect(gaps[0]!).toBeLessThan(250);
+    expect(Math.max(...gaps)).toBeLessThan(300 * 1.2 + 250);
     for (const g of gaps.slice(-2)) expect(g).toBeGreaterThan(300 * 0.8 - 20);
 
     const second = await controllerIn(stateDir, port);
