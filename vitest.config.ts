@@ -32,6 +32,11 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ['default'],
+    // Tests that mount FUSE, touch cgroups or drive dockerd run in forked processes (a native
+    // addon with its own threads does not belong in a worker_thread), two at a time on a 2-core box.
+    // Vitest 3.2 sizes the pool for all projects together (a project may not set maxForks).
+    pool: 'forks',
+    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     // `--coverage` measures the tenant manager, the state machine the unit project drives in memory.
     coverage: { provider: 'v8', include: ['manager/**/*.ts'], reporter: ['text', 'json-summary'] },
     projects: [
@@ -45,10 +50,6 @@ export default defineConfig({
           name: 'system',
           include: ['test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, ...UNIT],
-          // Tests that mount FUSE, touch cgroups or drive dockerd run in forked processes (a native
-          // addon with its own threads does not belong in a worker_thread), two at a time on a 2-core box.
-          pool: 'forks',
-          poolOptions: { forks: { maxForks: 2, minForks: 1 } },
         },
       },
     ],
