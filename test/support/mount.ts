@@ -3,22 +3,29 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { fuseMountUnavailable, skipping } from './capabilities';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 
-/** Why mount tests cannot run here, or null. Printed loudly by the suites that skip. */
-export function mountUnavailableReason(): string | null {
-  if (process.getuid?.() !== 0) return 'not root: FUSE mount tests need root (CI runs as root)';
-  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing';
+/** Why mount tests cannot run here, or null: what they need, checked as such (not as uid 0). */
+function mountBlocker(): string | null {
+  const fuse = fuseMountUnavailable();
+  if (fuse) return fuse;
   if (!fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'Release', 'ephemera_core.node'))) return 'native core not built (npm run build)';
   if (!fs.existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return 'CLI not built (npm run build)';
   return null;
 }
 
+/** Why mount tests cannot run here, or null; says so loudly (once per process). */
+export function mountUnavailableReason(): string | null {
+  const why = mountBlocker();
+  return why === null ? null : skipping('FUSE mount tests', why);
+}
+
 export function skipLoudly(suite: string): boolean {
-  const why = mountUnavailableReason();
-  if (why) process.stderr.write(`\n*** SKIPPING ${suite}: ${why} ***\n\n`);
+  const why = mountBlocker();
+  if (why) skipping(suite, why);
   return why !== null;
 }
 
