@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fuseMountUnavailable, skipping } from './capabilities';
+import { expectCleanProtocol, protocolCounters, type ProvokedCounters } from './protocol';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
@@ -36,7 +37,10 @@ export interface TestMount {
   process: ChildProcess;
   /** Unmounts through SIGTERM and returns the daemon's per-opcode counts. */
   stop(): Promise<Record<string, number>>;
-  /** Cleans up whatever state the daemon is in (killed, hung, stopped). Idempotent. */
+  /**
+   * Cleans up whatever state the daemon is in (killed, hung, stopped). Idempotent. A daemon that
+   * stopped cleanly printed its protocol counters: they must be 0 (test/support/protocol.ts).
+   */
   teardown(): Promise<void>;
 }
 
@@ -49,6 +53,8 @@ export interface StartMountOptions {
    */
   maxLifetimeS?: number;
   dir?: string;
+  /** Safety-net counts this suite provokes on purpose; teardown asserts every other one is 0. */
+  provoked?: ProvokedCounters;
 }
 
 /** Starts `ephemera mount` on a fresh directory in a child process; resolves on its ready line. */
@@ -81,6 +87,8 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
     wake?.();
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'exit' can come before the pipes are drained: the stopped line arrives by 'close'.
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   const next = async (event: string, timeoutMs: number): Promise<Record<string, unknown>> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -112,8 +120,12 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
       await exited;
       clearTimeout(t);
     }
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
     cleanupDir(dir);
     if (base) fs.rmSync(base, { recursive: true, force: true });
+    // A daemon the test killed prints nothing; one that stopped must have answered every request.
+    const stopped = events.find((e) => e.event === 'stopped');
+    if (stopped) expectCleanProtocol(protocolCounters(stopped), `ephemera mount ${dir}`, opts.provoked);
   };
   return {
     dir,
@@ -128,6 +140,13 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
     },
     teardown,
   };
+}
+
+/** Tears every mount down, then throws the first failure (a counter assertion), so none is left mounted. */
+export async function teardownAll(mounts: TestMount[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const m of mounts.splice(0)) await m.teardown().catch((e: unknown) => void failures.push(e));
+  if (failures.length > 0) throw failures[0];
 }
 
 /** Detaches a (possibly dead) mount at dir; never throws. */

@@ -44,3 +44,23 @@ export function killHard(pid: number): void {
     }
   }
 }
+
+/** A daemon a test spawned: `ephemera mount … --json` and the like. */
+export interface SpawnedDaemon {
+  pid: number;
+  child: ChildProcess;
+  exited: Promise<unknown>;
+}
+
+/**
+ * The cleanup of a daemon a test started (a takeover's successor, typically): SIGTERM, SIGKILL if
+ * it has not exited after `graceMs`; then waits for its stdout to end, so its last lines (the
+ * `stopped` event with its counters) have been read. Nothing to do if it is gone already.
+ */
+export async function stopDaemon(d: SpawnedDaemon, graceMs = 5000): Promise<void> {
+  await stopChild(d.child, d.pid, d.exited, graceMs);
+  const out = d.child.stdout;
+  if (out && !out.readableEnded && !out.destroyed) {
+    await Promise.race([new Promise((r) => out.once('close', r)), new Promise((r) => setTimeout(r, 2000))]);
+  }
+}
