@@ -73,3 +73,8 @@ export function loopDeviceUnavailable(): string | undefined {
   if (!hasCapability('CAP_SYS_ADMIN')) return 'no CAP_SYS_ADMIN: a loop device ext4 cannot be mounted';
   return undefined;
 }
+
+/** Why a fresh tmpfs (the reference file system) cannot be mounted here: mount(2) needs CAP_SYS_ADMIN. */
+export function tmpfsMountUnavailable(): string | undefined {
+  return hasCapability('CAP_SYS_ADMIN') ? undefined : 'no CAP_SYS_ADMIN: a tmpfs cannot be mounted';
+}
