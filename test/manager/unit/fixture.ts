@@ -1,6 +1,6 @@
 // The tenant manager driven in memory: limits in an InMemoryLimitWriter (which refuses, like
 // cgroup v1, a limit below the usage it was told about), invocations by a gate the test opens.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -145,7 +145,6 @@ export async function harness(writer: ScriptedWriter = new ScriptedWriter()): Pr
 
 /** Rewrites a fake cgroup's memory.stat (the manager reads total_rss + total_shmem). */
 export async function setCgroupUsage(dir: string, bytes: number): Promise<void> {
-  const { mkdir } = await import('node:fs/promises');
   await mkdir(dir, { recursive: true });
   const rss = Math.floor(bytes / 2);
   await writeFile(path.join(dir, 'memory.stat'), `cache 0\nrss 0\ntotal_cache 4096\ntotal_rss ${rss}\ntotal_shmem ${bytes - rss}\ntotal_mapped_file 0\n`);

@@ -1,7 +1,8 @@
 // The tenant manager's plans and rollbacks over the in-memory limit writer: no Docker, no root.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isManagerError, type TenantManager } from '../../../manager/index';
-import { BORROWER, harness, LENDER, MiB, needOf, refused, until, type Harness } from './fixture';
+import { DEFAULT_POLICY_CONFIG } from '../../../policy/index';
+import { BORROWER, GateInvoker, harness, LENDER, MiB, needOf, refused, until, type Harness } from './fixture';
 
 let h: Harness;
 beforeEach(async () => {
@@ -88,7 +89,6 @@ describe('plan: start and drain', () => {
   });
 
   it('plan: with sharing off nothing is ever lent', async () => {
-    const { DEFAULT_POLICY_CONFIG } = await import('../../../policy/index');
     const m = await h.open({ policy: { ...DEFAULT_POLICY_CONFIG, pools: { ...DEFAULT_POLICY_CONFIG.pools, sharing: false } } });
     const { lender, borrower } = await lenderAndBorrower(m);
     void m.invoke('lender').catch(() => undefined);
@@ -169,7 +169,6 @@ describe('queue: one invocation at a time per container', () => {
     h.writer.limits.set('x', 64 * MiB);
     await m.addContainer({ id: 'x', tenant: 'acme', initialLimitBytes: 64 * MiB, profile: LENDER });
     await expect(m.invoke('x')).rejects.toMatchObject({ code: 'E_NO_INVOKER' });
-    const { GateInvoker } = await import('./fixture');
     const inv = new GateInvoker(h.writer, 'x');
     m.setInvoker('x', inv, '/nonexistent/cgroup');
     const run = m.invoke('x');
