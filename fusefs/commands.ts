@@ -155,7 +155,7 @@ export function registerFusefsCommands(program: Command): void {
         // Printed as `adapter` for a cgroup (what bench rows read), `keeper` for a fixed budget.
         const moves = keeperStats ? { [cgroup ? 'adapter' : 'keeper']: { ...keeperStats } } : {};
         const fallbacks = { backingOpenFailures: counters.backingOpenFailures };
-        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, ...fallbacks, ...moves },
+        say({ event: 'stopped', signal, counters: ops, unanswered: counters.unanswered, exceptions: counters.exceptions, badReplies: counters.badReplies, malformed: counters.malformed, ...fallbacks, ...moves },
           `ephemera: stopped (${signal}) ${opText(ops)}`);
         process.exit(signal === 'connection-lost' ? 1 : 0);
       };

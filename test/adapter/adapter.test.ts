@@ -12,6 +12,8 @@ import { MemoryCgroup } from '../../fusefs/memory';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
 import { buildAllocator } from '../memory/fixtures/build';
 import { cleanupDir, mountUnavailableReason } from '../support/mount';
+import { closeMountsChecked } from '../support/protocol';
+import { until } from '../support/wait';
 
 const MiB = 1 << 20;
 const WRITER = path.join(__dirname, 'writer.py');
@@ -22,14 +24,6 @@ function shmemAndRss(cg: MemoryCgroup, hierarchical = true) {
   const u = cg.usage({ hierarchical });
   return u.rssBytes + u.shmemBytes;
 }
-async function until(cond: () => boolean, timeoutMs: number, what: string) {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)', () => {
   let base: string;
   let mount: EphemeraMount | undefined;
@@ -43,11 +37,12 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
   afterEach(async () => {
     await killAndWait(child);
     child = undefined;
-    await mount?.close();
+    const protocol = await closeMountsChecked([mount]);
     mount = undefined;
     await cg?.remove();
     cg = undefined;
     await removeAllTestCgroups();
+    protocol.assert();
   });
   afterAll(() => {
     for (const d of fs.readdirSync(base)) cleanupDir(path.join(base, d));

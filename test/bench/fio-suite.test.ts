@@ -9,6 +9,7 @@ import { mountsUnder } from '../../bench/host-targets';
 import { runBench } from '../../bench/runner';
 import { createFioSuite, FIO_WORKLOADS } from '../../bench/suites/fio';
 import { DAEMON_COUNTERS_WORKLOAD } from '../../bench/summary';
+import { fuseMountUnavailable } from '../support/capabilities';
 
 function has(program: string): boolean {
   try {
@@ -20,7 +21,7 @@ function has(program: string): boolean {
 }
 
 const missing = [
-  process.getuid?.() === 0 ? '' : 'root (mount)',
+  fuseMountUnavailable() === undefined ? '' : `a FUSE mount (${fuseMountUnavailable()})`,
   has('fio') ? '' : 'fio',
   has('cc') ? '' : 'cc',
 ].filter(Boolean);

@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { skipping, switchUserUnavailable } from '../support/capabilities';
 import type { SuiteContext } from './common';
 
 const USER = 1000;
@@ -73,12 +74,10 @@ function runAsUser(ops: ChildOp[]): string[] {
 
 export function definePermissionTests(ctx: SuiteContext): void {
   const { p } = ctx;
-  const isRoot = process.getuid?.() === 0;
-  if (!isRoot) {
-    console.warn(`[conformance ${ctx.label}] SKIPPING permission tests: they need root to spawn a uid ${USER} child`);
-  }
+  const cannot = switchUserUnavailable();
+  if (cannot) skipping(`[conformance ${ctx.label}] permission tests (a uid ${USER} child)`, cannot);
 
-  describe.skipIf(!isRoot)(`permissions as uid ${USER}`, () => {
+  describe.skipIf(cannot !== undefined)(`permissions as uid ${USER}`, () => {
     it('mode bits, ownership, the sticky bit and setattr rules hold for an unprivileged user', () => {
       const { R_OK, W_OK } = fs.constants;
       // The per-test dir must be reachable by the child.

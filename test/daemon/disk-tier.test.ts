@@ -5,9 +5,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SizedDiskTier } from '../../fusefs/daemon/disk-tier';
 import { isMountPoint } from '../../fusefs/memtier';
 import { skipLoudly } from '../support/mount';
+import { loopDeviceUnavailable, skipping } from '../support/capabilities';
 
 const MiB = 1 << 20;
-const skip = skipLoudly('sized disk tier (loop ext4)') || !fs.existsSync('/dev/loop-control');
+const noLoop = loopDeviceUnavailable();
+const skip = skipLoudly('sized disk tier (loop ext4)') || (noLoop !== undefined && skipping('sized disk tier (loop ext4)', noLoop) !== undefined);
 
 /** Writes `bytes` in 1 MiB chunks; returns how many got written before an error, and the error code. */
 function fill(file: string, bytes: number): { written: number; code?: string } {

@@ -8,13 +8,14 @@ import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { cgroupV1Unavailable, createTestCgroup, removeAllTestCgroups, spawnInCgroup, type TestCgroup } from '../support/cgroups';
 import { skipLoudly } from '../support/mount';
+import { loopDeviceUnavailable, skipping } from '../support/capabilities';
 import { cleanupStateDir, makeStateDir, MiB, mountsUnder, startDaemon, type TestDaemon } from './support';
 
 const noCgroup = cgroupV1Unavailable();
 if (noCgroup) process.stderr.write(`\n*** SKIPPING remove-mount charge test: ${noCgroup} ***\n\n`);
-const noLoop = !fs.existsSync('/dev/loop-control');
-if (noLoop) process.stderr.write('\n*** SKIPPING remove-mount charge test: no /dev/loop-control (sized disk tier) ***\n\n');
-const skip = skipLoudly('remove-mount charge') || noCgroup !== undefined || noLoop;
+const noLoop = loopDeviceUnavailable();
+if (noLoop) skipping('remove-mount charge test', noLoop);
+const skip = skipLoudly('remove-mount charge') || noCgroup !== undefined || noLoop !== undefined;
 
 /** total_cache (which includes shmem in v1) and total_shmem of the cgroup. */
 function charge(cg: TestCgroup): { cache: number; shmem: number; sum: number } {

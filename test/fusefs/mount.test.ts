@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { listMountPoints } from '../../fusefs/memtier';
-import { cleanupDir, REPO, skipLoudly, startMount, type TestMount } from '../support/mount';
+import { cleanupDir, REPO, skipLoudly, startMount, teardownAll, type TestMount } from '../support/mount';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 const skip = skipLoudly('ephemera mount lifecycle');
@@ -20,10 +20,13 @@ describe.skipIf(skip)('ephemera mount', () => {
   const mounts: TestMount[] = [];
   const dirs: string[] = [];
   afterEach(async () => {
-    for (const m of mounts.splice(0)) await m.teardown();
-    for (const d of dirs.splice(0)) {
-      cleanupDir(d);
-      fs.rmSync(d, { recursive: true, force: true });
+    try {
+      await teardownAll(mounts);
+    } finally {
+      for (const d of dirs.splice(0)) {
+        cleanupDir(d);
+        fs.rmSync(d, { recursive: true, force: true });
+      }
     }
   });
   const tmp = () => {

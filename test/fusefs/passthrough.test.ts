@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import { cleanupDir, REPO, skipLoudly } from '../support/mount';
+import { closeMountsChecked } from '../support/protocol';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 const skip = skipLoudly('passthrough refusals');
@@ -49,8 +50,9 @@ describe.skipIf(skip)('passthrough refused', () => {
     // In this process: `ephemera mount` refuses a spill dir on overlayfs, EphemeraMount does not.
     const m = await EphemeraMount.open({ mountpoint: mnt, spillDir: overlay });
     undo.push(async () => {
-      await m.close();
+      const protocol = await closeMountsChecked([m]);
       cleanupDir(mnt);
+      protocol.assert();
     });
     expect(m.mode).toBe('passthrough');
     m.setPlacement({ memoryBudget: 0, newFileRoom: 0 }); // new files on the disk tier, stacked on overlayfs

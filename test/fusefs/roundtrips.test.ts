@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import type { NativeCounters } from '../../fusefs/native';
 import { cleanupDir, skipLoudly } from '../support/mount';
+import { closeMountsChecked } from '../support/protocol';
 
 const skip = skipLoudly('round-trip counts');
 const CHILD_TIMEOUT_MS = 20_000;
@@ -34,11 +35,12 @@ describe.skipIf(skip)('round trips per operation', () => {
   const mounts: EphemeraMount[] = [];
   const bases: string[] = [];
   afterEach(async () => {
-    for (const m of mounts.splice(0)) await m.close();
+    const protocol = await closeMountsChecked(mounts.splice(0));
     for (const b of bases.splice(0)) {
       cleanupDir(path.join(b, 'mnt'));
       fs.rmSync(b, { recursive: true, force: true });
     }
+    protocol.assert();
   });
   async function mount(extra: Parameters<typeof EphemeraMount.open>[0] extends infer O ? Partial<O> : never = {}) {
     const base = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-rt-'));

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupDir, REPO, skipLoudly } from '../support/mount';
+import { expectCleanProtocol, protocolCounters } from '../support/protocol';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 const ENABLE = '/sys/module/fuse/parameters/enable_uring';
@@ -64,6 +65,7 @@ async function startDaemon(args: string[], env: NodeJS.ProcessEnv = process.env)
   const events: Record<string, unknown>[] = [];
   readline.createInterface({ input: child.stdout! }).on('line', (l) => events.push(JSON.parse(l) as Record<string, unknown>));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   const next = async (event: string, ms: number) => {
     const deadline = Date.now() + ms;
     for (;;) {
@@ -85,8 +87,11 @@ async function startDaemon(args: string[], env: NodeJS.ProcessEnv = process.env)
       await exited;
       clearTimeout(t);
     }
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
     cleanupDir(dir);
     fs.rmSync(base, { recursive: true, force: true });
+    const stopped = events.find((e) => e.event === 'stopped');
+    if (stopped) expectCleanProtocol(protocolCounters(stopped), `ephemera mount ${dir} ${args.join(' ')}`);
   };
   let ready: Record<string, unknown>;
   try {

@@ -12,22 +12,13 @@ import { DockerLimitWriter, managerLabels, TenantManager } from '../../manager/i
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { mountUnavailableReason } from '../support/mount';
 import { removeNodeDaemonState } from '../support/node-state';
+import { until } from '../support/wait';
 
 const dockerInfo = await ensureDocker();
 const labels = testRunLabels('node-integration');
 const why = dockerInfo.skipReason ?? mountUnavailableReason() ?? undefined;
 if (why) console.warn(`\n!!! SKIPPING node integration test: ${why}\n`);
 const MiB = 1 << 20;
-
-async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.skipIf(why !== undefined)('node: daemon + tenant manager + Ephemera /tmp containers', () => {
   let stateDir: string;

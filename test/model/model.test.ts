@@ -5,6 +5,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTmpfs, type TestDir } from '../support/tmpdirs';
+import { skipping, tmpfsMountUnavailable } from '../support/capabilities';
 import { ModelMismatch, modelOpArb, ReferenceFs, runModelSequence, writeBytes, type ModelOp } from './model';
 import { chooseSeed } from './suite';
 
@@ -85,7 +86,8 @@ class RenameLeavesTargetLinked extends ReferenceFs {
 
 const HUNT_SEED = 0x5eed0009;
 
-describe('the model test catches injected bugs on tmpfs', () => {
+const noTmpfs = tmpfsMountUnavailable();
+describe.skipIf(noTmpfs !== undefined && skipping('injected-bug hunt on tmpfs', noTmpfs) !== undefined)('the model test catches injected bugs on tmpfs', () => {
   let tmpfs: TestDir;
   let counter = 0;
   beforeAll(async () => {

@@ -12,6 +12,8 @@ import { InMemoryLimitWriter, TenantManager } from '../../manager/index';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
 import { REPO, skipLoudly } from '../support/mount';
 import { cleanupStateDir, makeStateDir, MiB, startDaemon, type TestDaemon } from '../daemon/support';
+import { until } from '../support/wait';
+import { alive } from '../support/processes';
 
 const noCgroup = cgroupV1Unavailable();
 if (noCgroup) console.warn(`SKIPPED node-daemon takeover: ${noCgroup}`);
@@ -40,23 +42,6 @@ function served(metrics: string, id: string): Record<string, number> {
     if (op) out[op] = Number(m[2]);
   }
   return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe.skipIf(skip)('a restartable node daemon is taken over with its mounts', () => {

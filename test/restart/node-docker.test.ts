@@ -16,6 +16,8 @@ import { ensureVolumeToken } from '../../volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason, REPO } from '../support/mount';
+import { until } from '../support/wait';
+import { alive } from '../support/processes';
 
 const dockerInfo = await ensureDocker();
 const why =
@@ -44,28 +46,10 @@ function docker(...args: string[]): Promise<Run> {
   });
 }
 
-async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 const readNumber = (file: string) => Number(fs.readFileSync(file, 'utf8').trim());
 function shmem(cgroup: string): number {
   return Number(/^shmem (\d+)$/m.exec(fs.readFileSync(path.join(cgroup, 'memory.stat'), 'utf8'))?.[1] ?? 0);
 }
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 interface Node {
   pid: number;
   child: ChildProcess;

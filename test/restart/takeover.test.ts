@@ -13,6 +13,8 @@ import { SizedDiskTier } from '../../fusefs/daemon/disk-tier';
 import { isMountPoint, MEMORY_TIER_ROOT } from '../../fusefs/memtier';
 import { restartPaths } from '../../fusefs/restart';
 import { REPO, skipLoudly } from '../support/mount';
+import { alive, exitedWithin, stopDaemon } from '../support/processes';
+import { expectCleanProtocol, protocolCounters } from '../support/protocol';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 const skip = skipLoudly('restartable mounts (issue 14)') || !fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'ephemera-holder'));
@@ -25,6 +27,9 @@ interface Daemon {
   exited: Promise<void>;
   stderr(): string;
 }
+
+/** Every daemon this file started: a stopped one's protocol counters are checked at teardown. */
+const started: Daemon[] = [];
 
 /** `node bin/ephemera.js mount …` with no wrapper: its pid is the process that really serves. */
 async function startDaemon(args: string[], env: Record<string, string> = {}): Promise<Daemon> {
@@ -56,6 +61,7 @@ async function startDaemon(args: string[], env: Record<string, string> = {}): Pr
     }
   };
   const d: Daemon = { pid: child.pid!, child, events, next, exited, stderr: () => stderr };
+  started.push(d);
   const ready = await next('ready', 20_000);
   d.pid = Number(ready.pid);
   return d;
@@ -72,31 +78,6 @@ function sha256(file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Waits until `pid` has exited (a zombie awaiting its reaper counts as exited). */
-async function exitedWithin(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let state = '';
-    try {
-      state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '';
-    } catch {
-      return true;
-    }
-    if (state === 'Z' || state === 'X') return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
   const cleanups: (() => void | Promise<void>)[] = [];
   afterEach(async () => {
@@ -106,6 +87,11 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
       } catch {
         /* best effort: every step runs */
       }
+    }
+    // Killed daemons print nothing; every one that stopped (SIGTERM) answered each request once.
+    for (const d of started.splice(0)) {
+      const stopped = d.events.find((e) => e.event === 'stopped');
+      if (stopped) expectCleanProtocol(protocolCounters(stopped), `ephemera mount (pid ${d.pid})`);
     }
   });
 
@@ -192,14 +178,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
 
     const spawnedAt = Date.now();
     const second = await startDaemon(args);
-    cleanups.push(async () => {
-      if (alive(second.pid)) {
-        second.child.kill('SIGTERM');
-        const t = setTimeout(() => second.child.kill('SIGKILL'), 5000);
-        await second.exited;
-        clearTimeout(t);
-      }
-    });
+    cleanups.push(() => stopDaemon(second));
     const readyAt = Date.now();
     expect(second.events[0]).toMatchObject({ takeover: true, mode: 'passthrough' });
     // What INIT agreed comes from the journal (no second INIT): the same protocol and flags.
@@ -309,14 +288,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(isMountPoint(sizedMemory)).toBe(true);
 
     const second = await startDaemon(args);
-    cleanups.push(async () => {
-      if (alive(second.pid)) {
-        second.child.kill('SIGTERM');
-        const t = setTimeout(() => second.child.kill('SIGKILL'), 5000);
-        await second.exited;
-        clearTimeout(t);
-      }
-    });
+    cleanups.push(() => stopDaemon(second));
     const readyAt = Date.now();
     expect(second.events[0]).toMatchObject({ takeover: true });
     const restart = second.events[0]!.restart as Record<string, number>;
@@ -454,12 +426,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
         expect(first.child.signalCode).toBe('SIGKILL');
         expect(probe.exitCode).toBe(null); // still waiting in the kernel
         const second = await startDaemon(args);
-        cleanups.push(async () => {
-          if (alive(second.pid)) {
-            second.child.kill('SIGTERM');
-            await second.exited;
-          }
-        });
+        cleanups.push(() => stopDaemon(second));
         await probeDone;
         expect(JSON.parse(out)).toEqual({ ok: true });
         expect(fs.readdirSync(mnt).sort()).toEqual(c.names);
@@ -524,12 +491,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     }
     expect(died).toEqual([1, 1, 1]);
     const fourth = await startDaemon(args, crashing);
-    cleanups.push(async () => {
-      if (alive(fourth.pid)) {
-        fourth.child.kill('SIGTERM');
-        await fourth.exited;
-      }
-    });
+    cleanups.push(() => stopDaemon(fourth));
     expect(await probe.done).toEqual({ ok: false, code: 'EIO' });
     expect(fs.readFileSync(path.join(mnt, 'a'), 'utf8')).toBe('content of a'); // still served, nothing lost
     const info = (await counters(fourth)).restart as Record<string, number>;
@@ -578,12 +540,7 @@ describe.skipIf(skip)('a restartable mount survives a killed daemon', () => {
     expect(r.stderr).toContain('E_STATE_VERSION');
     fs.writeFileSync(paths.journal, original); // the rollback: a build that reads version 1
     const second = await startDaemon(args);
-    cleanups.push(async () => {
-      if (alive(second.pid)) {
-        second.child.kill('SIGTERM');
-        await second.exited;
-      }
-    });
+    cleanups.push(() => stopDaemon(second));
     expect(second.events[0]).toMatchObject({ takeover: true });
     expect(fs.readFileSync(path.join(mnt, 'a'), 'utf8')).toBe('x');
   }, 60_000);

@@ -3,6 +3,7 @@ import { chmodSync, cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { skipping, switchUserUnavailable } from '../support/capabilities';
 
 /**
  * README's commands run as root with no sudo (a fresh Debian machine has none). Every script
@@ -11,13 +12,14 @@ import { afterAll, describe, expect, it } from 'vitest';
  */
 const REPO = path.resolve(__dirname, '../..');
 const SCRIPTS = ['demo.sh', 'setup.sh', 'test.sh', 'bench-all.sh', 'stop-dockerd.sh'];
-const isRoot = process.getuid?.() === 0;
-if (!isRoot) process.stderr.write('\n*** SKIPPING the scripts root-check test: it must run as root to run the scripts as nobody ***\n\n');
+// The scripts are run as nobody through setpriv, which needs to switch uid and gid.
+const cannot = switchUserUnavailable();
+if (cannot) skipping('the scripts root-check test (runs the scripts as nobody)', cannot);
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-describe.skipIf(!isRoot)('scripts/ as a user who is not root', () => {
+describe.skipIf(cannot !== undefined)('scripts/ as a user who is not root', () => {
   it('covers every script in scripts/ (a new one must be added here)', () => {
     const scripts = readdirSync(path.join(REPO, 'scripts')).filter((f) => f.endsWith('.sh') && f !== 'lib.sh');
     expect(scripts.sort()).toEqual([...SCRIPTS].sort());

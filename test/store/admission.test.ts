@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import { admitsNewFile, admitsOpenForWrite, type MemoryAdmission } from '../../policy';
 import { cleanupDir, mountUnavailableReason } from '../support/mount';
+import { closeMountChecked } from '../support/protocol';
 
 const MiB = 1 << 20;
 const why = mountUnavailableReason() ?? undefined;
@@ -22,8 +23,9 @@ describe.skipIf(why !== undefined)('native admission follows the room the keeper
   });
   afterEach(async () => {
     for (const fd of fds.splice(0)) fs.closeSync(fd);
-    await m?.close();
+    const mount = m;
     m = undefined;
+    await closeMountChecked(mount);
   });
   afterAll(() => {
     for (const d of fs.readdirSync(base)) cleanupDir(path.join(base, d));

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import { cleanupDir, mountUnavailableReason } from '../support/mount';
+import { closeMountChecked } from '../support/protocol';
 
 const MiB = 1 << 20;
 const ROUNDS = 150;
@@ -26,8 +27,9 @@ describe.skipIf(why !== undefined)('a file just released moves at once', () => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-after-close-'));
   });
   afterEach(async () => {
-    await m?.close();
+    const mount = m;
     m = undefined;
+    await closeMountChecked(mount);
   });
   afterAll(() => {
     for (const d of fs.readdirSync(base)) cleanupDir(path.join(base, d));

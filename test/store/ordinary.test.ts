@@ -11,19 +11,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EphemeraMount } from '../../fusefs/mount';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';
 import { cleanupDir, mountUnavailableReason } from '../support/mount';
+import { closeMountsChecked } from '../support/protocol';
+import { until } from '../support/wait';
 
 const MiB = 1 << 20;
 const PROGRAMS = path.join(__dirname, '..', '..', 'bench', 'workloads', 'ordinary.py'); // also the bench's workload
 const why = mountUnavailableReason() ?? cgroupV1Unavailable() ?? undefined;
 if (why) console.warn(`\n!!! SKIPPING store v2 ordinary-program tests: ${why}\n`);
 
-async function until(cond: () => boolean, timeoutMs: number, what: string) {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 const fdCount = (pid: number | 'self' = 'self') => fs.readdirSync(`/proc/${pid}/fd`).length;
 
 describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promises', () => {
@@ -40,10 +35,11 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
   afterEach(async () => {
     await killAndWait(child);
     child = undefined;
-    for (const m of mounts.splice(0)) await m.close();
+    const protocol = await closeMountsChecked(mounts.splice(0));
     for (const t of tmpfsMounts.splice(0)) execFileSync('umount', ['-l', t], { stdio: 'ignore' });
     await cg?.remove();
     cg = undefined;
+    protocol.assert();
     await removeAllTestCgroups();
   });
   afterAll(() => {

@@ -9,10 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DaemonClient } from '../../fusefs/daemon/client';
 import { cleanupStateDir, makeStateDir, MiB, startDaemon, type TestDaemon } from '../daemon/support';
 import { skipLoudly } from '../support/mount';
+import { loopDeviceUnavailable, skipping } from '../support/capabilities';
 import { makeTmpfs, type TestDir } from '../support/tmpdirs';
 
-const skip = skipLoudly('size quota across tiers') || !fs.existsSync('/dev/loop-control');
-if (!skip && !fs.existsSync('/dev/loop-control')) process.stderr.write('\n*** SKIPPING size quota across tiers: no /dev/loop-control ***\n\n');
+const noLoop = loopDeviceUnavailable();
+const skip = skipLoudly('size quota across tiers') || (noLoop !== undefined && skipping('size quota across tiers', noLoop) !== undefined);
 
 const QUOTA = 64 * MiB;
 /** Slack for rounding: a few 4 KiB blocks (names, the ext4 extent blocks of a 48 MiB file). */

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { MemoryCgroup } from '../../fusefs/memory/cgroup';
+import { cgroupV1WriteUnavailable, skipping } from './capabilities';
 
 export interface TestCgroup {
   readonly dir: string;
@@ -23,18 +24,10 @@ export interface TestCgroupOptions {
 const live = new Set<TestCgroup>();
 let counter = 0;
 
-/** Why real cgroup tests cannot run here, or undefined if they can. */
+/** Why real cgroup tests cannot run here, or undefined if they can (said loudly, once per process). */
 export function cgroupV1Unavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not root';
-  try {
-    const own = MemoryCgroup.fromPid('self');
-    own.close();
-    if (own.version !== 1) return `this process's memory cgroup is v${own.version}, these tests need v1`;
-    fs.accessSync(path.join(own.dir, 'cgroup.procs'), fs.constants.W_OK);
-  } catch (err) {
-    return `no writable cgroup v1 memory controller: ${(err as Error).message}`;
-  }
-  return undefined;
+  const why = cgroupV1WriteUnavailable();
+  return why === undefined ? undefined : skipping('real cgroup v1 tests', why);
 }
 
 export async function createTestCgroup(options: TestCgroupOptions = {}): Promise<TestCgroup> {

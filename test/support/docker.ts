@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Engine, isEngineError, type EngineOptions } from '../../engine/index';
+import { dockerdStartUnavailable, skipping } from './capabilities';
 
 /** The same files scripts/setup.sh uses, so scripts/test.sh stops a daemon a test had to start. */
 export const DOCKERD_PID_FILE = '/run/ephemera-dockerd.pid';
@@ -32,7 +33,8 @@ export async function ensureDocker(options: EngineOptions = {}): Promise<DockerA
   if (first) return { engine: first, skipReason: undefined };
   const dockerd = spawnSync('sh', ['-c', 'command -v dockerd'], { encoding: 'utf8' }).stdout.trim();
   if (!dockerd) return skip('dockerd is not installed (run scripts/setup.sh)');
-  if (process.getuid?.() !== 0) return skip('dockerd is not running and starting it needs root');
+  const cannotStart = dockerdStartUnavailable();
+  if (cannotStart) return skip(cannotStart);
   const log = openSync(DOCKERD_LOG, 'a');
   const child = spawn(dockerd, [], { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
@@ -48,8 +50,7 @@ export async function ensureDocker(options: EngineOptions = {}): Promise<DockerA
 }
 
 function skip(reason: string): DockerAvailability {
-  process.stderr.write(`\n*** SKIPPING Docker tests: ${reason} ***\n\n`);
-  return { engine: undefined, skipReason: reason };
+  return { engine: undefined, skipReason: skipping('Docker tests', reason) };
 }
 
 /** A label value unique to one test file's run, so teardown removes exactly what it created. */

@@ -3,22 +3,30 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { fuseMountUnavailable, skipping } from './capabilities';
+import { expectCleanProtocol, protocolCounters, type ProvokedCounters } from './protocol';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
 
-/** Why mount tests cannot run here, or null. Printed loudly by the suites that skip. */
-export function mountUnavailableReason(): string | null {
-  if (process.getuid?.() !== 0) return 'not root: FUSE mount tests need root (CI runs as root)';
-  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing';
+/** Why mount tests cannot run here, or null: what they need, checked as such (not as uid 0). */
+function mountBlocker(): string | null {
+  const fuse = fuseMountUnavailable();
+  if (fuse) return fuse;
   if (!fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'Release', 'ephemera_core.node'))) return 'native core not built (npm run build)';
   if (!fs.existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return 'CLI not built (npm run build)';
   return null;
 }
 
+/** Why mount tests cannot run here, or null; says so loudly (once per process). */
+export function mountUnavailableReason(): string | null {
+  const why = mountBlocker();
+  return why === null ? null : skipping('FUSE mount tests', why);
+}
+
 export function skipLoudly(suite: string): boolean {
-  const why = mountUnavailableReason();
-  if (why) process.stderr.write(`\n*** SKIPPING ${suite}: ${why} ***\n\n`);
+  const why = mountBlocker();
+  if (why) skipping(suite, why);
   return why !== null;
 }
 
@@ -29,7 +37,10 @@ export interface TestMount {
   process: ChildProcess;
   /** Unmounts through SIGTERM and returns the daemon's per-opcode counts. */
   stop(): Promise<Record<string, number>>;
-  /** Cleans up whatever state the daemon is in (killed, hung, stopped). Idempotent. */
+  /**
+   * Cleans up whatever state the daemon is in (killed, hung, stopped). Idempotent. A daemon that
+   * stopped cleanly printed its protocol counters: they must be 0 (test/support/protocol.ts).
+   */
   teardown(): Promise<void>;
 }
 
@@ -42,6 +53,8 @@ export interface StartMountOptions {
    */
   maxLifetimeS?: number;
   dir?: string;
+  /** Safety-net counts this suite provokes on purpose; teardown asserts every other one is 0. */
+  provoked?: ProvokedCounters;
 }
 
 /** Starts `ephemera mount` on a fresh directory in a child process; resolves on its ready line. */
@@ -74,6 +87,8 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
     wake?.();
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'exit' can come before the pipes are drained: the stopped line arrives by 'close'.
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
   const next = async (event: string, timeoutMs: number): Promise<Record<string, unknown>> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -105,8 +120,12 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
       await exited;
       clearTimeout(t);
     }
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
     cleanupDir(dir);
     if (base) fs.rmSync(base, { recursive: true, force: true });
+    // A daemon the test killed prints nothing; one that stopped must have answered every request.
+    const stopped = events.find((e) => e.event === 'stopped');
+    if (stopped) expectCleanProtocol(protocolCounters(stopped), `ephemera mount ${dir}`, opts.provoked);
   };
   return {
     dir,
@@ -121,6 +140,13 @@ export async function startMount(opts: StartMountOptions = {}): Promise<TestMoun
     },
     teardown,
   };
+}
+
+/** Tears every mount down, then throws the first failure (a counter assertion), so none is left mounted. */
+export async function teardownAll(mounts: TestMount[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const m of mounts.splice(0)) await m.teardown().catch((e: unknown) => void failures.push(e));
+  if (failures.length > 0) throw failures[0];
 }
 
 /** Detaches a (possibly dead) mount at dir; never throws. */

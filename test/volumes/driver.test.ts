@@ -18,6 +18,7 @@ import { VolumePlugin, ensureVolumeToken } from '../../volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason } from '../support/mount';
+import { until } from '../support/wait';
 
 const dockerInfo = await ensureDocker();
 const why = dockerInfo.skipReason ?? mountUnavailableReason() ?? undefined;
@@ -47,16 +48,6 @@ function sh(cmd: string, args: string[], timeoutMs = 120_000, cwd?: string): Pro
   });
 }
 const docker = (...args: string[]) => sh('docker', args);
-
-async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function memoryStat(cgroup: string): Map<string, number> {
   const m = new Map<string, number>();
