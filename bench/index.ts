@@ -12,3 +12,4 @@ export { runBench } from './runner';
 export type { BenchRunOptions, BenchRunOutcome } from './runner';
 export { renderReportHtml, writeReport } from './report';
 export { SUITES, findSuite } from './suites';
+export { registerBenchCommands } from './commands';

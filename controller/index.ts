@@ -19,3 +19,12 @@ export {
   type ExtenderClusterView,
 } from './extender';
 export * from './protocol';
+export {
+  registerControllerCommands,
+  AGENT_TOKEN_NAME,
+  DEFAULT_CONTROLLER_STATE,
+  formatMiB,
+  httpUrl,
+  positiveInt,
+  waitForSignal,
+} from './commands';

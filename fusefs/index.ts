@@ -25,3 +25,4 @@ export {
 } from './daemon/index';
 export { CgroupBudget, type CgroupBudgetOptions, type CgroupUsage, type CgroupAlarm, type ShrinkResult } from './cgroup-budget';
 export { TierKeeper, monotonicMs, toPolicyInode, type BudgetSpec, type FixedBudgetOptions, type KeeperTotals } from './tier-keeper';
+export { registerFusefsCommands } from './commands';

@@ -1,5 +1,5 @@
 /**
- * The WebSocket link: mounts ⇄ tenant manager, managers ⇄ controller. Generic over the message
+ * The WebSocket link: mounts ⇄ tenant manager (the store link's messages and sockets: store-link.ts), managers ⇄ controller. Generic over the message
  * families each side may receive; authenticated by a per-tenant token; heartbeats both ways;
  * client reconnection with a full resync.
  */
@@ -22,3 +22,12 @@ export { EndpointSchema, parseEndpoint, endpointUrl, type Endpoint, type Endpoin
 export { DEFAULT_HEARTBEAT, startHeartbeat, type HeartbeatOptions } from './heartbeat';
 export { LinkServer, LinkSession, type LinkServerOptions } from './server';
 export { LinkClient, DEFAULT_RECONNECT, type LinkClientOptions, type ReconnectOptions } from './client';
+export {
+  ToManager,
+  ToMount,
+  managerSocketPath,
+  managersDir,
+  type ToManagerMessage,
+  type ToMountMessage,
+  type ManagerStatus,
+} from './store-link';

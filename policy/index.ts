@@ -94,3 +94,4 @@ export {
   type ScheduleResult,
 } from './scheduler';
 export { parseSchedulerTrace, traceTaskToSpec, type TraceTask } from './trace';
+export { registerPolicyCommands } from './commands';

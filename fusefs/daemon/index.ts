@@ -1,6 +1,7 @@
 /** The node daemon: one process serving many mounts, its control API, recovery and cleanup. */
 export { NodeDaemon, type NodeDaemonOptions, type RecoveryReport } from './daemon';
 export { DaemonClient, type DaemonClientOptions } from './client';
+export { MountPeer, type MountHandlers, type MountReading, type MountPeerOptions } from './mount-peer';
 export { cleanupNodeDaemon, type CleanupReport } from './cleanup';
 export { DaemonError, errorReply } from './errors';
 export { SizedMemoryTier } from './memory-tier';

@@ -38,5 +38,5 @@ export {
   type WatchFailure,
   type WatchOptions,
 } from './watcher';
-export { ChargedCopier, type ChargedCopierOptions, type CopyOptions } from './chargedCopy';
+export { ChargedCopier, type ChargedCopierOptions, type CopyOptions } from './charged-copy';
 export { OomGuard, type OomAlarm, type OomGuardEvents, type OomGuardOptions } from './oom-guard';

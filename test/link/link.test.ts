@@ -5,7 +5,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { z } from 'zod';
 import { decodeMessage, ensureTenantToken, isLinkError, LinkClient, LinkServer, messageSet, readTenantToken, type LinkErrorReply } from '../../link/index';
-import { ToManager } from '../../manager/index';
+import { ToManager } from '../../link/index';
 
 const Up = messageSet(
   z.object({ type: z.literal('set'), key: z.string().min(1), value: z.number().int() }),
