@@ -24,5 +24,6 @@ export {
   type EvictionReport,
 } from './daemon/index';
 export { CgroupBudget, type CgroupBudgetOptions, type CgroupUsage, type CgroupAlarm, type ShrinkResult } from './cgroup-budget';
-export { TierKeeper, monotonicMs, toPolicyInode, type BudgetSpec, type FixedBudgetOptions, type KeeperTotals } from './tier-keeper';
+export { TierKeeper, monotonicMs, toPolicyInode, type BudgetSpec, type FixedBudgetOptions } from './tier-keeper';
+export type { KeeperTotals, TieredStore } from './tiered-store';
 export { registerFusefsCommands } from './commands';

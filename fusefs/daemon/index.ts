@@ -5,8 +5,9 @@ export { MountPeer, type MountHandlers, type MountReading, type MountPeerOptions
 export { cleanupNodeDaemon, type CleanupReport } from './cleanup';
 export { DaemonError, errorReply } from './errors';
 export { SizedMemoryTier } from './memory-tier';
+export { SizedDiskTier } from './disk-tier';
 export { ManagedMount } from './managed-mount';
-export { DEFAULT_STATE_DIR, daemonPaths, ensureSharedParent, checkSpillFilesystem, type DaemonPaths } from './paths';
+export { DEFAULT_STATE_DIR, daemonPaths, ensureSharedParent, checkSpillFilesystem, prepareSpillDir, type DaemonPaths } from './paths';
 export { MountRecord, DaemonRecord, MountRecords, readRecords, readDaemonRecord, isDaemonAlive, writeJsonAtomic } from './state';
 export {
   ControlRequest,
