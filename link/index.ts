@@ -5,23 +5,11 @@
  */
 export { LinkError, isLinkError, errorCode, errorMessage, type LinkErrorCode } from './errors';
 export { ensureTenantToken, readTenantToken, tokenPath, tokensEqual, assertTenantName } from './token';
-export {
-  messageSet,
-  decodeMessage,
-  encodeMessage,
-  asErrorReply,
-  MAX_FRAME_BYTES,
-  HelloSchema,
-  LinkErrorReplySchema,
-  type MessageSet,
-  type Decoded,
-  type Hello,
-  type LinkErrorReply,
-} from './messages';
-export { EndpointSchema, parseEndpoint, endpointUrl, type Endpoint, type EndpointInput } from './endpoint';
-export { DEFAULT_HEARTBEAT, startHeartbeat, type HeartbeatOptions } from './heartbeat';
-export { LinkServer, LinkSession, type LinkServerOptions } from './server';
-export { LinkClient, DEFAULT_RECONNECT, type LinkClientOptions, type ReconnectOptions } from './client';
+export { messageSet, decodeMessage, type LinkErrorReply } from './messages';
+export { type EndpointInput } from './endpoint';
+export { type HeartbeatOptions } from './heartbeat';
+export { LinkServer, LinkSession } from './server';
+export { LinkClient, type ReconnectOptions } from './client';
 export {
   ToManager,
   ToMount,

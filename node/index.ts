@@ -3,6 +3,6 @@
  * tenant managers, agent), with the Docker volume driver (volumes/) and the CSI node plugin (csi/).
  */
 export { registerNodeCommands, openEphemeraTmp } from './commands';
-export { EphemeraTmpProvider, mountId, type EphemeraProviderOptions } from './ephemera-provider';
-export { DockerTaskExecutor, NODE_LABEL } from './docker-executor';
+export { EphemeraTmpProvider } from './ephemera-provider';
+export { DockerTaskExecutor } from './docker-executor';
 export { registerVolumeCommands } from './volumes/index';
