@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Engine, isEngineError, type FunctionContainer, type ImageRecipe, type InvocationResult } from '../engine/index';
-import { SIZE_HINT_LABEL } from '../engine/ephemera-provider';
+import { SIZE_HINT_LABEL } from '../engine/index';
 import { checkContainerTargets, openContainerTarget, type ContainerTarget, type ContainerTargetName } from './container-targets';
 import { BenchError, errorCode, errorMessage } from './errors';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from './frame';

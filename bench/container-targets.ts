@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Engine, PlainDirTmpProvider, type TmpMode } from '../engine/index';
-import { EphemeraTmpProvider } from '../engine/ephemera-provider';
+import { EphemeraTmpProvider } from '../node/index';
 import { BenchError, errorMessage } from './errors';
 import { mountsUnder } from './host-targets';
 import { runProcess, tail } from './proc';

@@ -1,4 +1,4 @@
-import type { BenchResult } from './frame';
+import type { BenchResult } from './result';
 
 /**
  * Every error the bench layer makes. Codes are stable (tests and scripts match on them):

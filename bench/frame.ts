@@ -4,6 +4,7 @@
  * same run, so ratios are computed from one run, never against remembered numbers.
  */
 import { BenchError } from './errors';
+import type { BenchResult } from './result';
 
 export const TARGETS = ['ephemera', 'ephemera-noshare', 'ephemera-disk', 'tmpfs', 'tmpfs-huge', 'overlay', 'disk'] as const;
 export type TargetName = (typeof TARGETS)[number];
@@ -11,19 +12,8 @@ export type TargetName = (typeof TARGETS)[number];
 /** The targets every ratio is taken against; both run in the same run as the target measured. */
 export const BASELINE_TARGETS = ['tmpfs', 'overlay'] as const;
 
-export interface BenchResult {
-  suite: string;
-  /** A target name, or for suites without targets (policy) the variant measured. */
-  target: string;
-  workload: string;
-  parameters: Record<string, string | number | boolean>;
-  pass: number;
-  phase: 'cold' | 'warm' | 'n/a';
-  /** Measured figures: iops, bw_mibs, lat_us, files_per_s, seconds, decisions_per_s, … */
-  figures: Record<string, number>;
-  /** Counted from the cgroup's memory.oom_control oom_kill, never hidden; null where no cgroup applies. */
-  oomKills: number | null;
-}
+// In its own file: BenchError carries partial results, and the frame raises BenchErrors.
+export type { BenchResult } from './result';
 
 /** One step of a suite finished (or is about to start), for the progress bar. */
 export interface ProgressTick {

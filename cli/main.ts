@@ -1,11 +1,11 @@
 import { Command } from 'commander';
-import { registerFusefsCommands } from '../fusefs/commands';
-import { registerPolicyCommands } from '../policy/commands';
-import { registerBenchCommands } from '../bench/commands';
-import { registerEngineCommands } from '../engine/commands';
-import { registerManagerCommands } from '../manager/commands';
-import { registerControllerCommands } from '../controller/commands';
-import { registerVolumeCommands } from '../volumes/index';
+import { registerFusefsCommands } from '../fusefs/index';
+import { registerPolicyCommands } from '../policy/index';
+import { registerBenchCommands } from '../bench/index';
+import { registerEngineCommands } from '../engine/index';
+import { registerManagerCommands } from '../manager/index';
+import { registerControllerCommands } from '../controller/index';
+import { openEphemeraTmp, registerNodeCommands, registerVolumeCommands } from '../node/index';
 
 /** Builds the `ephemera` command tree; every layer registers its own subcommands. */
 export function buildProgram(): Command {
@@ -15,9 +15,11 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerFusefsCommands(program);
   registerPolicyCommands(program);
-  registerEngineCommands(program);
+  // The engine knows no node daemon: `--tmp ephemera` gets its provider from the node's composition.
+  registerEngineCommands(program, openEphemeraTmp);
   registerManagerCommands(program);
   registerControllerCommands(program);
+  registerNodeCommands(program);
   registerVolumeCommands(program);
   registerBenchCommands(program);
   return program;

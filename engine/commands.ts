@@ -4,8 +4,14 @@ import { EngineError, isEngineError } from './errors';
 import { getRecipe, listEngineImages, listRecipes, recipeTag } from './images';
 import type { TmpMode } from './spec';
 import { ProfileStore, profileFunction } from './profile';
-import { EphemeraTmpProvider } from './ephemera-provider';
-import { cleanupNodeDaemon } from '../fusefs/daemon';
+import type { TmpProvider } from './tmp-provider';
+
+/**
+ * Where `--tmp ephemera` gets its provider: the composition above the engine (node/) hands it in, as
+ * the engine knows no node daemon. A provider on the daemon at `nodeSocket`, or on one started for
+ * this command; `close` releases the provider and whatever was started for it.
+ */
+export type OpenEphemeraTmp = (nodeSocket: string | undefined) => Promise<{ provider: TmpProvider; close(): Promise<void> }>;
 
 /** `ephemera` is a bind mount made by the Ephemera provider (a node daemon's mount per container). */
 type TmpChoice = TmpMode | { kind: 'ephemera' };
@@ -58,21 +64,23 @@ async function reportErrors(action: () => Promise<void>): Promise<void> {
  * An engine for one command. `--tmp ephemera` gives each container a mount of a node daemon: the
  * one on `nodeSocket`, or one started for this command and cleaned up after it.
  */
-async function withEngine<T>(choice: TmpChoice, nodeSocket: string | undefined, fn: (engine: Engine, tmp: TmpMode) => Promise<T>): Promise<T> {
-  const ownState = `/var/lib/ephemera/run-${process.pid}`;
-  const provider =
-    choice.kind === 'ephemera' ? await EphemeraTmpProvider.start(nodeSocket ? { socketPath: nodeSocket } : { stateDir: ownState }) : undefined;
+async function withEngine<T>(
+  openEphemeraTmp: OpenEphemeraTmp,
+  choice: TmpChoice,
+  nodeSocket: string | undefined,
+  fn: (engine: Engine, tmp: TmpMode) => Promise<T>,
+): Promise<T> {
+  const ephemera = choice.kind === 'ephemera' ? await openEphemeraTmp(nodeSocket) : undefined;
   try {
     const tmp: TmpMode = choice.kind === 'ephemera' ? { kind: 'bind' } : choice;
-    return await fn(await Engine.connect(provider ? { tmpProvider: provider } : {}), tmp);
+    return await fn(await Engine.connect(ephemera ? { tmpProvider: ephemera.provider } : {}), tmp);
   } finally {
-    await provider?.close();
-    if (provider && !nodeSocket) cleanupNodeDaemon(ownState);
+    await ephemera?.close();
   }
 }
 
-/** Registers this layer's `ephemera` subcommands. */
-export function registerEngineCommands(program: Command): void {
+/** Registers this layer's `ephemera` subcommands; `--tmp ephemera` opens its provider with `openEphemeraTmp`. */
+export function registerEngineCommands(program: Command, openEphemeraTmp: OpenEphemeraTmp): void {
   program
     .command('run')
     .description('run a command once in a new function container (cold) and remove it')
@@ -85,7 +93,7 @@ export function registerEngineCommands(program: Command): void {
     .option('--user <user>', 'user the command runs as (e.g. fn)')
     .action(async (image: string, cmd: string[], opts: { memory: number; tmp: TmpChoice; nodeSocket?: string; timeout?: number; user?: string }) =>
       reportErrors(() =>
-        withEngine(opts.tmp, opts.nodeSocket, async (engine, tmp) => {
+        withEngine(openEphemeraTmp, opts.tmp, opts.nodeSocket, async (engine, tmp) => {
           const recipe = getRecipe(image);
           if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
           const result = await engine.invokeCold(
@@ -123,7 +131,7 @@ export function registerEngineCommands(program: Command): void {
         cmd: string[],
         opts: { function: string; tenant: string; memory: number; tmp: TmpChoice; nodeSocket?: string; input: string[]; timeout?: number; user?: string },
       ) =>
-        reportErrors(() => withEngine(opts.tmp, opts.nodeSocket, async (engine, tmp) => {
+        reportErrors(() => withEngine(openEphemeraTmp, opts.tmp, opts.nodeSocket, async (engine, tmp) => {
           const recipe = getRecipe(image);
           if (recipe) await engine.ensureImage(recipe, { onProgress: (l) => process.stderr.write(`${l}\n`) });
           const inputs = opts.input.length > 0 ? opts.input.map((i) => i.split(/\s+/).filter(Boolean)) : [[]];

@@ -4,6 +4,12 @@ import type { FunctionSpec } from './spec';
 import { EngineError, errorMessage } from './errors';
 import { runTool } from './images';
 
+/**
+ * A container label carrying the function's profiled largest file (bytes): a /tmp provider may read
+ * it from the spec as the mount's placement hint (the Ephemera provider does).
+ */
+export const SIZE_HINT_LABEL = 'ephemera.size-hint';
+
 export interface TmpCreateOptions {
   /** The profiling run: the provider puts every file on the disk tier so U and F are measured alone. */
   profiling: boolean;

@@ -12,8 +12,7 @@ import {
   type HeadroomConfigInput,
   type OomAlarm,
 } from './memory';
-import type { EphemeraMount } from './mount';
-import type { KeeperTotals, TierKeeper } from './tier-keeper';
+import type { KeeperTotals, TieredStore } from './tiered-store';
 
 /**
  * The tier keeper's budget when the mount follows a container's memory cgroup (thesis 3.2.3,
@@ -79,6 +78,14 @@ export interface ShrinkResult {
   elapsedMs: number;
 }
 
+/** What a budget asks of the tier keeper that follows it (TierKeeper, which creates the budget). */
+export interface BudgetKeeper {
+  shrink(targetLimitBytes: number): Promise<Omit<ShrinkResult, 'elapsedMs'>>;
+  rebalance(): Promise<unknown>;
+  evict(bytes: number, urgent?: boolean): Promise<unknown>;
+  release(source: CgroupBudget): Promise<void>;
+}
+
 interface CgroupBudgetEvents {
   usage: [CgroupUsage];
   alarm: [CgroupAlarm];
@@ -110,7 +117,7 @@ export class CgroupBudget extends EventEmitter<CgroupBudgetEvents> {
   /** The keeper's counters while this budget is in force (spills, promotions, alarms, writebacks). */
   readonly stats: KeeperTotals = { spills: 0, spilledBytes: 0, promotions: 0, promotedBytes: 0, moveErrors: 0, alarms: 0, writebacks: 0 };
 
-  constructor(private readonly mount: EphemeraMount, private readonly keeper: TierKeeper, private readonly opts: CgroupBudgetOptions) {
+  constructor(private readonly mount: TieredStore, private readonly keeper: BudgetKeeper, private readonly opts: CgroupBudgetOptions) {
     super();
     this.cgroup = MemoryCgroup.fromPath(opts.cgroupPath);
     this.ownsWatcher = !opts.watcher;

@@ -1,12 +1,7 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig } from '../policy/index';
-import { cleanupNodeDaemon } from './daemon/cleanup';
-import { DaemonClient } from './daemon/client';
-import { NodeDaemon } from './daemon/daemon';
-import { SizedDiskTier } from './daemon/disk-tier';
-import { SizedMemoryTier } from './daemon/memory-tier';
-import { daemonPaths, DEFAULT_STATE_DIR, prepareSpillDir } from './daemon/paths';
+import { cleanupNodeDaemon, DaemonClient, daemonPaths, DEFAULT_STATE_DIR, NodeDaemon, prepareSpillDir, SizedDiskTier, SizedMemoryTier } from './daemon/index';
 import { EphemeraError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';

@@ -286,7 +286,7 @@ export class EphemeraMount {
 
   /**
    * The one owner of this mount's tiers (placement, spills, promotions; the only user of onClose).
-   * Idle until given a budget source (`keeper.use`, `attachAdapter`).
+   * Idle until given a budget source (`keeper.use`, `attachCgroupBudget`).
    */
   get keeper(): TierKeeper {
     return (this.tierKeeper ??= new TierKeeper(this));
@@ -296,11 +296,11 @@ export class EphemeraMount {
    * Ties the mount to a memory cgroup: from now on the tier keeper keeps that cgroup's rss + shmem
    * under limit − headroom (see fusefs/cgroup-budget.ts). Attaching again replaces the budget.
    */
-  attachAdapter(opts: CgroupBudgetOptions): Promise<CgroupBudget> {
+  attachCgroupBudget(opts: CgroupBudgetOptions): Promise<CgroupBudget> {
     return this.keeper.useCgroup(opts);
   }
   /** The cgroup budget in force, if the mount follows one. */
-  get adapter(): CgroupBudget | undefined {
+  get cgroupBudget(): CgroupBudget | undefined {
     return this.tierKeeper?.cgroup;
   }
 

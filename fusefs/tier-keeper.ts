@@ -13,7 +13,7 @@ import {
 } from '../policy';
 import { CgroupBudget, type CgroupBudgetOptions, type ShrinkResult } from './cgroup-budget';
 import { EphemeraError } from './errors';
-import type { EphemeraMount } from './mount';
+import type { KeeperTotals, TieredStore } from './tiered-store';
 import type { NativeInodeStat } from './native';
 
 /** CLOCK_MONOTONIC in ms: the clock the native inode table stamps opens, closes and moves with (libuv's hrtime is CLOCK_MONOTONIC). */
@@ -45,17 +45,6 @@ export interface EvictionReport {
   busy: number;
   /** Memory-tier bytes after the pass. */
   memoryBytes: number;
-}
-
-/** The keeper's counters, per budget source (a new source starts at 0). */
-export interface KeeperTotals {
-  spills: number;
-  spilledBytes: number;
-  promotions: number;
-  promotedBytes: number;
-  moveErrors: number;
-  alarms: number;
-  writebacks: number;
 }
 
 export interface FixedBudgetOptions {
@@ -112,7 +101,7 @@ export class TierKeeper {
   /** Errors of passes nobody awaits (closes, the clock, the watcher). */
   onError: ((what: string, error: unknown) => void) | undefined;
 
-  constructor(private readonly mount: EphemeraMount) {}
+  constructor(private readonly mount: TieredStore) {}
 
   /** The counters of the source in force (zeros while there is none). */
   get totals(): KeeperTotals {

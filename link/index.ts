@@ -1,7 +1,8 @@
 /**
- * The WebSocket link: mounts ⇄ tenant manager, node agents ⇄ controller. Generic over the message
- * families each side may receive; authenticated by a token in the first frame; heartbeats both
- * ways; client reconnection with capped backoff and a full resync.
+ * The WebSocket link: mounts ⇄ tenant manager (the store link: store-link.ts), node agents ⇄
+ * controller (agent-protocol.ts). Generic over the message families each side may receive;
+ * authenticated by a token in the first frame; heartbeats both ways; client reconnection with
+ * capped backoff and a full resync.
  */
 export { LinkError, isLinkError, errorCode, errorMessage, type LinkErrorCode } from './errors';
 export { ensureTenantToken, readTenantToken, tokenPath, tokensEqual, assertTenantName } from './token';
@@ -50,3 +51,12 @@ export {
   type ProfileFigures,
   type FunctionRef,
 } from './agent-protocol';
+export {
+  ToManager,
+  ToMount,
+  managerSocketPath,
+  managersDir,
+  type ToManagerMessage,
+  type ToMountMessage,
+  type ManagerStatus,
+} from './store-link';

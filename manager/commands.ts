@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { defaultNodeStateDir } from '../engine/index';
 import { isLinkError } from '../link/index';
 import { isManagerError } from './errors';
-import type { ManagerStatus } from './messages';
+import type { ManagerStatus } from '../link/index';
 import { fetchManagerMetrics, fetchManagerStatus, listManagerTenants } from './status-client';
 
 const MiB = 1024 * 1024;

@@ -1,27 +1,7 @@
 /** The tenant manager: pools, lending plans run against Docker, the safeguard, and the store link. */
-export { TenantManager } from './manager';
-export type { ContainerInit, Invoker, TenantManagerOptions, AlarmOutcome, PlanOutcome } from './manager';
+export { TenantManager, type Invoker, type TenantManagerOptions } from './manager';
 export { ManagerError, isManagerError, type ManagerErrorCode } from './errors';
 export { DockerLimitWriter, InMemoryLimitWriter, type LimitWriter } from './limits';
-export { MountPeer, type MountHandlers, type MountReading, type MountPeerOptions } from './mount-peer';
-export {
-  StoreLinkMessages,
-  ToManager,
-  ToMount,
-  UsageMessage,
-  AlarmMessage,
-  ShrinkReadyMessage,
-  StatsMessage,
-  BudgetMessage,
-  EvictMessage,
-  ShrinkMessage,
-  ManagerStatusSchema,
-  type ToManagerMessage,
-  type ToMountMessage,
-  type ManagerStatus,
-  type ContainerStatus,
-} from './messages';
 export { managerLabels, parseManagerLabels, LABEL_INITIAL_LIMIT, LABEL_PROFILE_PEAK, LABEL_PROFILE_FILE } from './labels';
-export { managerSocketPath } from './paths';
-export { ManagerMetrics } from './metrics';
-export { fetchManagerMetrics, fetchManagerStatus, listManagerTenants } from './status-client';
+export { fetchManagerStatus, fetchManagerMetrics, listManagerTenants } from './status-client';
+export { registerManagerCommands } from './commands';

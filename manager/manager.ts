@@ -21,13 +21,24 @@ import {
   type TenantSnapshot,
 } from '../policy/index';
 import type { InvocationResult, InvokeOptions } from '../engine/index';
-import { ensureTenantToken, errorMessage, LinkServer, type EndpointInput, type HeartbeatOptions, type LinkSession } from '../link/index';
+import {
+  ensureTenantToken,
+  errorMessage,
+  LinkServer,
+  managerSocketPath,
+  ToManager,
+  ToMount,
+  type EndpointInput,
+  type HeartbeatOptions,
+  type LinkSession,
+  type ManagerStatus,
+  type ToManagerMessage,
+  type ToMountMessage,
+} from '../link/index';
 import { ManagerError } from './errors';
 import { LABEL_FUNCTION, LABEL_TENANT, LABEL_WORKFLOW, parseManagerLabels } from './labels';
 import type { LimitWriter } from './limits';
-import { ToManager, ToMount, type ManagerStatus, type ToManagerMessage, type ToMountMessage } from './messages';
 import { ManagerMetrics } from './metrics';
-import { managerSocketPath } from './paths';
 
 /** Runs one invocation of a container's function (the engine's `FunctionContainer` is one). */
 export interface Invoker {

@@ -1,9 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { LinkClient, readTenantToken, type EndpointInput } from '../link/index';
+import {
+  LinkClient,
+  managerSocketPath,
+  managersDir,
+  readTenantToken,
+  ToManager,
+  ToMount,
+  type EndpointInput,
+  type ManagerStatus,
+  type ToManagerMessage,
+  type ToMountMessage,
+} from '../link/index';
 import { ManagerError } from './errors';
-import { ToManager, ToMount, type ManagerStatus, type ToManagerMessage, type ToMountMessage } from './messages';
-import { managerSocketPath, managersDir } from './paths';
 
 type ControlReply<T extends ToMountMessage['type']> = Extract<ToMountMessage, { type: T }>;
 

@@ -4,7 +4,6 @@
  * by one zod schema. No I/O except `loadPolicyConfig`.
  */
 export {
-  PolicyConfigSchema,
   HeadroomSchema,
   DEFAULT_POLICY_CONFIG,
   MiB,
@@ -13,47 +12,16 @@ export {
   headroomBytes,
   scaled,
   type PolicyConfig,
-  type PolicyConfigInput,
   type Scoring,
-  type PoolScope,
 } from './config';
-export { PolicyError, type PolicyErrorCode, type PolicyIssue } from './errors';
-export type {
-  Tier,
-  InodeStat,
-  StoreSnapshot,
-  PlacementRequest,
-  ContainerProfile,
-  ContainerState,
-  Loan,
-  TenantSnapshot,
-  NodeSpec,
-  NodeState,
-  TaskSpec,
-} from './snapshots';
-export {
-  decidePlacement,
-  defaultTmpSizeBytes,
-  inDiskWorkingSet,
-  diskWorkingSetBytes,
-  workingSetExcessBytes,
-  type PlacementDecision,
-} from './placement';
-export {
-  planEviction,
-  planPromotion,
-  adaptStore,
-  type EvictionPlan,
-  type EvictionOptions,
-  type PromotionPlan,
-  type PromotionOptions,
-  type AdaptDecision,
-} from './eviction';
+export { PolicyError, type PolicyErrorCode } from './errors';
+export type { InodeStat, ContainerProfile, ContainerState, Loan, TenantSnapshot, NodeState, TaskSpec } from './snapshots';
+export { decidePlacement, defaultTmpSizeBytes, diskWorkingSetBytes, workingSetExcessBytes } from './placement';
+export { planEviction, planPromotion, adaptStore } from './eviction';
 export {
   placementAdmission,
   admitsNewFile,
   admitsOpenForWrite,
-  sharedBudgetBytes,
   planSpill,
   planPromote,
   needsWriteback,
@@ -63,23 +31,10 @@ export {
   type TierSnapshot,
   type MemoryAdmission,
   type SpillDecision,
-  type PromoteDecision,
 } from './tiers';
-export { classifyContainer, poolScopeKey, scaledDemand, spareBytes, needBytes, type Pool } from './pools';
-export {
-  planOnStart,
-  planOnDrain,
-  planRetryReturns,
-  undoSteps,
-  applyStep,
-  applyPlan,
-  minimumLimitFor,
-  type LendingStep,
-  type LendingPlan,
-  type LendingTrigger,
-  type PendingReturn,
-} from './lending';
-export { planSafeguard, alarmNeedBytes, type MemoryAlarm, type SafeguardDecision } from './safeguard';
+export { classifyContainer, poolScopeKey, scaledDemand } from './pools';
+export { planOnStart, planOnDrain, planRetryReturns, undoSteps, applyStep, applyPlan, type LendingStep, type LendingPlan } from './lending';
+export { planSafeguard } from './safeguard';
 export {
   fits,
   scoreNode,
@@ -90,7 +45,6 @@ export {
   createCluster,
   scheduleTasks,
   type Cluster,
-  type CandidateScore,
-  type ScheduleResult,
 } from './scheduler';
-export { parseSchedulerTrace, traceTaskToSpec, type TraceTask } from './trace';
+export { parseSchedulerTrace, traceTaskToSpec } from './trace';
+export { registerPolicyCommands } from './commands';

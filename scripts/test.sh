@@ -19,5 +19,8 @@ cleanup() {
 trap cleanup EXIT
 
 bash scripts/setup.sh || exit $?
+# The folder graph first (layers, cycles, index.ts surfaces; .dependency-cruiser.cjs): cheap, and a
+# violation fails the run before the suite.
+npm run lint:deps || exit $?
 npm test
 exit $?

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_RECIPE, Engine, type FunctionContainer, type TmpMode } from '../../engine/index';
-import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { EphemeraTmpProvider } from '../../node/index';
 import { cleanupNodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, InMemoryLimitWriter, managerLabels, TenantManager } from '../../manager/index';
 import { MiB, parsePolicyConfig, type ContainerProfile } from '../../policy/index';

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import * as readline from 'node:readline';
 import pino from 'pino';
 import { Engine, type FunctionContainer } from '../../engine/index';
-import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { EphemeraTmpProvider } from '../../node/index';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { MiB } from '../../policy/index';
 import { benchLabels, createContainerSuite, type ContainerCase } from '../container-suite';

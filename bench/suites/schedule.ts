@@ -2,14 +2,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
+import { NodeAgent } from '../../agent/index';
 import { ClusterState, Controller, ControllerClient, type TaskRecord } from '../../controller/index';
 import type { RunningTask } from '../../link/index';
 import { BUSYBOX_RECIPE, Engine } from '../../engine/index';
-import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
-import { cleanupNodeDaemon } from '../../fusefs/daemon/cleanup';
+import { cleanupNodeDaemon } from '../../fusefs/index';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
-import { MiB, type Scoring } from '../../policy';
+import { DockerTaskExecutor, EphemeraTmpProvider } from '../../node/index';
+import { MiB, type Scoring } from '../../policy/index';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
 
 /**

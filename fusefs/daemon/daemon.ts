@@ -172,7 +172,7 @@ export class NodeDaemon {
 
   /** Joins a cgroup-tied mount's container to its tenant manager's link (alarms logged here too). */
   private async linkContainer(m: ManagedMount, containerId: string): Promise<boolean> {
-    const adapter = m.memoryAdapter!;
+    const adapter = m.cgroupBudget!;
     adapter.on('alarm', (a) => this.log.warn({ id: m.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));
     // Attached again (a volume driver binding a container it found after a node restart): one link.
     const before = this.containerOf.get(m.id);
@@ -277,7 +277,7 @@ export class NodeDaemon {
         const m = this.get(r.id);
         await m.attachCgroup(r.cgroup, r.sizeHint ?? null, r.oomPause ?? false, r.containerId ?? null);
         this.records.save(m.current);
-        const adapter = m.memoryAdapter!;
+        const adapter = m.cgroupBudget!;
         let linked = false;
         if (r.containerId) linked = await this.linkContainer(m, r.containerId);
         else adapter.on('alarm', (a) => this.log.warn({ id: r.id, shortfallBytes: a.shortfallBytes, oomPaused: a.oomPaused }, 'memory alarm'));

@@ -132,7 +132,7 @@ export class ManagedMount implements MountMetricsSource {
   }
 
   /** The cgroup budget, once a cgroup is attached (usage, alarms, shrinks for the manager link). */
-  get memoryAdapter(): CgroupBudget | undefined {
+  get cgroupBudget(): CgroupBudget | undefined {
     return this.keeper.cgroup;
   }
 

@@ -1,4 +1,4 @@
-import { MountPeer } from '../../manager/mount-peer';
+import { MountPeer } from './mount-peer';
 import type { CgroupBudget } from '../cgroup-budget';
 import type { Logger } from 'pino';
 

@@ -118,7 +118,9 @@ export type ControlErrorCode =
   | 'E_MOUNTPOINT_BUSY'
   | 'E_NO_MOUNTPOINT'
   | 'E_NOT_DIRECTORY'
-  | 'E_NO_FUSE';
+  | 'E_NO_FUSE'
+  /** The manager named a container this mount's peer does not serve. */
+  | 'E_UNKNOWN_CONTAINER';
 
 export interface ErrorReply {
   ok: false;

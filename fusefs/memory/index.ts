@@ -4,20 +4,9 @@
  * to its tiers; nothing here knows about inodes.
  */
 export { MemoryAdapterError, isMemoryAdapterError, type MemoryErrorCode } from './errors';
-export {
-  MemoryCgroup,
-  findCgroupMounts,
-  parseProcCgroup,
-  parseFlatKeyed,
-  type CgroupVersion,
-  type CgroupMounts,
-  type CgroupResolveOptions,
-  type MemoryUsage,
-  type OomState,
-} from './cgroup';
+export { MemoryCgroup, findCgroupMounts, parseProcCgroup } from './cgroup';
 export {
   DEFAULT_HEADROOM,
-  HeadroomConfigSchema,
   headroomBytes,
   parseHeadroomConfig,
   roomBelowMark,
@@ -25,18 +14,6 @@ export {
   type HeadroomConfig,
   type HeadroomConfigInput,
 } from './headroom';
-export {
-  CgroupWatcher,
-  type CgroupWatch,
-  type CgroupWatcherEvents,
-  type CgroupWatcherOptions,
-  type LimitChange,
-  type OomKillEvent,
-  type ThrottleEvent,
-  type UnderOomEvent,
-  type UsageSample,
-  type WatchFailure,
-  type WatchOptions,
-} from './watcher';
-export { ChargedCopier, type ChargedCopierOptions, type CopyOptions } from './chargedCopy';
-export { OomGuard, type OomAlarm, type OomGuardEvents, type OomGuardOptions } from './oom-guard';
+export { CgroupWatcher, type CgroupWatch, type LimitChange } from './watcher';
+export { ChargedCopier } from './charged-copy';
+export { OomGuard, type OomAlarm } from './oom-guard';

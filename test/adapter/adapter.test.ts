@@ -60,7 +60,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
   it('128 MiB container: 2 × 60 MiB then 160 MiB finish with 0 OOM kills, overflow on disk; tmpfs in the same cgroup is OOM-killed', async () => {
     cg = await createTestCgroup({ limitBytes: 128 * MiB });
     mount = await open('fill');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir });
     child = spawnInCgroup(cg.cgroup, 'python3', [WRITER, mount.mountpoint, '60,60,160']);
     const exit = await child.exited;
     const out = child.stdoutText().trim();
@@ -99,7 +99,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     cg = await createTestCgroup({ limitBytes: 150 * MiB });
     mount = await open('two-open');
     // 1.1 × 100 MiB fits under 150 MiB − headroom − the writer once, not twice.
-    await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 100 * MiB });
+    await mount.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: 100 * MiB });
     await new Promise((r) => setTimeout(r, 100));
     const py = [
       'import os',
@@ -129,7 +129,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     try {
     const daemon = daemonCg.cgroup;
     // A size hint that fits sends new files straight to the memory tier (charged to the writer).
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
     await until(() => adapter.usage().markBytes > 0, 2000, 'adapter started');
     await new Promise((r) => setTimeout(r, 100));
     const before = shmemAndRss(cg.cgroup);
@@ -174,7 +174,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     fs.mkdirSync(spill, { recursive: true, mode: 0o700 });
     mount = await EphemeraMount.open({ mountpoint: dir, spillDir: spill, allowOther: true, mode: 'writeback' });
     expect(mount.mode).toBe('writeback');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 32 * MiB });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: 32 * MiB });
     await until(() => adapter.usage().markBytes > 0, 2000, 'adapter started');
     child = spawnInCgroup(cg.cgroup, 'sh', ['-c', `dd if=/dev/zero of=${dir}/a bs=1M count=32 status=none && sleep 30`]);
     await until(() => mount!.tierBytes().memory >= 32 * MiB, 10000, 'dd wrote 32 MiB to the memory tier');
@@ -233,7 +233,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     mount = await open('falloc');
     // The profile's hint (64 MiB): a memory-tier file reopened for writing stays in memory only
     // where the hint says it fits (without one it would go to disk at OPEN, as a new file does).
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
     const home = MemoryCgroup.fromPid('self');
     const daemonCg = await createTestCgroup();
     daemonCg.cgroup.addProcess(process.pid);
@@ -286,7 +286,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
   it('shrink 256 → 96 MiB with closed files in memory: spilled, reported ready, and the limit lowers', async () => {
     cg = await createTestCgroup({ limitBytes: 256 * MiB });
     mount = await open('shrink');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: 64 * MiB });
     await new Promise((r) => setTimeout(r, 100));
     child = spawnInCgroup(cg.cgroup, 'sh', ['-c', `for i in 1 2 3; do dd if=/dev/zero of=${mount.mountpoint}/f$i bs=1M count=50 status=none; done; sleep 30`]);
     await until(() => mount!.tierBytes().memory >= 150 * MiB, 10000, '150 MiB in the memory tier');
@@ -308,7 +308,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     onTestFinished(() => fs.rmSync(allocator.dir, { recursive: true, force: true }));
     cg = await createTestCgroup({ limitBytes: 64 * MiB });
     mount = await open('oom');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, oomPause: true });
     let alarmAt = 0;
     adapter.on('alarm', (a) => {
       if (!a.oomPaused) return;
@@ -328,7 +328,7 @@ describe.skipIf(why !== undefined)('memory adapter (real cgroup v1, real mount)'
     onTestFinished(() => fs.rmSync(allocator.dir, { recursive: true, force: true }));
     cg = await createTestCgroup({ limitBytes: 64 * MiB });
     mount = await open('oom-unanswered');
-    const adapter = await mount.attachAdapter({ cgroupPath: cg.dir, oomPause: true, answerTimeoutMs: 900 });
+    const adapter = await mount.attachCgroupBudget({ cgroupPath: cg.dir, oomPause: true, answerTimeoutMs: 900 });
     let alarms = 0;
     adapter.on('alarm', (a) => a.oomPaused && alarms++);
     const t0 = performance.now();

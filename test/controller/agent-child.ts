@@ -2,7 +2,8 @@
  * A node agent in its own process, for tests that kill it (SIGKILL) mid-invocation. Run with
  * vite-node: `vite-node test/controller/agent-child.ts -- URL NAME LIMIT_MIB LABEL=VALUE`.
  */
-import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
+import { NodeAgent } from '../../agent/index';
+import { DockerTaskExecutor } from '../../node/index';
 import { Engine } from '../../engine/index';
 
 async function main(): Promise<void> {

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import pino from 'pino';
-import { DockerTaskExecutor, NodeAgent } from '../../agent/index';
+import { NodeAgent } from '../../agent/index';
+import { DockerTaskExecutor } from '../../node/index';
 import { Controller, OPERATOR_TOKEN_NAME, type ControllerOptions, type TaskRecord } from '../../controller/index';
 import type { Engine } from '../../engine/index';
 import { readTenantToken } from '../../link/index';

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CsiConfigError, CsiError, csiMountId, parseCsiConfig, parseInlineVolume, podMemoryCgroup } from '../../csi/index';
+import { CsiConfigError, CsiError, csiMountId, parseCsiConfig, parseInlineVolume, podMemoryCgroup } from '../../node/csi/index';
 
 const MiB = 1 << 20;
 const UID = '6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5b';

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { parseCsiConfig } from '../../csi/index';
+import { parseCsiConfig } from '../../node/csi/index';
 
 const DIR = path.resolve(__dirname, '..', '..', 'deploy', 'kubernetes');
 type Doc = Record<string, any>;

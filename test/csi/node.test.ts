@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CsiNodePlugin, parseCsiConfig } from '../../csi/index';
+import { CsiNodePlugin, parseCsiConfig } from '../../node/csi/index';
 import { NodeDaemon } from '../../fusefs/daemon';
 import { MemoryCgroup } from '../../fusefs/memory/cgroup';
 import { cgroupV1Unavailable, createTestCgroup, killAndWait, removeAllTestCgroups, spawnInCgroup, type HeldProcess, type TestCgroup } from '../support/cgroups';

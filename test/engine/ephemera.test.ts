@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, BUSYBOX_RECIPE, FUNCTION_RECIPE, profileFunction, type TmpMode } from '../../engine/index';
-import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { EphemeraTmpProvider } from '../../node/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { mountUnavailableReason } from '../support/mount';
 import { removeNodeDaemonState } from '../support/node-state';

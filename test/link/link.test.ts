@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { decodeMessage, ensureTenantToken, isLinkError, LinkClient, LinkHost, LinkServer, messageSet, readTenantToken, type LinkClientOptions, type LinkErrorReply, type LinkHostOptions } from '../../link/index';
-import { ToManager } from '../../manager/index';
+import { ToManager } from '../../link/index';
 
 const Up = messageSet(
   z.object({ type: z.literal('set'), key: z.string().min(1), value: z.number().int() }),

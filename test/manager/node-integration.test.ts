@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_RECIPE, Engine, type FunctionContainer } from '../../engine/index';
-import { EphemeraTmpProvider } from '../../engine/ephemera-provider';
+import { EphemeraTmpProvider } from '../../node/index';
 import { NodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, managerLabels, TenantManager } from '../../manager/index';
 import { ensureDocker, testRunLabels } from '../support/docker';

@@ -12,7 +12,7 @@ import * as readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_RECIPE, Engine, memoryCgroupOfPid } from '../../engine/index';
 import { DaemonClient } from '../../fusefs/daemon/client';
-import { ensureVolumeToken } from '../../volumes/index';
+import { ensureVolumeToken } from '../../node/volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason, REPO } from '../support/mount';

@@ -70,7 +70,7 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
       const m = await open(`append-${hint ?? 'none'}`);
       // With no hint the log starts on disk and is promoted during the pause; with a small one it
       // starts in memory. Either way it must leave memory at the reopen that no longer fits.
-      const adapter = await m.attachAdapter({ cgroupPath: cg.dir, sizeHintBytes: hint });
+      const adapter = await m.attachCgroupBudget({ cgroupPath: cg.dir, sizeHintBytes: hint });
       const p = runIn(cg, ['append', m.mountpoint, '160', '8']);
       const exit = await p.exited;
       const result = p.stdoutText().trim() ? lastJson(p) : {};
@@ -91,7 +91,7 @@ describe.skipIf(why !== undefined)('store v2: ordinary programs keep both promis
     const m = await open('sqlite');
     // No hint (a new user's mount): the db starts on disk, is promoted while closed, and must go
     // back to disk at the reopen for writing before it grows past the limit.
-    const adapter = await m.attachAdapter({ cgroupPath: cg.dir });
+    const adapter = await m.attachCgroupBudget({ cgroupPath: cg.dir });
     const p = runIn(cg, ['sqlite', m.mountpoint, '150']);
     const exit = await p.exited;
     const result = p.stdoutText().trim() ? lastJson(p) : {};

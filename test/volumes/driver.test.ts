@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_RECIPE, Engine, FUNCTION_RECIPE } from '../../engine/index';
 import { NodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
-import { VolumePlugin, ensureVolumeToken } from '../../volumes/index';
+import { VolumePlugin, ensureVolumeToken } from '../../node/volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
 import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason } from '../support/mount';

@@ -3,20 +3,18 @@
 // link on a Unix socket in a temporary state dir, the limits in memory.
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { LinkClient, readTenantToken, type LinkErrorReply } from '../../../link/index';
 import {
-  fetchManagerMetrics,
-  fetchManagerStatus,
-  listManagerTenants,
+  LinkClient,
   managerSocketPath,
-  MountPeer,
+  readTenantToken,
   ToManager,
   ToMount,
-  type MountHandlers,
-  type TenantManager,
+  type LinkErrorReply,
   type ToManagerMessage,
   type ToMountMessage,
-} from '../../../manager/index';
+} from '../../../link/index';
+import { MountPeer, type MountHandlers } from '../../../fusefs/daemon/index';
+import { fetchManagerMetrics, fetchManagerStatus, listManagerTenants, type TenantManager } from '../../../manager/index';
 import { formatStatusTable, registerManagerCommands } from '../../../manager/commands';
 import { BORROWER, harness, LENDER, MiB, needOf, until, type Harness } from './fixture';
 

@@ -2,7 +2,8 @@
 // Docker writer is given an object shaped as dockerode's, failing as dockerd does.
 import type Docker from 'dockerode';
 import { describe, expect, it } from 'vitest';
-import { DockerLimitWriter, InMemoryLimitWriter, isManagerError, managerLabels, managerSocketPath, parseManagerLabels } from '../../../manager/index';
+import { DockerLimitWriter, InMemoryLimitWriter, isManagerError, managerLabels, parseManagerLabels } from '../../../manager/index';
+import { managerSocketPath } from '../../../link/index';
 import { MiB } from './fixture';
 
 describe('InMemoryLimitWriter', () => {

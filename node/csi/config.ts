@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { assertTenantName } from '../link/index';
+import { assertTenantName } from '../../link/index';
 import { parseQuantity } from './attributes';
 import { errorMessage } from './errors';
 

@@ -2,15 +2,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { defaultTmpSizeBytes } from '../policy';
-import { DaemonClient, NodeDaemon } from '../fusefs/daemon';
-import { EngineError, errorMessage } from './errors';
-import { containerIdOfCgroup } from './cgroup';
-import type { FunctionSpec } from './spec';
-import type { TmpCreateOptions, TmpProvider } from './tmp-provider';
-
-/** A container label carrying the function's profiled largest file (bytes): the mount's placement hint. */
-export const SIZE_HINT_LABEL = 'ephemera.size-hint';
+import { defaultTmpSizeBytes } from '../policy/index';
+import { DaemonClient, NodeDaemon } from '../fusefs/index';
+import { containerIdOfCgroup, EngineError, errorMessage, SIZE_HINT_LABEL, type FunctionSpec, type TmpCreateOptions, type TmpProvider } from '../engine/index';
 
 export interface EphemeraProviderOptions {
   /** Talk to a running node daemon (`ephemera node` / `ephemera node-daemon`) on this socket… */

@@ -1,5 +1,5 @@
-import { parseSize } from '../fusefs/units';
-import type { ContainerProfile } from '../policy/index';
+import { parseSize } from '../../fusefs/index';
+import type { ContainerProfile } from '../../policy/index';
 import { errorMessage, invalid } from './errors';
 
 /** What kubelet adds to an inline volume's context (podInfoOnMount, ephemeral). */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { parseSize } from '../fusefs/units';
-import type { ContainerProfile } from '../policy/index';
+import { parseSize } from '../../fusefs/index';
+import type { ContainerProfile } from '../../policy/index';
 import { VolumeError } from './errors';
 
 /** What `--mount …,volume-opt=K=V` (or `driver_opts` in a compose file) may say, all strings. */

@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino';
 import { status } from '@grpc/grpc-js';
-import { DaemonClient } from '../fusefs/daemon/index';
+import { DaemonClient } from '../../fusefs/daemon/index';
 import type { CsiConfig } from './config';
 import { CsiError, errorMessage } from './errors';
 import { CsiNode, type PublishRequest, type UnpublishRequest } from './node';

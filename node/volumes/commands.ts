@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { defaultNodeStateDir } from '../engine/index';
+import { defaultNodeStateDir } from '../../engine/index';
 import { ensureVolumeToken } from './tokens';
 
 /** `ephemera volume-token create --tenant T`: the operator's binding of volumes to a tenant. */

@@ -1,6 +1,6 @@
 import type Docker from 'dockerode';
 import type { Logger } from 'pino';
-import { memoryCgroupOfPid } from '../engine/index';
+import { memoryCgroupOfPid } from '../../engine/index';
 import type { VolumeDriver } from './driver';
 import { errorMessage } from './errors';
 

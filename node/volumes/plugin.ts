@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import type Docker from 'dockerode';
 import pino, { type Logger } from 'pino';
-import { DaemonClient } from '../fusefs/daemon/index';
-import type { TenantManager } from '../manager/index';
+import { DaemonClient } from '../../fusefs/daemon/index';
+import type { TenantManager } from '../../manager/index';
 import { DockerEventBinder } from './binder';
 import { VolumeDriver } from './driver';
 import { VolumeError, errorMessage } from './errors';

@@ -1,8 +1,18 @@
 import type { Logger } from 'pino';
-import { LinkClient, readTenantToken, type EndpointInput, type HeartbeatOptions, type LinkErrorReply, type ReconnectOptions } from '../link/index';
-import { ManagerError } from './errors';
-import { ToManager, ToMount, type ToManagerMessage, type ToMountMessage } from './messages';
-import { managerSocketPath } from './paths';
+import {
+  LinkClient,
+  managerSocketPath,
+  readTenantToken,
+  ToManager,
+  ToMount,
+  type EndpointInput,
+  type HeartbeatOptions,
+  type LinkErrorReply,
+  type ReconnectOptions,
+  type ToManagerMessage,
+  type ToMountMessage,
+} from '../../link/index';
+import { DaemonError } from './errors';
 
 /** A mount's reading of its container, sent as `usage`. */
 export interface MountReading {
@@ -69,7 +79,7 @@ export class MountPeer {
 
   static async connect(options: MountPeerOptions): Promise<MountPeer> {
     if (options.token === undefined && options.stateDir === undefined) {
-      throw new ManagerError('E_BAD_INPUT', 'MountPeer needs a token or a stateDir to read it from');
+      throw new DaemonError('E_BAD_OPTION', 'MountPeer needs a token or a stateDir to read it from');
     }
     const token = options.token ?? (await readTenantToken(options.stateDir!, options.tenant));
     const endpoint = options.endpoint ?? { socketPath: managerSocketPath(options.stateDir!, options.tenant) };
@@ -113,7 +123,7 @@ export class MountPeer {
 
   private handlersOf(containerId: string): MountHandlers {
     const h = this.containers.get(containerId);
-    if (!h) throw new ManagerError('E_UNKNOWN_CONTAINER', `this mount peer does not serve container ${containerId}`);
+    if (!h) throw new DaemonError('E_UNKNOWN_CONTAINER', `this mount peer does not serve container ${containerId}`);
     return h;
   }
 

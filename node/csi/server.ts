@@ -5,9 +5,9 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { Logger } from 'pino';
 import { CsiError, errorMessage } from './errors';
 
-/** The .proto files live in csi/proto/ of the source tree; the built code runs from dist/csi/. */
+/** The .proto files live in node/csi/proto/ of the source tree; the built code runs from dist/node/csi/. */
 function protoFile(name: string): string {
-  for (const dir of [path.join(__dirname, 'proto'), path.resolve(__dirname, '..', '..', 'csi', 'proto')]) {
+  for (const dir of [path.join(__dirname, 'proto'), path.resolve(__dirname, '..', '..', '..', 'node', 'csi', 'proto')]) {
     const file = path.join(dir, name);
     if (fs.existsSync(file)) return file;
   }

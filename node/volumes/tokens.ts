@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { assertTenantName, ensureTenantToken, readTenantToken, tokensEqual } from '../link/index';
+import { assertTenantName, ensureTenantToken, readTenantToken, tokensEqual } from '../../link/index';
 import { VolumeError } from './errors';
 
 /**
