@@ -160,7 +160,7 @@ describe('store link: mounts report, the manager decides', () => {
   });
 
   it('link: MountPeer needs a token or a state dir to read it from', async () => {
-    await expect(MountPeer.connect({ tenant: 'acme' })).rejects.toMatchObject({ code: 'E_BAD_INPUT' });
+    await expect(MountPeer.connect({ tenant: 'acme' })).rejects.toMatchObject({ code: 'E_BAD_OPTION' });
   });
 });
 
