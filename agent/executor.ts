@@ -1,4 +1,5 @@
-import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type FunctionContainer, type TmpMode } from '../engine/index';
+import { EphemeraError, errorMessage } from '../errors/index';
+import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, type EngineErrorCode, type FunctionContainer, type TmpMode } from '../engine/index';
 import { SIZE_HINT_LABEL } from '../engine/ephemera-provider';
 import { managerLabels, type TenantManager } from '../manager/index';
 
@@ -24,12 +25,13 @@ export interface TaskExecutor {
   close(): Promise<void>;
 }
 
-export class ExecutionError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'ExecutionError';
-    this.code = code;
+/** The agent's own codes; an engine failure keeps the engine's code (E_TIMEOUT, E_NO_IMAGE …). */
+export const EXECUTION_ERROR_CODES = ['E_EXECUTION', 'E_CLOSED'] as const;
+export type ExecutionErrorCode = (typeof EXECUTION_ERROR_CODES)[number] | EngineErrorCode;
+
+export class ExecutionError extends EphemeraError<ExecutionErrorCode> {
+  constructor(code: ExecutionErrorCode, message: string, cause?: unknown) {
+    super(code, message, { cause });
   }
 }
 
@@ -183,6 +185,6 @@ export class DockerTaskExecutor implements TaskExecutor {
 
 function asExecutionError(err: unknown): ExecutionError {
   if (err instanceof ExecutionError) return err;
-  if (isEngineError(err)) return new ExecutionError(err.code, err.message);
-  return new ExecutionError('E_EXECUTION', err instanceof Error ? err.message : String(err));
+  if (isEngineError(err)) return new ExecutionError(err.code, err.message, err);
+  return new ExecutionError('E_EXECUTION', errorMessage(err), err);
 }

@@ -1,6 +1,6 @@
 /** The runtime daemon's public surface: mounts, errors, the native core's types. */
 export { EphemeraMount, preflight, type MountOptions } from './mount';
-export { EphemeraError, isEphemeraError, type EphemeraErrorCode } from './errors';
+export { FusefsError, isFusefsError, type FusefsErrorCode } from './errors';
 export { loadCore, repoRoot, type NativeCounters, type NativeUsage, type NativeInodeStat, type MountMode, type TierName, type MoveResult, type MoveTicket, type PlacementRule } from './native';
 export { parseSize, formatBytes } from './units';
 export { MemoryTierMount, isMountPoint, listMountPoints, unmountQuietly } from './memtier';
