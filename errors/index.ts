@@ -33,8 +33,11 @@ export class EphemeraError<Code extends string = string, Details = ErrorDetails 
   }
 }
 
+/** Any layer's error, whatever its details (a record, a list of issues …). */
+export type AnyEphemeraError = EphemeraError<string, unknown>;
+
 /** Any layer's error, optionally with one of the given codes. */
-export function isEphemeraError(err: unknown, code?: string): err is EphemeraError {
+export function isEphemeraError(err: unknown, code?: string): err is AnyEphemeraError {
   return err instanceof EphemeraError && (code === undefined || err.code === code);
 }
 
