@@ -4,6 +4,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
 // any user (`npx vitest run --project unit`). `system` is everything else: mounts, real cgroups,
 // dockerd, external programs. `vitest run` (npm test, scripts/test.sh) runs both.
 const UNIT = [
+  'test/errors/**/*.test.ts',
   'test/policy/**/*.test.ts',
   'test/link/**/*.test.ts',
   'test/manager/unit/**/*.test.ts',

@@ -1,3 +1,5 @@
+import { EphemeraError } from '../errors/index';
+import type { EngineErrorCode } from '../engine/index';
 import type { FunctionRef, InvocationOutcome, ProfileFigures, RunningTask } from '../link/index';
 
 /**
@@ -14,11 +16,12 @@ export interface TaskExecutor {
   close(): Promise<void>;
 }
 
-export class ExecutionError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'ExecutionError';
-    this.code = code;
+/** The agent's own codes; an engine failure keeps the engine's code (E_TIMEOUT, E_NO_IMAGE …). */
+export const EXECUTION_ERROR_CODES = ['E_EXECUTION', 'E_CLOSED', 'E_BAD_ARGS'] as const;
+export type ExecutionErrorCode = (typeof EXECUTION_ERROR_CODES)[number] | EngineErrorCode;
+
+export class ExecutionError extends EphemeraError<ExecutionErrorCode> {
+  constructor(code: ExecutionErrorCode, message: string, cause?: unknown) {
+    super(code, message, { cause });
   }
 }

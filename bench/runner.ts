@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
+import { formatError } from '../errors/index';
 import { BenchError } from './errors';
 import type { BenchResult, ProgressTick, Suite, TargetFailure } from './frame';
 import { reportPath, writeReport } from './report';
@@ -98,7 +99,7 @@ export async function runBench(suite: Suite, options: BenchRunOptions): Promise<
     startedAt,
     finishedAt: new Date().toISOString(),
     host: { kernel: os.release(), cpus: os.cpus().length, memoryMiB: Math.round(os.totalmem() / 2 ** 20) },
-    ...(stoppedBy ? { stoppedBy: `${stoppedBy.code}: ${stoppedBy.message}` } : {}),
+    ...(stoppedBy ? { stoppedBy: formatError(stoppedBy) } : {}),
     ...(options.reportDir ? { report: reportPath(options.reportDir) } : {}),
   });
   options.stdout.write(`${renderTable(doc.summary)}\n`);

@@ -14,10 +14,5 @@ const argv = process.argv;
 if (argv[2] === 'mount' && argv[3] && !argv[3].startsWith('-') && argv.includes('--restartable') && !argv.includes('--help')) {
   require(path.join(__dirname, '..', 'dist', 'fusefs', 'restart.js')).takeoverEarly(path.resolve(argv[3]));
 }
-require(entry).main(process.argv).catch((err) => {
-  const message = err && err.message ? err.message : String(err);
-  // Some error classes already lead their message with the code: print each code once.
-  const code = err && err.code && !message.startsWith(`${err.code}:`) ? `${err.code}: ` : '';
-  process.stderr.write(`ephemera: ${code}${message}\n`);
-  process.exit(typeof err?.exitCode === 'number' ? err.exitCode : 1);
-});
+const cli = require(entry);
+cli.main(process.argv).catch((err) => process.exit(cli.reportError(err)));

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { exitCodeOf, formatError } from '../errors/index';
 import { registerFusefsCommands } from '../fusefs/index';
 import { registerPolicyCommands } from '../policy/index';
 import { registerBenchCommands } from '../bench/index';
@@ -27,4 +28,13 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<void> {
   await buildProgram().parseAsync(argv);
+}
+
+/**
+ * Prints the error that ended a command as `ephemera: CODE: message` (the code once: messages never
+ * hold it) and returns the exit status it asks for. bin/ephemera.js calls this.
+ */
+export function reportError(err: unknown, stderr: Pick<NodeJS.WritableStream, 'write'> = process.stderr): number {
+  stderr.write(`ephemera: ${formatError(err)}\n`);
+  return exitCodeOf(err);
 }

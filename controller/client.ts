@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
-import { ControllerError, errorMessage, type ControllerErrorCode } from './errors';
+import { isCode } from '../errors/index';
+import { CONTROLLER_ERROR_CODES, ControllerError, errorMessage } from './errors';
 
 /**
  * The controller's HTTP API with a bearer token, for the CLI and the bench suites. A controller with a
@@ -48,7 +49,7 @@ export class ControllerClient {
     const res = await this.request(method, route, body);
     if (res.status >= 200 && res.status < 300) return res.body as T;
     const b = (typeof res.body === 'object' && res.body !== null ? res.body : {}) as { code?: string; message?: string };
-    const code = (typeof b.code === 'string' && b.code.startsWith('E_') ? b.code : 'E_EXECUTION') as ControllerErrorCode;
+    const code = isCode(CONTROLLER_ERROR_CODES, b.code) ? b.code : 'E_EXECUTION';
     throw new ControllerError(code, `${method} ${route} answered ${res.status}: ${b.message ?? JSON.stringify(res.body)}`);
   }
 }

@@ -1,36 +1,42 @@
+import { EphemeraError } from '../errors/index';
+
 /**
  * Every failure the controller and the node agent report carries a stable `code`; HTTP answers put
  * it in the body (`{ code, message, issues? }`), and tests branch on it, never on the message.
  */
-export type ControllerErrorCode =
+export const CONTROLLER_ERROR_CODES = [
   /** A request body or query failed validation; `issues` lists every reason. */
-  | 'E_BAD_REQUEST'
+  'E_BAD_REQUEST',
   /** A command-line option is malformed. */
-  | 'E_BAD_ARGS'
+  'E_BAD_ARGS',
   /** No credential, or one the controller does not know (revoked, mistyped). */
-  | 'E_UNAUTHORIZED'
+  'E_UNAUTHORIZED',
   /** A valid credential asked for another tenant's object, or a route its kind may not use. */
-  | 'E_FORBIDDEN'
+  'E_FORBIDDEN',
   /** A per-tenant limit the operator set (functions, concurrent invocations, memory) would be exceeded. */
-  | 'E_LIMIT'
+  'E_LIMIT',
   /** No such function, task or route. */
-  | 'E_NOT_FOUND'
+  'E_NOT_FOUND',
   /** A function with that name is already deployed for the tenant. */
-  | 'E_EXISTS'
+  'E_EXISTS',
   /** No registered node can fit the task (N_alloc + T_lim ≤ N_lim holds nowhere). */
-  | 'E_NO_CAPACITY'
+  'E_NO_CAPACITY',
   /** No node agent is registered at all. */
-  | 'E_NO_NODES'
+  'E_NO_NODES',
   /** The node running the task disappeared (socket closed, heartbeat timed out, or it restarted). */
-  | 'E_NODE_LOST'
+  'E_NODE_LOST',
   /** The function could not be run on the node (engine failure, timeout). */
-  | 'E_EXECUTION'
+  'E_EXECUTION',
   /** A link message failed validation or broke the protocol. */
-  | 'E_PROTOCOL'
+  'E_PROTOCOL',
   /** The durable state directory holds something unreadable. */
-  | 'E_STATE'
+  'E_STATE',
   /** The controller or the agent is shutting down. */
-  | 'E_CLOSED';
+  'E_CLOSED',
+  /** Anything else that failed while answering (HTTP 500); the message says what. */
+  'E_INTERNAL',
+] as const;
+export type ControllerErrorCode = (typeof CONTROLLER_ERROR_CODES)[number];
 
 export interface RequestIssue {
   /** Dotted path inside the request (`body.command.0`, `params.name`), `(root)` for the whole. */
@@ -54,18 +60,18 @@ const HTTP_STATUS: Record<ControllerErrorCode, number> = {
   E_PROTOCOL: 502,
   E_STATE: 500,
   E_CLOSED: 503,
+  E_INTERNAL: 500,
 };
 
-export class ControllerError extends Error {
-  readonly code: ControllerErrorCode;
+export class ControllerError extends EphemeraError<ControllerErrorCode, readonly RequestIssue[]> {
+  /** Read by the CLI to choose the process exit status. */
+  declare readonly exitCode: 2;
+
+  /** The request issues, as HTTP answers name them (the same list as `details`). */
   readonly issues: readonly RequestIssue[];
-  /** Read by bin/ephemera.js to choose the process exit status. */
-  readonly exitCode = 2;
 
   constructor(code: ControllerErrorCode, message: string, issues: readonly RequestIssue[] = []) {
-    super(message);
-    this.name = 'ControllerError';
-    this.code = code;
+    super(code, message, { details: issues, exitCode: 2 });
     this.issues = issues;
   }
 
@@ -82,9 +88,7 @@ export function isControllerError(err: unknown, code?: ControllerErrorCode): err
   return err instanceof ControllerError && (code === undefined || err.code === code);
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+export { errorMessage } from '../errors/index';
 
 /** Turns zod issues into request issues, prefixing where the document came from (`body`, `query`). */
 export function issuesFrom(where: string, issues: readonly { path: readonly PropertyKey[]; message: string }[]): RequestIssue[] {

@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Engine } from './engine';
+import { formatError } from '../errors/index';
 import { EngineError, isEngineError } from './errors';
 import { getRecipe, listEngineImages, listRecipes, recipeTag } from './images';
 import type { TmpMode } from './spec';
@@ -52,7 +53,7 @@ async function reportErrors(action: () => Promise<void>): Promise<void> {
       const partial = err.details?.result as { stdout?: string; stderr?: string } | undefined;
       if (partial?.stdout) process.stdout.write(partial.stdout);
       if (partial?.stderr) process.stderr.write(partial.stderr);
-      process.stderr.write(`ephemera: ${err.message}\n`);
+      process.stderr.write(`ephemera: ${formatError(err)}\n`);
       process.exitCode = err.code === 'E_TIMEOUT' ? 124 : 1;
       return;
     }

@@ -1,29 +1,27 @@
+import { EphemeraError } from '../errors/index';
+
 /**
  * Every failure the engine reports carries a stable `code`; callers and tests branch on the code,
  * never on the message, which is for people.
  */
-export type EngineErrorCode =
-  | 'E_NO_DOCKER'
-  | 'E_NO_IMAGE'
-  | 'E_NO_COMMAND'
-  | 'E_TIMEOUT'
-  | 'E_CONTAINER_DIED'
-  | 'E_BAD_SPEC'
-  | 'E_IMAGE_BUILD'
-  | 'E_CGROUP'
-  | 'E_TMP_PROVIDER'
-  | 'E_REMOVED'
-  | 'E_DOCKER';
+export const ENGINE_ERROR_CODES = [
+  'E_NO_DOCKER',
+  'E_NO_IMAGE',
+  'E_NO_COMMAND',
+  'E_TIMEOUT',
+  'E_CONTAINER_DIED',
+  'E_BAD_SPEC',
+  'E_IMAGE_BUILD',
+  'E_CGROUP',
+  'E_TMP_PROVIDER',
+  'E_REMOVED',
+  'E_DOCKER',
+] as const;
+export type EngineErrorCode = (typeof ENGINE_ERROR_CODES)[number];
 
-export class EngineError extends Error {
-  readonly code: EngineErrorCode;
-  readonly details: Record<string, unknown> | undefined;
-
+export class EngineError extends EphemeraError<EngineErrorCode> {
   constructor(code: EngineErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
-    super(`${code}: ${message}`, cause === undefined ? undefined : { cause });
-    this.name = 'EngineError';
-    this.code = code;
-    this.details = details;
+    super(code, message, { details, cause });
   }
 }
 
@@ -40,6 +38,4 @@ export function dockerStatus(err: unknown): number | undefined {
   return undefined;
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+export { errorMessage } from '../errors/index';

@@ -1,8 +1,9 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { formatError } from '../errors/index';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig } from '../policy/index';
 import { cleanupNodeDaemon, DaemonClient, daemonPaths, DEFAULT_STATE_DIR, NodeDaemon, prepareSpillDir, SizedDiskTier, SizedMemoryTier } from './daemon/index';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, sweepDeadMemoryTiers } from './memtier';
 import { EphemeraMount } from './mount';
 import type { BudgetSpec } from './tier-keeper';
@@ -12,7 +13,7 @@ import { parseSize } from './units';
 
 function parseCount(text: string | undefined, option: string): number {
   const n = Number(text);
-  if (text === undefined || !Number.isSafeInteger(n) || n < 0) throw new EphemeraError('E_BAD_OPTION', `${option}: "${text}" is not a non-negative integer`);
+  if (text === undefined || !Number.isSafeInteger(n) || n < 0) throw new FusefsError('E_BAD_OPTION', `${option}: "${text}" is not a non-negative integer`);
   return n;
 }
 
@@ -47,19 +48,19 @@ export function registerFusefsCommands(program: Command): void {
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const queues = Number(o.queues);
       if (!Number.isInteger(queues) || queues < 1 || queues > 16) {
-        throw new EphemeraError('E_BAD_OPTION', `--queues: "${o.queues}" is not an integer in 1..16`);
+        throw new FusefsError('E_BAD_OPTION', `--queues: "${o.queues}" is not an integer in 1..16`);
       }
       const mode = String(o.mode);
       if (!['auto', 'passthrough', 'writeback'].includes(mode)) {
-        throw new EphemeraError('E_BAD_OPTION', `--mode: "${mode}" is not auto, passthrough or writeback`);
+        throw new FusefsError('E_BAD_OPTION', `--mode: "${mode}" is not auto, passthrough or writeback`);
       }
       // The env default lets harnesses that spawn `ephemera mount` (bench, tests) pick the transport.
       const transport = String(o.transport ?? process.env.EPHEMERA_TRANSPORT ?? 'auto');
       if (!(TRANSPORT_CHOICES as readonly string[]).includes(transport)) {
-        throw new EphemeraError('E_BAD_OPTION', `--transport: "${transport}" is not auto, device or uring`);
+        throw new FusefsError('E_BAD_OPTION', `--transport: "${transport}" is not auto, device or uring`);
       }
       const budget = o.budget === undefined ? undefined : parseSize(String(o.budget), '--budget');
-      if (budget !== undefined && !o.spillDir) throw new EphemeraError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
+      if (budget !== undefined && !o.spillDir) throw new FusefsError('E_BAD_OPTION', '--budget needs --spill-dir (files beyond the budget go to the disk tier)');
       const sizeQuota = o.size ? parseSize(String(o.size), '--size') : 0;
       const restartable = Boolean(o.restartable);
       const holderTimeoutS = parseCount(String(o.holderTimeout), '--holder-timeout');
@@ -77,7 +78,7 @@ export function registerFusefsCommands(program: Command): void {
       if (sizeQuota > 0 && !restart) sweepDeadMemoryTiers();
       const sizedMemoryDir = restart ? `${MEMORY_TIER_ROOT}/held-mem-${path.basename(restart.dir)}` : `${MEMORY_TIER_ROOT}/mem-${process.pid}`;
       if (takingOver && sizeQuota > 0 && !isMountPoint(sizedMemoryDir)) {
-        throw new EphemeraError('E_TAKEOVER', `the held mount on ${String(dir)} was not started with --size (no sized memory tier at ${sizedMemoryDir}): run it again as it was started`);
+        throw new FusefsError('E_TAKEOVER', `the held mount on ${String(dir)} was not started with --size (no sized memory tier at ${sizedMemoryDir}): run it again as it was started`);
       }
       const memoryTier = sizeQuota > 0 ? (takingOver ? SizedMemoryTier.adopt(sizedMemoryDir) : SizedMemoryTier.create(sizedMemoryDir, sizeQuota)) : undefined;
       // And the disk tier a file system of that size, for the same reason (a dead run's is replaced).
@@ -86,7 +87,7 @@ export function registerFusefsCommands(program: Command): void {
         try {
           diskTier = (takingOver ? SizedDiskTier.adopt(spillDir) : undefined) ?? SizedDiskTier.create(spillDir, sizeQuota);
         } catch (e) {
-          process.stderr.write(`ephemera: warning: ${(e as Error).message}; the --size quota binds the memory tier only (disk-tier files are checked at create and spill)\n`);
+          process.stderr.write(`ephemera: warning: ${formatError(e)}; the --size quota binds the memory tier only (disk-tier files are checked at create and spill)\n`);
         }
       }
       let m: EphemeraMount;
@@ -110,7 +111,7 @@ export function registerFusefsCommands(program: Command): void {
         diskTier?.close();
         throw e;
       }
-      if (o.cgroup && budget !== undefined) throw new EphemeraError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
+      if (o.cgroup && budget !== undefined) throw new FusefsError('E_BAD_OPTION', '--cgroup and --budget both steer the memory tier: give one');
       // The tier keeper (fusefs/tier-keeper.ts) under the budget given: the cgroup's (rss+shmem
       // under limit - headroom), or a fixed one. Without either the store places by its defaults.
       const spec: BudgetSpec | undefined = o.cgroup
@@ -172,7 +173,7 @@ export function registerFusefsCommands(program: Command): void {
           } catch (e) {
             // Still serving (io_uring) or half stopped (a stuck thread): exiting leaves it to the
             // holder as a crash would, and the successor resends what was read.
-            process.stderr.write(`ephemera: ${(e as Error).message}; exiting, the holder keeps the connection\n`);
+            process.stderr.write(`ephemera: ${formatError(e)}; exiting, the holder keeps the connection\n`);
           }
           say({ event: 'handed-over', counters: opCounts(counters), unanswered: counters.unanswered }, `ephemera: handed over to the holder ${opText(opCounts(counters))}`);
           process.exit(0);

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 
 /**
  * The memory tier's home: a private tmpfs mounted huge=within_size (large folios made 1 MiB I/O
@@ -25,14 +25,14 @@ export class MemoryTierMount {
         execFileSync('mount', ['-t', 'tmpfs', '-o', `mode=0700,size=${size}`, 'ephemera-mem', dir], { stdio: 'pipe' });
         return new MemoryTierMount(dir, false);
       } catch (e) {
-        throw new EphemeraError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}: ${(e as Error).message}`);
+        throw new FusefsError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}: ${(e as Error).message}`);
       }
     }
   }
 
   /** A memory tier a dead daemon left mounted, taken over by its successor (restartable mounts). */
   static adopt(dir: string): MemoryTierMount {
-    if (!isMountPoint(dir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
+    if (!isMountPoint(dir)) throw new FusefsError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
     return new MemoryTierMount(dir, true);
   }
 

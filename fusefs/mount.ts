@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import type { CgroupBudget, CgroupBudgetOptions } from './cgroup-budget';
 import { TierKeeper } from './tier-keeper';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 import { isMountPoint, MEMORY_TIER_ROOT, MemoryTierMount, sweepDeadMemoryTiers } from './memtier';
 import { adoptFromHolder, claimEarlyTakeover, restartPaths, sessionOptionsOf, startHolder, type HeldState, type RestartOptions, type RestartPaths } from './restart';
 import {
@@ -90,11 +90,11 @@ const mountOptionsSchema = z.strictObject({
     .optional(),
 });
 
-/** A failed mount as an EphemeraError: ours keep their code, a native passthrough refusal too, the rest is E_MOUNT. */
-function mountFailure(mountpoint: string, e: unknown): EphemeraError {
+/** A failed mount as an FusefsError: ours keep their code, a native passthrough refusal too, the rest is E_MOUNT. */
+function mountFailure(mountpoint: string, e: unknown): FusefsError {
   const err = e as Error & { code?: string };
-  const code = err instanceof EphemeraError ? err.code : err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT';
-  return new EphemeraError(code, `cannot mount ${mountpoint}: ${err.message}`);
+  const code = err instanceof FusefsError ? err.code : err.code === 'E_PASSTHROUGH_REFUSED' ? err.code : 'E_MOUNT';
+  return new FusefsError(code, `cannot mount ${mountpoint}: ${err.message}`);
 }
 
 /** Throws E_BAD_OPTION for the first option that is wrong, naming it and the value it got. */
@@ -103,13 +103,13 @@ export function checkMountOptions(opts: unknown): asserts opts is MountOptions {
   if (r.success) return;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {
-    throw new EphemeraError('E_BAD_OPTION', `mount: unknown option ${issue.keys.join(', ')}`);
+    throw new FusefsError('E_BAD_OPTION', `mount: unknown option ${issue.keys.join(', ')}`);
   }
   const name = issue.path.join('.');
   let got: unknown = opts;
   for (const k of issue.path) got = got !== null && typeof got === 'object' ? (got as Record<PropertyKey, unknown>)[k] : undefined;
   const shown = typeof got === 'string' ? JSON.stringify(got) : typeof got === 'object' && got !== null ? 'an object' : String(got);
-  throw new EphemeraError('E_BAD_OPTION', `mount option ${name || '(options)'}: ${issue.message}, got ${typeof got} ${shown}`);
+  throw new FusefsError('E_BAD_OPTION', `mount option ${name || '(options)'}: ${issue.message}, got ${typeof got} ${shown}`);
 }
 
 /**
@@ -193,7 +193,7 @@ export class EphemeraMount {
     }
     let onStopped!: () => void;
     const stopped = new Promise<void>((resolve) => (onStopped = resolve));
-    if (opts.transport === 'uring') throw new EphemeraError('E_BAD_OPTION', 'a restartable mount serves /dev/fuse loops (an io_uring ring is not handed over yet)');
+    if (opts.transport === 'uring') throw new FusefsError('E_BAD_OPTION', 'a restartable mount serves /dev/fuse loops (an io_uring ring is not handed over yet)');
     preflight(mountpoint);
     fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
     const memoryTier = opts.sharedMemoryDir ? undefined : MemoryTierMount.create(paths.memoryDir);
@@ -326,8 +326,8 @@ export class EphemeraMount {
    * has nothing to resend. Only a restartable mount can; this object is done afterwards.
    */
   async handOver(timeoutMs = 10_000): Promise<void> {
-    if (this.closed) throw new EphemeraError('E_HANDOVER', 'the mount is closed');
-    if (!this.restart) throw new EphemeraError('E_HANDOVER', `${this.mountpoint} is not restartable: a hand-over would lose it (unmount it instead)`);
+    if (this.closed) throw new FusefsError('E_HANDOVER', 'the mount is closed');
+    if (!this.restart) throw new FusefsError('E_HANDOVER', `${this.mountpoint} is not restartable: a hand-over would lose it (unmount it instead)`);
     this.closed = true;
     await this.tierKeeper?.close();
     this.session.handOver(timeoutMs);
@@ -362,10 +362,10 @@ export function preflight(mountpoint: string): void {
   try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
   } catch {
-    throw new EphemeraError('E_NO_FUSE', '/dev/fuse is missing or not accessible (load the fuse module, or run the container with --device /dev/fuse)');
+    throw new FusefsError('E_NO_FUSE', '/dev/fuse is missing or not accessible (load the fuse module, or run the container with --device /dev/fuse)');
   }
   if (!hasCapSysAdmin()) {
-    throw new EphemeraError('E_NOT_ROOT', 'mounting needs CAP_SYS_ADMIN (the FUSE mount, the memory tier tmpfs, passthrough): run as root, or give the container --cap-add SYS_ADMIN');
+    throw new FusefsError('E_NOT_ROOT', 'mounting needs CAP_SYS_ADMIN (the FUSE mount, the memory tier tmpfs, passthrough): run as root, or give the container --cap-add SYS_ADMIN');
   }
   let st: fs.Stats | undefined;
   try {
@@ -376,10 +376,10 @@ export function preflight(mountpoint: string): void {
       loadCore().detachMount(mountpoint);
       st = fs.statSync(mountpoint, { throwIfNoEntry: false });
     }
-    if (!st) throw new EphemeraError('E_NO_MOUNTPOINT', `mount point ${mountpoint} does not exist`);
+    if (!st) throw new FusefsError('E_NO_MOUNTPOINT', `mount point ${mountpoint} does not exist`);
   }
-  if (!st.isDirectory()) throw new EphemeraError('E_NOT_DIRECTORY', `mount point ${mountpoint} is not a directory`);
+  if (!st.isDirectory()) throw new FusefsError('E_NOT_DIRECTORY', `mount point ${mountpoint} is not a directory`);
   if (isMountPoint(mountpoint)) {
-    throw new EphemeraError('E_MOUNTPOINT_BUSY', `mount point ${mountpoint} is already a mount (unmount it first)`);
+    throw new FusefsError('E_MOUNTPOINT_BUSY', `mount point ${mountpoint} is already a mount (unmount it first)`);
   }
 }

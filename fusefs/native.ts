@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 
 /** Options of a native session (see mmap-core/src/session.cc). */
 export interface NativeSessionOptions {
@@ -239,7 +239,7 @@ export function repoRoot(): string {
     if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'mmap-core'))) return dir;
     dir = path.dirname(dir);
   }
-  throw new EphemeraError('E_NOT_BUILT', `cannot find the repository root above ${__dirname}`);
+  throw new FusefsError('E_NOT_BUILT', `cannot find the repository root above ${__dirname}`);
 }
 
 /** Loads the native addon once; a missing build is a clear error, not a stack trace. */
@@ -247,7 +247,7 @@ export function loadCore(): NativeCore {
   if (cached) return cached;
   const file = path.join(repoRoot(), 'mmap-core', 'build', 'Release', 'ephemera_core.node');
   if (!fs.existsSync(file)) {
-    throw new EphemeraError('E_NOT_BUILT', `native core not built (${file}): run \`npm run build\``);
+    throw new FusefsError('E_NOT_BUILT', `native core not built (${file}): run \`npm run build\``);
   }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   cached = require(file) as NativeCore;

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 import { isMountPoint } from './memtier';
 import { loadCore, repoRoot, type HolderTaken, type NativeCore, type NativeMountInfo, type NativeSession, type NativeSessionOptions } from './native';
 
@@ -79,7 +79,7 @@ export function restartPaths(mountpoint: string, stateDir?: string): RestartPath
 
 export function holderBinary(): string {
   const file = path.join(repoRoot(), 'mmap-core', 'build', 'ephemera-holder');
-  if (!fs.existsSync(file)) throw new EphemeraError('E_NOT_BUILT', `the connection holder is not built (${file}): run \`npm run build\``);
+  if (!fs.existsSync(file)) throw new FusefsError('E_NOT_BUILT', `the connection holder is not built (${file}): run \`npm run build\``);
   return file;
 }
 
@@ -107,10 +107,10 @@ export function takeFromHolder(core: NativeCore, paths: RestartPaths): { taken: 
   try {
     state = JSON.parse(taken.blob.slice(nl + 1)) as HeldState;
   } catch {
-    throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps state this build cannot read`);
+    throw new FusefsError('E_TAKEOVER', `the holder at ${paths.socket} keeps state this build cannot read`);
   }
   if (state.version !== 1) {
-    throw new EphemeraError('E_STATE_VERSION', `the holder at ${paths.socket} keeps state version ${String(state.version)}; this build reads version 1`);
+    throw new FusefsError('E_STATE_VERSION', `the holder at ${paths.socket} keeps state version ${String(state.version)}; this build reads version 1`);
   }
   return { taken, state, fuseCount };
 }
@@ -132,7 +132,7 @@ export async function startHolder(paths: RestartPaths, timeoutS: number, detach:
   const deadline = Date.now() + 5000;
   while (!fs.existsSync(paths.pidFile)) {
     if (child.exitCode !== null || Date.now() > deadline) {
-      throw new EphemeraError('E_HOLDER', `the connection holder did not start (see ${paths.log})`);
+      throw new FusefsError('E_HOLDER', `the connection holder did not start (see ${paths.log})`);
     }
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -155,14 +155,14 @@ export async function startHolder(paths: RestartPaths, timeoutS: number, detach:
  */
 export function cgroupDirsFor(name: string, root = '/sys/fs/cgroup'): string[] {
   if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(name) || name.split('/').some((p) => p === '.' || p === '..')) {
-    throw new EphemeraError('E_BAD_OPTION', `--holder-cgroup: "${name}" is not a relative cgroup name (letters, digits, _ . - and /)`);
+    throw new FusefsError('E_BAD_OPTION', `--holder-cgroup: "${name}" is not a relative cgroup name (letters, digits, _ . - and /)`);
   }
   if (fs.existsSync(path.join(root, 'cgroup.controllers'))) return [path.join(root, name)];
   let entries: string[];
   try {
     entries = fs.readdirSync(root);
   } catch (e) {
-    throw new EphemeraError('E_HOLDER', `cannot read the cgroup hierarchies under ${root}: ${(e as Error).message}`);
+    throw new FusefsError('E_HOLDER', `cannot read the cgroup hierarchies under ${root}: ${(e as Error).message}`);
   }
   const dirs: string[] = [];
   for (const entry of entries.sort()) {
@@ -170,7 +170,7 @@ export function cgroupDirsFor(name: string, root = '/sys/fs/cgroup'): string[] {
     if (fs.lstatSync(dir).isSymbolicLink() || !fs.existsSync(path.join(dir, 'cgroup.procs'))) continue;
     dirs.push(path.join(dir, name));
   }
-  if (dirs.length === 0) throw new EphemeraError('E_HOLDER', `no cgroup hierarchy is mounted under ${root}`);
+  if (dirs.length === 0) throw new FusefsError('E_HOLDER', `no cgroup hierarchy is mounted under ${root}`);
   return dirs;
 }
 
@@ -185,7 +185,7 @@ export function moveToCgroup(pid: number, name: string, root?: string): void {
       }
       fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
     } catch (e) {
-      throw new EphemeraError('E_HOLDER', `cannot move the connection holder (pid ${pid}) into ${dir}: ${(e as Error).message}`);
+      throw new FusefsError('E_HOLDER', `cannot move the connection holder (pid ${pid}) into ${dir}: ${(e as Error).message}`);
     }
   }
 }
@@ -230,8 +230,8 @@ export async function adoptFromHolder(core: NativeCore, mountpoint: string, path
   let onStopped!: () => void;
   const stopped = new Promise<void>((resolve) => (onStopped = resolve));
   try {
-    if (state.mountpoint !== mountpoint) throw new EphemeraError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
-    if (!isMountPoint(state.memoryDir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${state.memoryDir} is not mounted any more: its files are gone`);
+    if (state.mountpoint !== mountpoint) throw new FusefsError('E_TAKEOVER', `the holder at ${paths.socket} keeps ${state.mountpoint}, not ${mountpoint}`);
+    if (!isMountPoint(state.memoryDir)) throw new FusefsError('E_TAKEOVER', `the memory tier ${state.memoryDir} is not mounted any more: its files are gone`);
     const session = new core.Session({ ...sessionOptionsOf(state), adoptStore: state.store });
     const info = await session.adopt({ fds: taken.fds, fuseCount, conn: taken.conn }, () => onStopped());
     return { session, info, state, stopped };
@@ -240,7 +240,7 @@ export async function adoptFromHolder(core: NativeCore, mountpoint: string, path
     fs.closeSync(taken.conn);
     const err = e as Error & { code?: string };
     const code = err.code === 'E_STATE_VERSION' || err.code === 'E_HOLDER_BUSY' ? err.code : 'E_TAKEOVER';
-    throw new EphemeraError(code, `cannot take over ${mountpoint}: ${err.message}`);
+    throw new FusefsError(code, `cannot take over ${mountpoint}: ${err.message}`);
   }
 }
 

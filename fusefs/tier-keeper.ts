@@ -12,7 +12,7 @@ import {
   type TierSnapshot,
 } from '../policy';
 import { CgroupBudget, type CgroupBudgetOptions, type ShrinkResult } from './cgroup-budget';
-import { EphemeraError } from './errors';
+import { FusefsError } from './errors';
 import type { KeeperTotals, TieredStore } from './tiered-store';
 import type { NativeInodeStat } from './native';
 
@@ -154,9 +154,9 @@ export class TierKeeper {
     const s = this.source;
     if (s?.kind === kind) return s as Extract<Source, { kind: K }>;
     if (s?.kind === 'cgroup') {
-      throw new EphemeraError('E_BAD_OPTION', `${what}: the mount follows its cgroup (${s.cgroupPath}): it promotes by itself, charged to the container, and its budget is the cgroup's limit`);
+      throw new FusefsError('E_BAD_OPTION', `${what}: the mount follows its cgroup (${s.cgroupPath}): it promotes by itself, charged to the container, and its budget is the cgroup's limit`);
     }
-    throw new EphemeraError('E_BAD_OPTION', `${what}: the mount has ${s ? 'a fixed budget' : 'no budget'}, not a cgroup`);
+    throw new FusefsError('E_BAD_OPTION', `${what}: the mount has ${s ? 'a fixed budget' : 'no budget'}, not a cgroup`);
   }
 
   /** Sets a fixed budget, spills down to it, or promotes into the room it gives. */

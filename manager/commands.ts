@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { defaultNodeStateDir } from '../engine/index';
+import { errorMessage } from '../errors/index';
 import { isLinkError } from '../link/index';
 import { isManagerError } from './errors';
 import type { ManagerStatus } from '../link/index';
@@ -42,7 +43,7 @@ async function eachManager(opts: { tenant?: string; stateDir: string }, visit: (
       await visit(t);
     } catch (err) {
       const code = isManagerError(err) || isLinkError(err) ? err.code : 'E_NO_MANAGER';
-      process.stderr.write(`${code}: tenant ${t}: ${(err as Error).message}\n`);
+      process.stderr.write(`${code}: tenant ${t}: ${errorMessage(err)}\n`);
       process.exitCode = 2;
     }
   }

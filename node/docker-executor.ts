@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/index';
 import { Engine, getRecipe, isEngineError, profileFunction, readMemoryStat, SIZE_HINT_LABEL, type FunctionContainer, type TmpMode } from '../engine/index';
 import { managerLabels, type TenantManager } from '../manager/index';
 import { ExecutionError, type TaskExecutor } from '../agent/index';
@@ -160,6 +161,6 @@ export class DockerTaskExecutor implements TaskExecutor {
 
 function asExecutionError(err: unknown): ExecutionError {
   if (err instanceof ExecutionError) return err;
-  if (isEngineError(err)) return new ExecutionError(err.code, err.message);
-  return new ExecutionError('E_EXECUTION', err instanceof Error ? err.message : String(err));
+  if (isEngineError(err)) return new ExecutionError(err.code, err.message, err);
+  return new ExecutionError('E_EXECUTION', errorMessage(err), err);
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig, MiB, type Scoring } from './config';
 import { PolicyError } from './errors';
+import { errorMessage } from '../errors/index';
 import { createCluster, IndexedCluster, LinearCluster, scheduleTasks, type Cluster } from './scheduler';
 import type { NodeSpec } from './snapshots';
 import { parseSchedulerTrace, traceTaskToSpec } from './trace';
@@ -58,7 +59,7 @@ export function registerPolicyCommands(program: Command): void {
       try {
         text = readFileSync(options.trace, 'utf8');
       } catch (err) {
-        throw new PolicyError('E_BAD_ARGS', `--trace: cannot read ${options.trace}: ${(err as Error).message}`);
+        throw new PolicyError('E_BAD_ARGS', `--trace: cannot read ${options.trace}: ${errorMessage(err)}`);
       }
       const tasks = parseSchedulerTrace(text, options.trace).map(traceTaskToSpec);
       const scoring = options.scoring ?? config.scheduler.scoring;

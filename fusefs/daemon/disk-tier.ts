@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EphemeraError } from '../errors';
+import { FusefsError } from '../errors';
 import { isMountPoint, unmountNow } from '../memtier';
 import { stderrOf } from './memory-tier';
 
@@ -96,8 +96,8 @@ export class SizedDiskTier {
           /* not attached, or already autoclear */
         }
       }
-      if (e instanceof EphemeraError) throw e;
-      throw new EphemeraError('E_MOUNT', `cannot make the disk tier's ${sizeQuota}-byte file system on ${dir}: ${stderrOf(e)}`);
+      if (e instanceof FusefsError) throw e;
+      throw new FusefsError('E_MOUNT', `cannot make the disk tier's ${sizeQuota}-byte file system on ${dir}: ${stderrOf(e)}`);
     }
   }
 
@@ -126,7 +126,7 @@ export class SizedDiskTier {
     }
     const used = this.usedBytes();
     if (sizeQuota < used) {
-      throw new EphemeraError('E_BAD_OPTION', `cannot resize the disk tier to ${sizeQuota} bytes: its files hold ${used}`);
+      throw new FusefsError('E_BAD_OPTION', `cannot resize the disk tier to ${sizeQuota} bytes: its files hold ${used}`);
     }
     let s = fs.statfsSync(this.dir);
     let room = s.bavail * s.bsize + this.reserveBytes(); // free space, the reserve counted as free
@@ -137,7 +137,7 @@ export class SizedDiskTier {
         run('losetup', ['--set-capacity', this.device]);
         run('resize2fs', [this.device]);
       } catch (e) {
-        throw new EphemeraError('E_BAD_OPTION', `cannot grow the disk tier to ${sizeQuota} bytes past its image (online resize: ${stderrOf(e)}); remove and add the mount with the larger quota`);
+        throw new FusefsError('E_BAD_OPTION', `cannot grow the disk tier to ${sizeQuota} bytes past its image (online resize: ${stderrOf(e)}); remove and add the mount with the larger quota`);
       }
       s = fs.statfsSync(this.dir);
       room = s.bavail * s.bsize + this.reserveBytes();
@@ -171,7 +171,7 @@ export class SizedDiskTier {
     try {
       run('fallocate', ['-l', String(bytes), file]);
     } catch (e) {
-      throw new EphemeraError('E_BAD_OPTION', `cannot lower the disk tier's room to the quota (files grew meanwhile?): ${stderrOf(e)}`);
+      throw new FusefsError('E_BAD_OPTION', `cannot lower the disk tier's room to the quota (files grew meanwhile?): ${stderrOf(e)}`);
     }
   }
 }

@@ -10,7 +10,7 @@ import { DaemonError } from './errors';
 import { isMountPoint, unmountQuietly } from '../memtier';
 import { SizedMemoryTier, stderrOf } from './memory-tier';
 import { SizedDiskTier } from './disk-tier';
-import { EphemeraError } from '../errors';
+import { FusefsError } from '../errors';
 import type { EvictionReport, MountStats } from './messages';
 import { prepareSpillDir } from './paths';
 import { restartPaths, type RestartOptions } from '../restart';
@@ -81,7 +81,7 @@ export class ManagedMount implements MountMetricsSource {
     const diskTier = record.sizeQuota > 0 ? SizedDiskTier.adopt(record.spillDir) : undefined;
     const mount = await EphemeraMount.open(mountOptionsOf(record, memoryTier, diskTier, restart));
     try {
-      if (!mount.restart?.takeover) throw new EphemeraError('E_TAKEOVER', `the holder of ${record.fusePath} handed nothing over`);
+      if (!mount.restart?.takeover) throw new FusefsError('E_TAKEOVER', `the holder of ${record.fusePath} handed nothing over`);
       if (!isMountPoint(record.path)) publish(record.fusePath, record.path);
       mount.keeper.onError = onError;
       await useBudget(mount.keeper, budgetOf(record, policy));
@@ -185,7 +185,7 @@ export class ManagedMount implements MountMetricsSource {
     const held = u.bytesMemory + u.bytesDisk + u.nameBytes;
     if (sizeQuota > 0 && sizeQuota < held) {
       // As tmpfs refuses a size below what it holds, over both tiers together.
-      throw new EphemeraError('E_BAD_OPTION', `cannot set the size quota to ${sizeQuota} bytes: the mount holds ${held} (memory ${u.bytesMemory}, disk ${u.bytesDisk}, names ${u.nameBytes})`);
+      throw new FusefsError('E_BAD_OPTION', `cannot set the size quota to ${sizeQuota} bytes: the mount holds ${held} (memory ${u.bytesMemory}, disk ${u.bytesDisk}, names ${u.nameBytes})`);
     }
     this.memoryTier.resize(sizeQuota);
     try {
@@ -320,9 +320,9 @@ function publish(fusePath: string, publicPath: string): void {
     execFileSync('mount', ['--bind', fusePath, publicPath], { stdio: 'pipe', timeout: 10_000 });
     execFileSync('mount', ['--make-shared', publicPath], { stdio: 'pipe', timeout: 10_000 });
   } catch (e) {
-    throw new EphemeraError('E_MOUNT', `cannot bind ${fusePath} at ${publicPath}: ${stderrOf(e)}`);
+    throw new FusefsError('E_MOUNT', `cannot bind ${fusePath} at ${publicPath}: ${stderrOf(e)}`);
   }
-  if (!isMountPoint(publicPath)) throw new EphemeraError('E_MOUNT', `bind of ${fusePath} at ${publicPath} did not appear`);
+  if (!isMountPoint(publicPath)) throw new FusefsError('E_MOUNT', `bind of ${fusePath} at ${publicPath} did not appear`);
 }
 
 /** A dead FUSE mount answers ENOTCONN: it exists (and is what the new mount is stacked on). */

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { EphemeraError } from '../errors';
+import { FusefsError } from '../errors';
 import { isMountPoint, unmountNow, unmountQuietly } from '../memtier';
 
 /**
@@ -31,10 +31,10 @@ export class SizedMemoryTier {
         execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'ephemera-mem', dir], { stdio: 'pipe', timeout: 10_000 });
         return new SizedMemoryTier(dir, size, huge);
       } catch (e) {
-        if (!huge) throw new EphemeraError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}: ${stderrOf(e)}`);
+        if (!huge) throw new FusefsError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}: ${stderrOf(e)}`);
       }
     }
-    throw new EphemeraError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}`);
+    throw new FusefsError('E_MOUNT', `cannot mount the memory tier tmpfs on ${dir}`);
   }
 
   /**
@@ -42,7 +42,7 @@ export class SizedMemoryTier {
    * are the mount's, so it is kept as it is, not remade.
    */
   static adopt(dir: string): SizedMemoryTier {
-    if (!isMountPoint(dir)) throw new EphemeraError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
+    if (!isMountPoint(dir)) throw new FusefsError('E_TAKEOVER', `the memory tier ${dir} is not mounted any more: its files are gone`);
     const s = fs.statfsSync(dir);
     const options = execFileSync('findmnt', ['-n', '-o', 'OPTIONS', '--mountpoint', dir], { encoding: 'utf8', timeout: 10_000 }).trim();
     return new SizedMemoryTier(dir, s.blocks * s.bsize, /huge=within_size/.test(options));
@@ -59,7 +59,7 @@ export class SizedMemoryTier {
     try {
       execFileSync('mount', ['-o', `remount,size=${size}`, this.dir], { stdio: 'pipe', timeout: 10_000 });
     } catch (e) {
-      throw new EphemeraError('E_BAD_OPTION', `cannot resize the memory tier to ${size} bytes (it holds more?): ${stderrOf(e)}`);
+      throw new FusefsError('E_BAD_OPTION', `cannot resize the memory tier to ${size} bytes (it holds more?): ${stderrOf(e)}`);
     }
     this.sizeBytes = size;
   }

@@ -5,6 +5,7 @@
  * error, never silently ignored, so a typo cannot leave a quota unset.
  */
 import { z } from 'zod';
+import type { ErrorCode } from '../../errors/index';
 
 /** Mount ids name directories (mount point, spill dir, state record): no separators, no dot-dot. */
 export const MountId = z
@@ -106,26 +107,29 @@ export type ControlRequestType = ControlRequest['type'];
 export type AddMountRequest = z.infer<typeof AddMountRequest>;
 
 /** Stable error codes of the control API. */
-export type ControlErrorCode =
-  | 'E_BAD_MESSAGE'
-  | 'E_UNKNOWN_MOUNT'
-  | 'E_EXISTS'
-  | 'E_BAD_OPTION'
-  | 'E_MOUNT'
-  | 'E_NO_ADAPTER'
-  | 'E_NO_CGROUP'
-  | 'E_DAEMON'
-  | 'E_MOUNTPOINT_BUSY'
-  | 'E_NO_MOUNTPOINT'
-  | 'E_NOT_DIRECTORY'
-  | 'E_NO_FUSE'
+export const CONTROL_ERROR_CODES = [
+  'E_BAD_MESSAGE',
+  'E_UNKNOWN_MOUNT',
+  'E_EXISTS',
+  'E_BAD_OPTION',
+  'E_MOUNT',
+  'E_NO_ADAPTER',
+  'E_NO_CGROUP',
+  'E_DAEMON',
+  'E_MOUNTPOINT_BUSY',
+  'E_NO_MOUNTPOINT',
+  'E_NOT_DIRECTORY',
+  'E_NO_FUSE',
   /** The manager named a container this mount's peer does not serve. */
-  | 'E_UNKNOWN_CONTAINER';
+  'E_UNKNOWN_CONTAINER',
+] as const;
+export type ControlErrorCode = (typeof CONTROL_ERROR_CODES)[number];
 
 export interface ErrorReply {
   ok: false;
   seq?: number | string;
-  code: ControlErrorCode | string;
+  /** One of CONTROL_ERROR_CODES, or the code of the mount, memory-adapter or native error that failed. */
+  code: ErrorCode;
   message: string;
 }
 export type OkReply<T extends object = object> = { ok: true; seq?: number | string } & T;

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EphemeraError } from '../errors';
+import { FusefsError } from '../errors';
 import * as crypto from 'node:crypto';
 import { isMountPoint } from '../memtier';
 import { RESTART_ROOT } from '../restart';
@@ -61,7 +61,7 @@ export function ensureSharedParent(dir: string): boolean {
     }
     execFileSync('mount', ['--make-shared', dir], { stdio: 'pipe', timeout: 10_000 });
   } catch (e) {
-    throw new EphemeraError('E_MOUNT', `cannot make ${dir} a shared mount: ${stderrOf(e)}`);
+    throw new FusefsError('E_MOUNT', `cannot make ${dir} a shared mount: ${stderrOf(e)}`);
   }
   return made;
 }
@@ -78,7 +78,7 @@ export function checkSpillFilesystem(dir: string): void {
   const st = fs.statfsSync(dir);
   const bad: Record<number, string> = { [OVERLAYFS_SUPER_MAGIC]: 'overlayfs', [FUSE_SUPER_MAGIC]: 'FUSE', [TMPFS_MAGIC]: 'tmpfs' };
   const name = bad[Number(st.type)];
-  if (name) throw new EphemeraError('E_BAD_OPTION', `spill dir ${dir} is on ${name}: the disk tier needs a plain local file system (e.g. ext4, xfs)`);
+  if (name) throw new FusefsError('E_BAD_OPTION', `spill dir ${dir} is on ${name}: the disk tier needs a plain local file system (e.g. ext4, xfs)`);
 }
 
 /** Creates a per-mount spill dir (mode 0700); returns whether it was created here. */

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { EphemeraError } from '../errors';
+import { FusefsError } from '../errors';
 import { MountId } from './messages';
 
 /** What a restart needs to put a mount back where it was (taken over, or empty), and what cleanup must undo. */
@@ -115,7 +115,7 @@ export function readDaemonRecord(file: string): DaemonRecord | null {
     return DaemonRecord.parse(JSON.parse(fs.readFileSync(file, 'utf8')));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new EphemeraError('E_DAEMON', `unreadable daemon record ${file}: ${(e as Error).message}`);
+    throw new FusefsError('E_DAEMON', `unreadable daemon record ${file}: ${(e as Error).message}`);
   }
 }
 

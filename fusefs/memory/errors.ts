@@ -1,33 +1,31 @@
+import { EphemeraError } from '../../errors/index';
+
 /**
  * Every failure of the memory adapter carries a stable `code`; callers and tests branch on the
  * code, never on the message, which is for people.
  */
-export type MemoryErrorCode =
+export const MEMORY_ERROR_CODES = [
   /** No memory cgroup at that path / for that pid, or it was removed while in use. */
-  | 'E_NO_CGROUP'
+  'E_NO_CGROUP',
   /** A cgroup control file could not be read or written (details carry path and errno). */
-  | 'E_CGROUP_IO'
+  'E_CGROUP_IO',
   /** The kernel refused a limit change because usage is above it (cgroup v1 answers EBUSY). */
-  | 'E_CGROUP_BUSY'
+  'E_CGROUP_BUSY',
   /** The operation does not exist on this cgroup version (e.g. pausing the OOM killer on v2). */
-  | 'E_UNSUPPORTED'
-  | 'E_BAD_CONFIG'
+  'E_UNSUPPORTED',
+  'E_BAD_CONFIG',
   /** The charged-copy helper could not be built, started, joined to its cgroup, or died. */
-  | 'E_HELPER'
+  'E_HELPER',
   /** A copy request failed inside the helper; details carry the errno. */
-  | 'E_COPY'
+  'E_COPY',
   /** The object was closed. */
-  | 'E_CLOSED';
+  'E_CLOSED',
+] as const;
+export type MemoryErrorCode = (typeof MEMORY_ERROR_CODES)[number];
 
-export class MemoryAdapterError extends Error {
-  readonly code: MemoryErrorCode;
-  readonly details: Record<string, unknown> | undefined;
-
+export class MemoryAdapterError extends EphemeraError<MemoryErrorCode> {
   constructor(code: MemoryErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
-    super(`${code}: ${message}`, cause === undefined ? undefined : { cause });
-    this.name = 'MemoryAdapterError';
-    this.code = code;
-    this.details = details;
+    super(code, message, { details, cause });
   }
 }
 

@@ -57,7 +57,7 @@ export function parseInlineVolume(ctx: Record<string, string>): InlineVolume {
     try {
       return parseQuantity(v, `volumeAttributes.${key}`);
     } catch (e) {
-      throw invalid(errorMessage(e).replace(/^E_[A-Z_]+: /, ''));
+      throw invalid(errorMessage(e));
     }
   };
   const sizeQuota = size('size');

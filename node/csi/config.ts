@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { assertTenantName } from '../../link/index';
 import { parseQuantity } from './attributes';
+import { EphemeraError } from '../../errors/index';
 import { errorMessage } from './errors';
 
 /** The CSIDriver object's name: kubelet calls the plugin by it, pods name it in `csi.driver`. */
@@ -41,11 +42,9 @@ export const CsiConfigSchema = z
   .strict();
 
 /** A config the driver cannot start with; the CLI prints the code and the message. */
-export class CsiConfigError extends Error {
-  readonly code = 'E_BAD_CONFIG';
-  constructor(message: string) {
-    super(message);
-    this.name = 'CsiConfigError';
+export class CsiConfigError extends EphemeraError<'E_BAD_CONFIG'> {
+  constructor(message: string, cause?: unknown) {
+    super('E_BAD_CONFIG', message, { cause });
   }
 }
 

@@ -2,7 +2,8 @@ import { status } from '@grpc/grpc-js';
 
 /**
  * A refusal the CO sees as a gRPC status: the code is the one the CSI spec names for the case,
- * the message says which field was wrong and why (kubelet shows it in the pod's events).
+ * the message says which field was wrong and why (kubelet shows it in the pod's events). Not an
+ * EphemeraError: its `code` is the numeric gRPC status the wire carries, not one of our E_ codes.
  */
 export class CsiError extends Error {
   constructor(
@@ -17,6 +18,4 @@ export class CsiError extends Error {
 
 export const invalid = (message: string) => new CsiError(status.INVALID_ARGUMENT, message);
 
-export function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
+export { errorMessage } from '../../errors/index';

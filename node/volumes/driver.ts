@@ -6,6 +6,7 @@ import { removeLeftoverCgroup } from '../../engine/index';
 import { DaemonClient, MountId, writeJsonAtomic } from '../../fusefs/daemon/index';
 import type { TenantManager } from '../../manager/index';
 import type { ContainerProfile } from '../../policy/index';
+import { formatError } from '../../errors/index';
 import { VolumeError, errorMessage } from './errors';
 import { parseVolumeOptions } from './options';
 import { CreateRequest, ENDPOINTS, MountRequest, NameRequest, type Endpoint, type PluginReply, type VolumeInfo } from './protocol';
@@ -127,7 +128,8 @@ export class VolumeDriver {
       return { status: 200, reply: await this.dispatch(endpoint as Endpoint, body) };
     } catch (e) {
       if (!(e instanceof VolumeError)) this.opts.log.warn({ endpoint, err: errorMessage(e) }, 'volume call failed');
-      return { status: 500, reply: { Err: errorMessage(e) } };
+      // Docker shows Err to the user as is: it carries the code, once.
+      return { status: 500, reply: { Err: formatError(e) } };
     }
   }
 

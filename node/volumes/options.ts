@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseSize } from '../../fusefs/index';
 import type { ContainerProfile } from '../../policy/index';
-import { VolumeError } from './errors';
+import { VolumeError, errorMessage } from './errors';
 
 /** What `--mount …,volume-opt=K=V` (or `driver_opts` in a compose file) may say, all strings. */
 const KNOWN = ['size', 'inodes', 'mem', 'file', 'token', 'tenant'] as const;
@@ -37,7 +37,7 @@ export function parseVolumeOptions(raw: unknown): VolumeOptions {
     try {
       return parseSize(v, `volume-opt=${key}`);
     } catch (e) {
-      throw new VolumeError('E_BAD_OPTION', (e as Error).message.replace(/^E_[A-Z_]+: /, ''));
+      throw new VolumeError('E_BAD_OPTION', errorMessage(e), e);
     }
   };
   const inodes = opts.inodes;

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { formatError } from '../../errors/index';
 import { VolumeError, errorMessage } from './errors';
 import { PLUGIN_CONTENT_TYPE, type PluginReply } from './protocol';
 
@@ -49,7 +50,7 @@ export class PluginServer {
         }
         handler(req.url ?? '', body).then(
           ({ status, reply }) => send(status, reply),
-          (e: unknown) => send(500, { Err: errorMessage(e) }),
+          (e: unknown) => send(500, { Err: formatError(e) }),
         );
       });
     });

@@ -57,8 +57,7 @@ describe('ephemera policy schedule', () => {
 });
 
 describe('ephemera errors', () => {
-  it('prints an error code once, also where the error class leads its message with it', () => {
-    // VolumeError's message starts with its code (one error model is issue 18's).
+  it('prints an error code once (messages never hold it; the CLI adds it)', () => {
     const run = ephemera('volume-token', 'create', '--tenant', '../x', '--state-dir', join(dir, 'volume-tokens'));
     expect(run.status).toBe(1);
     expect(run.stderr.trim()).toMatch(/^ephemera: E_BAD_CONFIG: tenant name "\.\.\/x" must match/);
