@@ -106,7 +106,9 @@ Filesystem::Filesystem(FsOptions opts, StoreOptions store_opts)
 uint64_t Filesystem::SizeQuota() const { return opts_.size_quota ? opts_.size_quota : default_size_quota_; }
 uint64_t Filesystem::InodeQuota() const { return opts_.inode_quota ? opts_.inode_quota : default_inode_quota_; }
 
-Filesystem::~Filesystem() = default;
+// The transport may be gone already, and the connection frees its backing ids when it closes:
+// the inodes let go of theirs without a BACKING_CLOSE (as ReleaseStore does).
+Filesystem::~Filesystem() { backing_ = nullptr; }
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch: the one place where bytes become requests. Size checks come from the opcode table.
@@ -252,13 +254,13 @@ void Filesystem::MaybeFree(Inode* in) {
   if (in->nlink == 0 && in->open_count == 0 && in->data) {
     // No name and no open handle: nothing can reach the data any more, but the kernel's FORGET
     // comes later and asynchronously. Free the memory now, as tmpfs does on unlink.
-    if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id), in->backing_id = -1;
+    in->backing.reset();
     Unaccount(in);
     in->data.reset();
     SizeTiers();  // the other tier gets the room back
   }
   if (in->nlink > 0 || in->nlookup > 0 || in->open_count > 0) return;
-  if (in->backing_id >= 0 && backing_) backing_->Close(in->backing_id);
+  in->backing.reset();
   Unaccount(in);
   uint64_t held = in->link.size();
   for (auto& [k, v] : in->xattrs) held += k.size() + v.size();
@@ -945,25 +947,35 @@ int Filesystem::OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out, FdRef 
   }
   if (passthrough_ && backing_) {
     // A refused registration (ELOOP: a disk tier stacked on overlayfs or FUSE; ENOMEM, EMFILE)
-    // falls back to serving this file through the daemon, counted and logged, not failed: the
-    // daemon's READ/WRITE use the same backing file, so no byte is lost or stale, and an EIO here
-    // would fail the program's open for a speed loss. Only the first open of a closed inode may
+    // under mode auto falls back to serving this file through the daemon, counted and logged, not
+    // failed: the daemon's READ/WRITE use the same backing file, so no byte is lost or stale, and
+    // an EIO here would fail the program's open for a speed loss. Mode passthrough promised that no
+    // data byte goes through the daemon, so there the open fails with EIO (counted and logged the
+    // same way) rather than break the promise unseen. Only the first open of a closed inode may
     // register: the kernel answers EIO to a passthrough open beside a cached one (fs/fuse/iomode.c),
     // so an inode's opens stay in one mode until its last close.
-    if (in->backing_id < 0 && in->open_count == 0) {
+    int refused = 0;
+    if (!in->backing.valid() && in->open_count == 0) {
       int id = backing_->Open(in->data->pinned->fd);
-      if (id >= 0) {
-        in->backing_id = id;
-      } else {
-        uint64_t n = backing_open_failures_.fetch_add(1) + 1;
-        if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, 8th…: seen, without a line per open
-          fprintf(stderr, "ephemera: passthrough refused for inode %llu (BACKING_OPEN: %s); served through the daemon (%llu such opens)\n",
-                  static_cast<unsigned long long>(in->ino), ErrnoCode(-id).c_str(), static_cast<unsigned long long>(n));
-      }
+      if (id >= 0) in->backing = BackingId(&backing_, id);
+      else refused = -id;
     }
-    if (in->backing_id >= 0) {
+    const bool required = !in->backing.valid() && opts_.mode == "passthrough";
+    if (refused) {
+      uint64_t n = backing_open_failures_.fetch_add(1) + 1;
+      if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, 8th…: seen, without a line per open
+        fprintf(stderr, "ephemera: passthrough refused for inode %llu (BACKING_OPEN: %s); %s (%llu such opens)\n",
+                static_cast<unsigned long long>(in->ino), ErrnoCode(refused).c_str(),
+                required ? "open failed with EIO (mode passthrough)" : "served through the daemon",
+                static_cast<unsigned long long>(n));
+    }
+    if (required) {
+      if (in->open_count == 0 && in->data->dirfd >= 0) in->data->pinned.reset();  // a closed file holds no fd
+      return EIO;
+    }
+    if (in->backing.valid()) {
       out->open_flags |= abi::kFopenPassthrough;
-      out->backing_id = in->backing_id;
+      out->backing_id = in->backing.get();
     }
   } else if (writeback_) {
     out->open_flags |= FOPEN_KEEP_CACHE;  // only the kernel writes our files: its cache stays valid
@@ -1007,8 +1019,22 @@ void Filesystem::OpCREATE(const Request& req, Reply& reply) {
     if (int e = MakeNode(req, req.nodeid(), name, S_IFREG | (in.mode & 07777), 0, nullptr, &node, &created))
       return reply.Error(e);
   }
+  const bool made = !existing;
   abi::OpenOut open_out;
-  if (int e = OpenRegular(node, in.flags, &open_out, std::move(created))) return reply.Error(e);
+  if (int e = OpenRegular(node, in.flags, &open_out, std::move(created))) {
+    // A file made here and not opened leaves no name: the kernel keeps its negative dentry for a
+    // failed create, so the name would exist here and be ENOENT there until the entry timed out.
+    if (made && node->open_count == 0) {
+      dir = Get(req.nodeid());
+      if (dir && dir->is_dir() && dir->dir->Find(std::string(name)) == node->ino) {
+        RemoveEntry(dir, std::string(name));
+        node->nlink = 0;
+        dir->mtime = dir->ctime = Now();
+        MaybeFree(node);
+      }
+    }
+    return reply.Error(e);
+  }
   fuse_entry_out entry;
   FillEntry(node, &entry);
   node->nlookup++;
@@ -1038,7 +1064,7 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
   bool notify = false;
   uint64_t ino = 0, bytes = 0;
   Tier tier = Tier::kMemory;
-  int backing_id = -1;
+  BackingId backing;  // moved out under the lock, closed after it
   FdRef unpinned;  // closed after the lock too, for the same reason
   std::shared_ptr<FileData> closing;  // whose closes are pending until both are done
   {
@@ -1055,19 +1081,19 @@ void Filesystem::OpRELEASE(const Request& req, Reply& reply) {
         // directory), which waited for it on the lock. Nothing uses the id meanwhile: the kernel
         // dropped the inode's backing at its last close, before it sent this RELEASE, and an
         // OPEN in between registers a fresh one.
-        std::swap(backing_id, in->backing_id);
+        backing = std::move(in->backing);
         // Under passthrough we never see writes: the backing file says what the file holds now.
         Account(in);
         SizeTiers();
         // A closed file costs no fd (a memfd, having no name, keeps its own).
         if (in->data && in->data->dirfd >= 0) unpinned = std::move(in->data->pinned);
-        if (in->data && (unpinned || backing_id >= 0)) closing = in->data, closing->closing++;
+        if (in->data && (unpinned || backing.valid())) closing = in->data, closing->closing++;
         if (in->data && in->nlink > 0) notify = true, ino = in->ino, bytes = in->accounted_bytes, tier = in->data->tier;
       }
       MaybeFree(in);
     }
   }
-  if (backing_id >= 0 && backing_) backing_->Close(backing_id);
+  backing.reset();  // FUSE_DEV_IOC_BACKING_CLOSE, before the reply as before
   reply.Ok();
   if (release_close_delay_us_ && closing) usleep(release_close_delay_us_);
   unpinned.reset();
@@ -1842,7 +1868,7 @@ void Filesystem::ReleaseStore() {
   open_files_.clear();
   for (auto& slot : slots_) {
     if (!slot || !slot->data) continue;
-    slot->backing_id = -1;  // the connection is gone, and its backing ids with it
+    slot->backing.forget();  // the connection is gone, and its backing ids with it
     FdRef fd;
     // A disowned store's files belong to the next successor: never empty them.
     if (!store_.disowned() && slot->data->Open(O_RDWR, &fd) == 0) {

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+#include "backing.h"
 #include "opcodes.h"
 #include "request.h"
 #include "store.h"
@@ -22,14 +23,6 @@ namespace ephemera {
 
 // FUSE_OVER_IO_URING (7.42, flags2 bit 9): requests travel through io_uring ring entries.
 constexpr uint64_t kInitOverIoUring = 1ULL << 41;
-
-// Registers passthrough backing files with the kernel (FUSE_DEV_IOC_BACKING_OPEN/CLOSE).
-class BackingRegistry {
- public:
-  virtual ~BackingRegistry() = default;
-  virtual int Open(int fd) = 0;  // backing id, or -errno
-  virtual void Close(int id) = 0;
-};
 
 struct Directory {
   struct Entry {
@@ -57,7 +50,7 @@ struct Inode {
   timespec atime{}, mtime{}, ctime{};
   uint64_t nlookup = 0;      // kernel references (LOOKUP/CREATE/… minus FORGET)
   uint32_t open_count = 0;   // open handles (OPEN/CREATE minus RELEASE)
-  int32_t backing_id = -1;   // passthrough registration, held while open_count > 0
+  BackingId backing;         // passthrough registration, held while open_count > 0
   std::shared_ptr<FileData> data;  // regular files
   std::unique_ptr<Directory> dir;  // directories
   std::string link;                // symlinks
@@ -222,7 +215,8 @@ class Filesystem {
   // Allocating fallocates the daemon did itself although a container was attached (the helper
   // could not run or join the cgroup): memory charged to the daemon, visible in metrics.
   uint64_t uncharged_fallocates() const { return uncharged_fallocates_.load(); }
-  // Opens under passthrough whose backing file the kernel refused (served through the daemon).
+  // Opens under passthrough whose backing file the kernel refused (served through the daemon under
+  // mode auto, failed with EIO under mode passthrough).
   uint64_t backing_open_failures() const { return backing_open_failures_.load(); }
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
