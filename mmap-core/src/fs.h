@@ -1,6 +1,9 @@
 // The file system core: the inode table, directories and one handler per opcode. It sees
 // requests as typed views and answers through Reply; it knows nothing of /dev/fuse, so unit tests
-// drive it with bytes (Dispatch) and no mount.
+// drive it with bytes (Dispatch) and no mount. One class, one lock (mu_), its sources split by
+// responsibility: fs.cc (construction, Dispatch, INIT, figures for the control plane),
+// inode_table.cc, ops_names.cc / ops_files.cc / ops_dirs.cc (the handlers), admission.cc (quota and
+// placement enforcement), tiers.cc (accounting and tier moves), charge.cc (the charge helper).
 #pragma once
 #include <sys/stat.h>
 #include <atomic>
@@ -14,6 +17,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+#include "backing.h"
 #include "opcodes.h"
 #include "request.h"
 #include "store.h"
@@ -22,14 +26,6 @@ namespace ephemera {
 
 // FUSE_OVER_IO_URING (7.42, flags2 bit 9): requests travel through io_uring ring entries.
 constexpr uint64_t kInitOverIoUring = 1ULL << 41;
-
-// Registers passthrough backing files with the kernel (FUSE_DEV_IOC_BACKING_OPEN/CLOSE).
-class BackingRegistry {
- public:
-  virtual ~BackingRegistry() = default;
-  virtual int Open(int fd) = 0;  // backing id, or -errno
-  virtual void Close(int id) = 0;
-};
 
 struct Directory {
   struct Entry {
@@ -57,7 +53,7 @@ struct Inode {
   timespec atime{}, mtime{}, ctime{};
   uint64_t nlookup = 0;      // kernel references (LOOKUP/CREATE/… minus FORGET)
   uint32_t open_count = 0;   // open handles (OPEN/CREATE minus RELEASE)
-  int32_t backing_id = -1;   // passthrough registration, held while open_count > 0
+  BackingId backing;         // passthrough registration, held while open_count > 0
   std::shared_ptr<FileData> data;  // regular files
   std::unique_ptr<Directory> dir;  // directories
   std::string link;                // symlinks
@@ -205,9 +201,9 @@ class Filesystem {
   // that wrote them) go at once even where a process still holds it open; then the store's
   // directories are removed. Later requests find no inode but the root.
   void ReleaseStore();
-  // Called after the last close of a regular file (ino, allocated bytes, tier).
   // The init error of the store (a tier directory that could not be prepared), 0 if none.
   int store_error(std::string* what) const { return store_.init_error(what); }
+  // Called after the last close of a regular file (ino, allocated bytes, tier).
   void set_on_close(std::function<void(uint64_t, uint64_t, Tier)> f) { on_close_ = std::move(f); }
   uint64_t tier_bytes(Tier t) const { return t == Tier::kMemory ? mem_bytes_.load() : disk_bytes_.load(); }
   // Where an allocating fallocate on the memory tier runs: a short-lived charged-copy helper that
@@ -222,7 +218,8 @@ class Filesystem {
   // Allocating fallocates the daemon did itself although a container was attached (the helper
   // could not run or join the cgroup): memory charged to the daemon, visible in metrics.
   uint64_t uncharged_fallocates() const { return uncharged_fallocates_.load(); }
-  // Opens under passthrough whose backing file the kernel refused (served through the daemon).
+  // Opens under passthrough whose backing file the kernel refused (served through the daemon under
+  // mode auto, failed with EIO under mode passthrough).
   uint64_t backing_open_failures() const { return backing_open_failures_.load(); }
   // Called once INIT is answered (the transport resolves the mount's ready promise).
   void set_on_init(std::function<void()> f) { on_init_ = std::move(f); }
@@ -269,29 +266,66 @@ class Filesystem {
   std::unique_ptr<Journal> journal_;
   bool kernel_has_resend_ = false;
   uint64_t init_kernel_flags_ = 0, init_flags_ = 0;  // INIT as offered and as agreed (journaled)
+  // The operation handlers: ops_names.cc (names and attributes), ops_files.cc (regular files),
+  // ops_dirs.cc (directories, statfs, xattrs); INIT, DESTROY and INTERRUPT in fs.cc.
 #define EPHEMERA_DECLARE_HANDLER(num, Name, Arg, Out) void Op##Name(const Request& req, Reply& reply);
   EPHEMERA_OPCODES(EPHEMERA_DECLARE_HANDLER)
 #undef EPHEMERA_DECLARE_HANDLER
+  void SetInitState(const fuse_init_in& in, abi::InitOut* out);
+  // `opened` (regular files): the new backing file's fd, for CREATE's handle.
+  int MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
+               const std::string* link, Inode** out, FdRef* opened = nullptr);
+  int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
+  // `created`: an fd of in->data as it is now (a CREATE's new file), pinned instead of opening
+  // another unless admission moved the file meanwhile.
+  int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out, FdRef created = nullptr);
+  // Waits (mu_ released meanwhile, so the caller looks its inode up again) until the closes a
+  // RELEASE left pending on `data` are done; false when none were pending. `lock` holds mu_ once.
+  bool AwaitCloses(std::unique_lock<std::recursive_mutex>& lock, const std::shared_ptr<FileData>& data);
+  // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown drops, as
+  // the VFS does for tmpfs; `privileged`: the caller may keep S_ISGID (requires mu_).
+  void KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged);
+  void ReadDir(const Request& req, Reply& reply, bool plus);
 
-  Inode* Get(uint64_t ino);  // requires mu_
+  // The inode table (inode_table.cc); all require mu_.
+  Inode* Get(uint64_t ino);
   Inode* NewInode(uint32_t mode, uint32_t uid, uint32_t gid);
   void MaybeFree(Inode* in);
   void FillAttr(Inode* in, fuse_attr* attr);
   void FillEntry(Inode* in, fuse_entry_out* out);
   void ReplyEntry(Inode* in, Reply& reply);
-  // `opened` (regular files): the new backing file's fd, for CREATE's handle.
-  int MakeNode(const Request& req, uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
-               const std::string* link, Inode** out, FdRef* opened = nullptr);
   int CheckName(std::string_view name) const;
   int ResolveEntry(const Request& req, std::string* key, Inode** dir, Inode** child);
-  int DataOf(uint64_t ino, int no_data, FdRef* out);  // requires mu_
+  int DataOf(uint64_t ino, int no_data, FdRef* out);
+  void AddEntry(Inode* dir, const std::string& name, uint64_t ino);
+  void RemoveEntry(Inode* dir, const std::string& name);
+
+  // Admission: quotas and placement (admission.cc).
+  uint64_t SizeQuota() const;
+  uint64_t InodeQuota() const;
   int ReserveInode() const;  // ENOSPC when the inode quota is reached (requires mu_)
   // ENOSPC when `bytes` more of names/targets would pass the size quota (requires mu_).
   int ReserveMeta(uint64_t bytes);
-  void AddEntry(Inode* dir, const std::string& name, uint64_t ino);    // requires mu_
-  void RemoveEntry(Inode* dir, const std::string& name);               // requires mu_
-  uint64_t SizeQuota() const;
-  uint64_t InodeQuota() const;
+  uint64_t BytesUsed();  // requires mu_
+  // The one admission point for bytes the kernel writes without asking us (passthrough): gives each
+  // sized tier's file system the room left under the size quota over both tiers (names included),
+  // plus, on a move's target tier, what the move's copy still has to write, so a file moving is
+  // counted once while both copies exist. Called wherever the bytes held or the quota change: create,
+  // open, last close, truncate, fallocate, unlink, moves, set-quotas (requires mu_).
+  void SizeTiers();
+  // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
+  void LiveTierBytes(uint64_t* memory, uint64_t* disk);
+  // Whether a new file fits on the memory tier under the placement rule (requires mu_).
+  bool NewFileFitsInMemory();
+  // Whether `in`, opened for writing, may stay on the memory tier under the same rule, its own
+  // bytes set aside (requires mu_).
+  bool ReopenFitsInMemory(Inode* in, uint64_t size);
+  // An open with `flags` on `in` is one AdmitWrite may answer by moving it to disk (requires mu_).
+  bool WritingMayMove(Inode* in, uint32_t flags);
+  // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
+  int AdmitWrite(Inode* in);  // requires mu_
+
+  // Tiers and moves (tiers.cc).
   struct PendingMove;
   // Starts a move of `in` (closed, not mapped) to `to`: opens the source read-only and makes the
   // target (requires mu_).
@@ -302,43 +336,13 @@ class Filesystem {
   // by us): a write lease is refused while any other open file of the inode exists, and a
   // mapping holds one. Requires mu_, so no OPEN of ours runs meanwhile.
   bool StillMapped(int fd);
-  // Waits (mu_ released meanwhile, so the caller looks its inode up again) until the closes a
-  // RELEASE left pending on `data` are done; false when none were pending. `lock` holds mu_ once.
-  // An open with `flags` on `in` is one AdmitWrite may answer by moving it to disk (requires mu_).
-  bool WritingMayMove(Inode* in, uint32_t flags);
-  bool AwaitCloses(std::unique_lock<std::recursive_mutex>& lock, const std::shared_ptr<FileData>& data);
-  // Admission at OPEN for writing: a memory-tier file that no longer fits goes to disk first.
-  int AdmitWrite(Inode* in);  // requires mu_
-  // `created`: an fd of in->data as it is now (a CREATE's new file), pinned instead of opening
-  // another unless admission moved the file meanwhile.
-  int OpenRegular(Inode* in, uint32_t flags, abi::OpenOut* out, FdRef created = nullptr);
-  // Drops the setuid/setgid bits (and security.capability) a write, truncate or chown drops, as
-  // the VFS does for tmpfs; `privileged`: the caller may keep S_ISGID (requires mu_).
-  void KillSuidGid(const Request& req, Inode* in, const timespec& now, bool privileged);
-  int DoRename(uint64_t olddir, std::string_view oldname, uint64_t newdir, std::string_view newname, uint32_t flags);
-  void ReadDir(const Request& req, Reply& reply, bool plus);
-  void SetInitState(const fuse_init_in& in, abi::InitOut* out);
-  uint64_t BytesUsed();  // requires mu_
-  // The one admission point for bytes the kernel writes without asking us (passthrough): gives each
-  // sized tier's file system the room left under the size quota over both tiers (names included),
-  // plus, on a move's target tier, what the move's copy still has to write, so a file moving is
-  // counted once while both copies exist. Called wherever the bytes held or the quota change: create,
-  // open, last close, truncate, fallocate, unlink, moves, set-quotas (requires mu_).
-  void SizeTiers();
   // Records a served fallocate on `ino`, if `fd` is still its data (requires mu_).
   void NoteFallocate(uint64_t ino, const FdRef& fd, uint32_t mode, uint64_t offset, uint64_t length);
   void ClipFallocated(Inode* in, uint64_t size);  // a truncate to `size` (requires mu_)
-  // Tier totals now: closed files as last accounted, open ones from their backing file (requires mu_).
-  void LiveTierBytes(uint64_t* memory, uint64_t* disk);
-  // Whether a new file fits on the memory tier under the placement rule (requires mu_).
-  bool NewFileFitsInMemory();
-  // Whether `in`, opened for writing, may stay on the memory tier under the same rule, its own
-  // bytes set aside (requires mu_).
-  bool ReopenFitsInMemory(Inode* in, uint64_t size);
 
   FsOptions opts_;
   Store store_;
-  BackingRegistry* backing_ = nullptr;
+  BackingRegistry* backing_ = nullptr;  // every BackingId closes through this slot (backing.h)
   // Recursive: a journaled reply is written from Reply::Send, which handlers call with mu_ held.
   std::recursive_mutex mu_;
   std::condition_variable_any closes_done_;  // with mu_: a RELEASE finished the closes it left pending

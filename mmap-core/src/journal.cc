@@ -184,7 +184,7 @@ void PutInodeRecord(std::string& b, const Inode* in) {
   Put<uint32_t>(b, in->nlink);
   Put<uint64_t>(b, in->nlookup);
   Put<uint32_t>(b, in->open_count);
-  Put<int32_t>(b, in->backing_id);
+  Put<int32_t>(b, in->backing.get());
   PutTime(b, in->atime);
   PutTime(b, in->mtime);
   PutTime(b, in->ctime);
@@ -519,7 +519,9 @@ int Filesystem::LoadJournal(const std::string& path, std::string* err) {
           in->nlink = r.Get<uint32_t>();
           in->nlookup = r.Get<uint64_t>();
           in->open_count = r.Get<uint32_t>();
-          in->backing_id = r.Get<int32_t>();
+          // A later record of the inode replaces the id unclosed: the connection holds what it says.
+          in->backing.forget();
+          in->backing = BackingId(&backing_, r.Get<int32_t>());
           in->atime = r.Time();
           in->mtime = r.Time();
           in->ctime = r.Time();
@@ -633,7 +635,7 @@ int Filesystem::LoadJournal(const std::string& path, std::string* err) {
     Account(in);
     if (in->open_count > 0) {
       // The kernel still holds these handles (fh is the inode number): pin the backing file again.
-      // Its passthrough id (in->backing_id) lives in the connection and stays valid.
+      // Its passthrough id (in->backing) lives in the connection and stays valid.
       FdRef f;
       if (in->data->Open(O_RDWR, &f) == 0) in->data->pinned = std::move(f);
       open_files_.insert(in);

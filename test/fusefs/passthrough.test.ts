@@ -1,6 +1,7 @@
 // Passthrough refused, loudly: `--mode passthrough` fails when the kernel will not pass through
 // (it used to serve through the daemon without a word), and a backing file the kernel refuses
-// under passthrough is served through the daemon intact, counted and logged.
+// under passthrough is served through the daemon intact, counted and logged (mode auto), or fails
+// the open with EIO (mode passthrough, which promised no data byte through the daemon).
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -40,15 +41,20 @@ describe.skipIf(skip)('passthrough refused', () => {
     expect(r.stderr).toContain('CAP_SYS_ADMIN');
   });
 
-  it('a backing file the kernel refuses (disk tier on overlayfs: ELOOP) is served through the daemon, intact and counted', async () => {
-    const base = tmp();
+  // A disk tier the kernel will not stack on (overlayfs: BACKING_OPEN answers ELOOP), and the mountpoint beside it.
+  const overlayDir = async (base: string) => {
     for (const d of ['lower', 'upper', 'work', 'overlay', 'mnt']) fs.mkdirSync(path.join(base, d));
     const overlay = path.join(base, 'overlay');
     execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${base}/lower,upperdir=${base}/upper,workdir=${base}/work`, overlay]);
     undo.push(() => void execFileSync('umount', ['-l', overlay]));
+    return overlay;
+  };
+
+  it('a backing file the kernel refuses (disk tier on overlayfs: ELOOP) is served through the daemon, intact and counted', async () => {
+    const base = tmp();
     const mnt = path.join(base, 'mnt');
     // In this process: `ephemera mount` refuses a spill dir on overlayfs, EphemeraMount does not.
-    const m = await EphemeraMount.open({ mountpoint: mnt, spillDir: overlay });
+    const m = await EphemeraMount.open({ mountpoint: mnt, spillDir: await overlayDir(base) });
     undo.push(async () => {
       const protocol = await closeMountsChecked([m]);
       cleanupDir(mnt);
@@ -78,6 +84,48 @@ describe.skipIf(skip)('passthrough refused', () => {
     const c = m.counters();
     expect(c.backingOpenFailures).toBeGreaterThanOrEqual(2); // the create and the first reopen
     expect(c.ops.WRITE?.count ?? 0).toBeGreaterThan(0); // the data went through the daemon
+    expect(c.unanswered).toBe(0);
+    expect(c.exceptions).toBe(0);
+    expect(c.badReplies).toBe(0);
+  });
+
+  it('under --mode passthrough a backing file the kernel refuses fails the open with EIO, counted; no data byte goes through the daemon', async () => {
+    const base = tmp();
+    const mnt = path.join(base, 'mnt');
+    const m = await EphemeraMount.open({ mountpoint: mnt, spillDir: await overlayDir(base), mode: 'passthrough' });
+    undo.push(async () => {
+      await m.close();
+      cleanupDir(mnt);
+    });
+    expect(m.mode).toBe('passthrough');
+    const inMemory = path.join(mnt, 'in-memory');
+    const moved = path.join(mnt, 'moved-to-disk');
+    fs.writeFileSync(inMemory, 'memory tier: passed through'); // the memory tier is a tmpfs: registered
+    fs.writeFileSync(moved, 'spilled');
+    const before = m.counters().backingOpenFailures;
+    expect(before).toBe(0);
+
+    // A file spilled to the disk tier (stacked on overlayfs): every open of it is refused.
+    const ino = fs.statSync(moved).ino;
+    expect((await m.moveNow(ino, 'disk')).code).toBe('OK');
+    expect(() => fs.openSync(moved, 'r')).toThrow(expect.objectContaining({ code: 'EIO' }));
+    expect(() => fs.openSync(moved, 'r+')).toThrow(expect.objectContaining({ code: 'EIO' }));
+    expect(m.inodeStats().find((i) => i.ino === ino)).toMatchObject({ tier: 'disk', openCount: 0 });
+
+    // A new file placed on the disk tier: the create fails, and leaves no name behind.
+    m.setPlacement({ memoryBudget: 0, newFileRoom: 0 });
+    const created = path.join(mnt, 'created-on-disk');
+    expect(() => fs.writeFileSync(created, 'x')).toThrow(expect.objectContaining({ code: 'EIO' }));
+    expect(fs.existsSync(created)).toBe(false);
+    expect(fs.readdirSync(mnt).sort()).toEqual(['in-memory', 'moved-to-disk']);
+
+    expect(fs.readFileSync(inMemory, 'utf8')).toBe('memory tier: passed through');
+    const c = m.counters();
+    expect(c.backingOpenFailures - before).toBe(3);
+    expect(c.ops.WRITE?.count ?? 0).toBe(0);
+    expect(c.ops.READ?.count ?? 0).toBe(0);
+    fs.unlinkSync(moved); // refused files hold no handle: they go as any other
+    expect(m.usage().files).toBe(1);
     expect(c.unanswered).toBe(0);
     expect(c.exceptions).toBe(0);
     expect(c.badReplies).toBe(0);
