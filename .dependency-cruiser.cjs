@@ -1,7 +1,7 @@
 /**
  * The folder graph of issue 18, checked by `npm run lint:deps` (scripts/test.sh runs it before the
  * tests). Layers bottom to top; a folder may import only from layers below its own, never from a
- * sibling in its layer, and never from above. mmap-core/ is native and outside the TS graph; test/
+ * sibling in its layer, and never from above. fuse-store/ is native and outside the TS graph; test/
  * may reach into any layer's files and is not checked.
  */
 const LAYERS = [
@@ -88,7 +88,7 @@ module.exports = {
     parser: 'swc',
     tsPreCompilationDeps: true,
     includeOnly: any(ALL),
-    exclude: { path: '^(node_modules|dist|mmap-core|test)/' },
+    exclude: { path: '^(node_modules|dist|fuse-store|test)/' },
     doNotFollow: { path: 'node_modules' },
     enhancedResolveOptions: { extensions: ['.ts', '.js', '.json'] },
   },

@@ -51,7 +51,7 @@ setup() { # layout -> prints the directory to run in
   if [[ $layout == ephemera* || $layout == before-ephemera* ]]; then
     local hint=() root="$HERE/.."
     [[ $layout == *-hint ]] && hint=(--size-hint "${FILE_MIB}M")
-    # before-…: another build (BEFORE_ROOT, e.g. a copy of the previous dist/ and mmap-core/build)
+    # before-…: another build (BEFORE_ROOT, e.g. a copy of the previous dist/ and fuse-store/build)
     [[ $layout == before-* ]] && root=${BEFORE_ROOT:?before-ephemera needs BEFORE_ROOT}
     mkdir -p "$WORK/mnt" "$WORK/spill"
     node "$root/bin/ephemera.js" mount "$WORK/mnt" --size 12G --spill-dir "$WORK/spill" --cgroup "$CG" "${hint[@]}" --json \

@@ -1,4 +1,4 @@
-import { EphemeraError } from '../errors/index';
+import { EphemeraError, errorGuard } from '../errors/index';
 
 /**
  * Every failure the controller and the node agent report carries a stable `code`; HTTP answers put
@@ -84,9 +84,7 @@ export class ControllerError extends EphemeraError<ControllerErrorCode, readonly
   }
 }
 
-export function isControllerError(err: unknown, code?: ControllerErrorCode): err is ControllerError {
-  return err instanceof ControllerError && (code === undefined || err.code === code);
-}
+export const isControllerError = errorGuard(ControllerError);
 
 export { errorMessage } from '../errors/index';
 

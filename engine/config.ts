@@ -1,5 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { Option } from 'commander';
 
 /** Where the engine keeps its durable state (profiles, the debootstrap package cache). */
 export function defaultStateDir(): string {
@@ -9,6 +10,14 @@ export function defaultStateDir(): string {
 /** `ephemera node`'s state (node daemon records, spill dirs, tenant manager sockets). */
 export function defaultNodeStateDir(): string {
   return path.join(defaultStateDir(), 'node');
+}
+
+/**
+ * `--state-dir`, defaulting to `ephemera node`'s: every command that finds the node's sockets and
+ * records (node, manager, volume-driver) takes the same option, described for its use.
+ */
+export function nodeStateDirOption(description: string): Option {
+  return new Option('--state-dir <dir>', description).default(defaultNodeStateDir());
 }
 
 const APT_DIR = '/etc/apt';

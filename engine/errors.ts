@@ -1,4 +1,4 @@
-import { EphemeraError } from '../errors/index';
+import { errorGuard, LayerError } from '../errors/index';
 
 /**
  * Every failure the engine reports carries a stable `code`; callers and tests branch on the code,
@@ -19,15 +19,9 @@ export const ENGINE_ERROR_CODES = [
 ] as const;
 export type EngineErrorCode = (typeof ENGINE_ERROR_CODES)[number];
 
-export class EngineError extends EphemeraError<EngineErrorCode> {
-  constructor(code: EngineErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
-    super(code, message, { details, cause });
-  }
-}
+export class EngineError extends LayerError<EngineErrorCode> {}
 
-export function isEngineError(err: unknown, code?: EngineErrorCode): err is EngineError {
-  return err instanceof EngineError && (code === undefined || err.code === code);
-}
+export const isEngineError = errorGuard(EngineError);
 
 /** The HTTP status dockerode attaches to Engine API failures, if any. */
 export function dockerStatus(err: unknown): number | undefined {

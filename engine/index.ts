@@ -11,6 +11,6 @@ export { FUNCTION_RECIPE, BUSYBOX_RECIPE, registerRecipe, getRecipe, recipeHash 
 export type { ImageRecipe } from './images';
 export { readOomKills, readMemoryStat, memoryCgroupOfPid, findMemoryMount, removeLeftoverCgroup, containerIdOfCgroup } from './cgroup';
 export { profileFunction, ProfileStore, largestFileUnder } from './profile';
-export { defaultNodeStateDir, detectDebianMirror } from './config';
+export { defaultNodeStateDir, detectDebianMirror, nodeStateDirOption } from './config';
 export { writeFileAtomic } from './atomic-file';
 export { registerEngineCommands } from './commands';

@@ -33,12 +33,32 @@ export class EphemeraError<Code extends string = string, Details = ErrorDetails 
   }
 }
 
+/**
+ * The common shape of a layer's error, `new XError(code, message, details?, cause?)`: a layer
+ * subclasses it with its code type and writes no constructor.
+ */
+export class LayerError<Code extends string = string> extends EphemeraError<Code> {
+  constructor(code: Code, message: string, details?: ErrorDetails, cause?: unknown) {
+    super(code, message, { details, cause });
+  }
+}
+
 /** Any layer's error, whatever its details (a record, a list of issues …). */
 export type AnyEphemeraError = EphemeraError<string, unknown>;
 
 /** Any layer's error, optionally with one of the given codes. */
 export function isEphemeraError(err: unknown, code?: string): err is AnyEphemeraError {
   return err instanceof EphemeraError && (code === undefined || err.code === code);
+}
+
+/** Narrows to one layer's error class, optionally with one of its codes: `isErrorOf(ManagerError, err, 'E_TOKEN')`. */
+export function isErrorOf<E extends AnyEphemeraError>(cls: abstract new (...args: never[]) => E, err: unknown, code?: E['code']): err is E {
+  return err instanceof cls && (code === undefined || err.code === code);
+}
+
+/** A layer's guard, `export const isManagerError = errorGuard(ManagerError)`: `isErrorOf` bound to one class. */
+export function errorGuard<E extends AnyEphemeraError>(cls: abstract new (...args: never[]) => E): (err: unknown, code?: E['code']) => err is E {
+  return (err: unknown, code?: E['code']): err is E => isErrorOf(cls, err, code);
 }
 
 /** Narrows `value` to one of a layer's codes (`isCode(ENGINE_ERROR_CODES, reply.code)`). */

@@ -1,4 +1,4 @@
-import { EphemeraError } from '../errors/index';
+import { EphemeraError, errorGuard } from '../errors/index';
 
 /**
  * Every error the runtime daemon raises, each with a stable `code` that tests and callers match
@@ -37,6 +37,4 @@ export class FusefsError extends EphemeraError<FusefsErrorCode> {
   }
 }
 
-export function isFusefsError(e: unknown, code?: FusefsErrorCode): e is FusefsError {
-  return e instanceof FusefsError && (code === undefined || e.code === code);
-}
+export const isFusefsError = errorGuard(FusefsError);

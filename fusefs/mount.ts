@@ -49,7 +49,7 @@ export interface MountOptions {
    * file_remove_privs). Default on; EPHEMERA_KILLPRIV_V2=0 in the daemon's environment turns it off (A/B runs).
    */
   killprivV2?: boolean;
-  /** /dev/fuse loops or FUSE over io_uring; default auto (see mmap-core/src/transport_uring.h). */
+  /** /dev/fuse loops or FUSE over io_uring; default auto (see fuse-store/src/transport_uring.h). */
   transport?: NativeSessionOptions['transport'];
   /**
    * Survive this process's death (issue 14): a holder keeps the connection, a journal the table,

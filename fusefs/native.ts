@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { FusefsError } from './errors';
 
-/** Options of a native session (see mmap-core/src/session.cc). */
+/** Options of a native session (see fuse-store/src/session.cc). */
 export interface NativeSessionOptions {
   mountpoint?: string;
   queues?: number;
@@ -34,7 +34,7 @@ export interface NativeSessionOptions {
   transport?: TransportChoice;
   /** Ring entries per io_uring queue (one queue per possible CPU). */
   uringDepth?: number;
-  /** Restartable mounts: the journal a successor loads (see mmap-core/src/journal.cc). */
+  /** Restartable mounts: the journal a successor loads (see fuse-store/src/journal.cc). */
   journal?: string;
   /** Restartable mounts: a dead daemon's store directory name to take over. */
   adoptStore?: string;
@@ -154,7 +154,7 @@ export interface MoveTicket {
   size: number;
 }
 /**
- * An errno's name as the native core gives it (mmap-core/src/errno_names.h): Node's names and
+ * An errno's name as the native core gives it (fuse-store/src/errno_names.h): Node's names and
  * the rarer ones Linux defines beside them (test/fusefs/boundary.test.ts checks the two lists agree).
  */
 export type ErrnoName = keyof typeof os.constants.errno | LinuxOnlyErrnoName;
@@ -236,7 +236,7 @@ let cached: NativeCore | undefined;
 export function repoRoot(): string {
   let dir = __dirname;
   for (let i = 0; i < 5; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'mmap-core'))) return dir;
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'fuse-store'))) return dir;
     dir = path.dirname(dir);
   }
   throw new FusefsError('E_NOT_BUILT', `cannot find the repository root above ${__dirname}`);
@@ -245,7 +245,7 @@ export function repoRoot(): string {
 /** Loads the native addon once; a missing build is a clear error, not a stack trace. */
 export function loadCore(): NativeCore {
   if (cached) return cached;
-  const file = path.join(repoRoot(), 'mmap-core', 'build', 'Release', 'ephemera_core.node');
+  const file = path.join(repoRoot(), 'fuse-store', 'build', 'Release', 'fuse_store.node');
   if (!fs.existsSync(file)) {
     throw new FusefsError('E_NOT_BUILT', `native core not built (${file}): run \`npm run build\``);
   }

@@ -6,7 +6,7 @@ import { isMountPoint } from './memtier';
 import { loadCore, repoRoot, type HolderTaken, type NativeCore, type NativeMountInfo, type NativeSession, type NativeSessionOptions } from './native';
 
 /**
- * Restartable mounts (issue 14): the connection holder (mmap-core/helper/holder.c) keeps a mount's
+ * Restartable mounts (issue 14): the connection holder (fuse-store/helper/holder.c) keeps a mount's
  * /dev/fuse files while no daemon serves it, and the next `ephemera mount DIR --restartable` takes
  * them over with the journal the dead daemon left. One state directory per mount point holds the
  * holder's socket and log, the journal and the memory tier's tmpfs.
@@ -78,7 +78,7 @@ export function restartPaths(mountpoint: string, stateDir?: string): RestartPath
 }
 
 export function holderBinary(): string {
-  const file = path.join(repoRoot(), 'mmap-core', 'build', 'ephemera-holder');
+  const file = path.join(repoRoot(), 'fuse-store', 'build', 'ephemera-holder');
   if (!fs.existsSync(file)) throw new FusefsError('E_NOT_BUILT', `the connection holder is not built (${file}): run \`npm run build\``);
   return file;
 }

@@ -61,7 +61,7 @@ export interface Syscalls {
   constants: SyscallConstants;
 }
 
-const ADDON_RELATIVE = path.join('mmap-core', 'build', 'Release', 'ephemera_core.node');
+const ADDON_RELATIVE = path.join('fuse-store', 'build', 'Release', 'fuse_store.node');
 
 // The same module runs from the source tree (vitest: fusefs/) and from dist/fusefs/, so the addon
 // is looked for one and two levels up.

@@ -1,4 +1,4 @@
-import { EphemeraError, errorCode as codeOf, type ErrorCode } from '../errors/index';
+import { EphemeraError, errorCode as codeOf, type ErrorCode, errorGuard } from '../errors/index';
 
 export { errorMessage } from '../errors/index';
 
@@ -24,9 +24,7 @@ export class LinkError extends EphemeraError<LinkErrorCode> {
   }
 }
 
-export function isLinkError(err: unknown, code?: LinkErrorCode): err is LinkError {
-  return err instanceof LinkError && (code === undefined || err.code === code);
-}
+export const isLinkError = errorGuard(LinkError);
 
 /** The stable code of any error that has one (link, engine, policy, manager), else E_HANDLER. */
 export function errorCode(err: unknown): ErrorCode {

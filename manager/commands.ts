@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { defaultNodeStateDir } from '../engine/index';
+import { nodeStateDirOption } from '../engine/index';
 import { errorMessage } from '../errors/index';
 import { isLinkError } from '../link/index';
 import { isManagerError } from './errors';
@@ -56,7 +56,7 @@ export function registerManagerCommands(program: Command): void {
     .command('status')
     .description("show each tenant manager's pools, limits, loans and store usage (read over its socket)")
     .option('--tenant <tenant>', 'only this tenant')
-    .option('--state-dir <dir>', "state directory (`ephemera node`'s by default)", defaultNodeStateDir())
+    .addOption(nodeStateDirOption("state directory (`ephemera node`'s by default)"))
     .option('--json', 'print JSON')
     .action(async (opts: { tenant?: string; stateDir: string; json?: boolean }) => {
       const statuses: ManagerStatus[] = [];
@@ -68,7 +68,7 @@ export function registerManagerCommands(program: Command): void {
     .command('metrics')
     .description("print each tenant manager's Prometheus metrics (text format; every series is labelled with its tenant)")
     .option('--tenant <tenant>', 'only this tenant')
-    .option('--state-dir <dir>', "state directory (`ephemera node`'s by default)", defaultNodeStateDir())
+    .addOption(nodeStateDirOption("state directory (`ephemera node`'s by default)"))
     .action(async (opts: { tenant?: string; stateDir: string }) => {
       await eachManager(opts, async (t) => void process.stdout.write(await fetchManagerMetrics(opts.stateDir, t)));
     });

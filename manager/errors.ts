@@ -1,4 +1,4 @@
-import { EphemeraError } from '../errors/index';
+import { errorGuard, LayerError } from '../errors/index';
 
 /** Stable codes for everything the manager refuses or fails at; tests and peers branch on them. */
 export const MANAGER_ERROR_CODES = [
@@ -17,12 +17,6 @@ export const MANAGER_ERROR_CODES = [
 ] as const;
 export type ManagerErrorCode = (typeof MANAGER_ERROR_CODES)[number];
 
-export class ManagerError extends EphemeraError<ManagerErrorCode> {
-  constructor(code: ManagerErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
-    super(code, message, { details, cause });
-  }
-}
+export class ManagerError extends LayerError<ManagerErrorCode> {}
 
-export function isManagerError(err: unknown, code?: ManagerErrorCode): err is ManagerError {
-  return err instanceof ManagerError && (code === undefined || err.code === code);
-}
+export const isManagerError = errorGuard(ManagerError);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type Docker from 'dockerode';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import {
   classifyContainer,
   DEFAULT_POLICY_CONFIG,
@@ -39,6 +39,7 @@ import { ManagerError } from './errors';
 import { LABEL_FUNCTION, LABEL_TENANT, LABEL_WORKFLOW, parseManagerLabels } from './labels';
 import type { LimitWriter } from './limits';
 import { ManagerMetrics } from './metrics';
+import { createLogger } from '../log/index';
 
 /** Runs one invocation of a container's function (the engine's `FunctionContainer` is one). */
 export interface Invoker {
@@ -152,7 +153,7 @@ export class TenantManager {
     this.tenant = options.tenant;
     this.policy = options.policy ?? DEFAULT_POLICY_CONFIG;
     this.writer = options.limitWriter;
-    this.log = (options.logger ?? pino({ level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' })).child({ tenant: options.tenant });
+    this.log = (options.logger ?? createLogger('ephemera-manager', 'warn')).child({ tenant: options.tenant });
     this.metrics = new ManagerMetrics(options.tenant);
   }
 

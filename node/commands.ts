@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { MiB } from '../policy/index';
 import { errorMessage, tokenPath } from '../link/index';
 import { cleanupNodeDaemon, NodeDaemon } from '../fusefs/index';
-import { defaultNodeStateDir, Engine, type TmpMode, type TmpProvider } from '../engine/index';
+import { nodeStateDirOption, Engine, type TmpMode, type TmpProvider } from '../engine/index';
 import { DockerLimitWriter, TenantManager } from '../manager/index';
 import { NodeAgent, defaultNodeLimitBytes } from '../agent/index';
 import {
@@ -65,7 +65,7 @@ export function registerNodeCommands(program: Command): void {
     .command('node')
     .description('run a node: the node daemon serving every container\'s Ephemera /tmp and, with --controller, the agent that runs the invocations placed here')
     .option('--controller <url>', 'controller URL, e.g. http://127.0.0.1:7070 (omit: serve /tmp mounts only)', httpUrl)
-    .option('--state-dir <dir>', 'node daemon state (records, spill dirs, memory tiers, control socket, manager sockets)', defaultNodeStateDir())
+    .addOption(nodeStateDirOption('node daemon state (records, spill dirs, memory tiers, control socket, manager sockets)'))
     .option('--tmp <kind>', 'function containers\' /tmp: ephemera | overlay | tmpfs', 'ephemera')
     .option('--name <name>', 'node name (unique in the cluster)', hostname())
     .option('--node-limit <MiB>', 'N_lim in MiB (default: --memory-fraction of MemTotal)', positiveInt('--node-limit'))

@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import pino from 'pino';
 import { defaultTmpSizeBytes } from '../policy/index';
 import { DaemonClient, NodeDaemon } from '../fusefs/index';
 import { containerIdOfCgroup, EngineError, errorMessage, SIZE_HINT_LABEL, type FunctionSpec, type TmpCreateOptions, type TmpProvider } from '../engine/index';
+import { createLogger } from '../log/index';
 
 export interface EphemeraProviderOptions {
   /** Talk to a running node daemon (`ephemera node` / `ephemera node-daemon`) on this socket… */
@@ -48,7 +48,7 @@ export class EphemeraTmpProvider implements TmpProvider {
     let daemon: NodeDaemon | undefined;
     let socket = opts.socketPath;
     if (!socket) {
-      const logger = pino({ name: 'ephemera-node-daemon', level: opts.logLevel ?? process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+      const logger = createLogger('ephemera-node-daemon', 'warn', opts.logLevel);
       daemon = (await NodeDaemon.start({ stateDir: opts.stateDir ?? '/var/lib/ephemera/provider', logger })).daemon;
       socket = daemon.paths.socket;
     }

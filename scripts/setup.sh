@@ -37,7 +37,7 @@ step "FUSE over io_uring"
 # The kernel (6.14+, CONFIG_FUSE_IO_URING) ships it switched off: the fuse module offers
 # FUSE_OVER_IO_URING in INIT only while this parameter is Y. Mounts with --transport auto then
 # serve requests through io_uring rings (one commit-and-fetch per request instead of a read and a
-# write on /dev/fuse; see mmap-core/src/transport_uring.h); without it they use /dev/fuse.
+# write on /dev/fuse; see fuse-store/src/transport_uring.h); without it they use /dev/fuse.
 ENABLE_URING=/sys/module/fuse/parameters/enable_uring
 if [ -e "$ENABLE_URING" ]; then
   if echo Y >"$ENABLE_URING" 2>/dev/null; then

@@ -3,7 +3,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as readline from 'node:readline';
-import pino from 'pino';
 import { Engine, type FunctionContainer } from '../../engine/index';
 import { EphemeraTmpProvider } from '../../node/index';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
@@ -14,6 +13,7 @@ import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOp
 import { createRunDir, mountsUnder, readRssKiB, removeRunDir } from '../host-targets';
 import { packageRoot, runProcess } from '../proc';
 import { EPH_WORK } from '../payload';
+import { createLogger } from '../../log/index';
 
 /**
  * What Ephemera costs when it brings nothing: a CPU-only function (big_factorial, no file I/O)
@@ -138,7 +138,7 @@ async function memoryRows(opts: SuiteOptions, pass: number, signal: AbortSignal)
     const withMounts = await settledRssMiB(ready.pid);
     rows.push(rssRow('daemon-rss-per-mount', 'ephemera', pass, (withMounts - idle) / MOUNTS, { mounts: MOUNTS, method: 'process VmRSS growth / mounts' }));
     const beforeManager = readRssKiB(process.pid) / 1024;
-    manager = await TenantManager.open({ tenant: 'bench-overhead', stateDir, limitWriter: new DockerLimitWriter(engine.docker), listen: false, logger: pino({ level: 'warn' }, pino.destination(2)) });
+    manager = await TenantManager.open({ tenant: 'bench-overhead', stateDir, limitWriter: new DockerLimitWriter(engine.docker), listen: false, logger: createLogger('ephemera-bench', 'warn') });
     for (const fc of containers)
       await manager.addContainer({ id: fc.id, tenant: 'bench-overhead', function: fc.spec.function, initialLimitBytes: 64 * MiB, profile: null, invoker: fc, cgroupPath: fc.cgroupPath });
     rows.push(rssRow('daemon-rss-manager', 'ephemera', pass, readRssKiB(process.pid) / 1024 - beforeManager, { containers: MOUNTS, method: 'in-process VmRSS growth' }));

@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import type { FunctionContainer } from '../../engine/index';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { MiB, parsePolicyConfig, type ContainerProfile } from '../../policy/index';
@@ -11,6 +10,7 @@ import { BenchError, errorCode, errorMessage } from '../errors';
 import { suiteSignal, throwIfAborted, type BenchResult, type Suite, type SuiteOptions } from '../frame';
 import { createRunDir, removeRunDir } from '../host-targets';
 import { EPH_WORK, ensurePayload, installPayload } from '../payload';
+import { createLogger } from '../../log/index';
 
 /**
  * Thesis 5.5: memory lending inside one tenant. Two IO instances (the impact function, 2 × 128 MiB
@@ -94,7 +94,7 @@ async function runConfig(
         limitWriter: new DockerLimitWriter(target.engine.docker),
         policy: parsePolicyConfig({ pools: { scope: config } }, `sharing ${config}`),
         // Warnings (a loan that cannot be returned yet) go to stderr, not into the table on stdout.
-        logger: pino({ level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
+        logger: createLogger('ephemera-bench', 'warn'),
       });
       for (const i of instances) {
         await manager.addContainer({

@@ -4,7 +4,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { DEFAULT_POLICY_CONFIG, loadPolicyConfig, type PolicyConfig } from '../../policy/index';
 import { DaemonMetrics } from '../metrics';
 import { isMountPoint, unmountQuietly } from '../memtier';
@@ -15,6 +15,7 @@ import { SizedDiskTier } from './disk-tier';
 import { parseControlLine, type AddMountRequest, type ControlReply, type ControlRequest } from './messages';
 import { daemonPaths, ensureSharedParent, heldStateDir, type DaemonPaths } from './paths';
 import { isDaemonAlive, MountRecords, readDaemonRecord, writeJsonAtomic, type DaemonRecord, type MountRecord } from './state';
+import { createLogger } from '../../log/index';
 
 export interface NodeDaemonOptions {
   stateDir?: string;
@@ -82,7 +83,7 @@ export class NodeDaemon {
 
   static async start(options: NodeDaemonOptions = {}): Promise<{ daemon: NodeDaemon; recovery: RecoveryReport }> {
     const paths = daemonPaths(options.stateDir, options);
-    const log = options.logger ?? pino({ name: 'ephemera-node-daemon' }, pino.destination(2));
+    const log = options.logger ?? createLogger('ephemera-node-daemon');
     const policy = options.policyFile ? loadPolicyConfig(options.policyFile) : DEFAULT_POLICY_CONFIG;
     fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
     const previous = readDaemonRecord(paths.daemonRecord);

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
  */
 export class ManagerLinks {
   private readonly peers = new Map<string, Promise<MountPeer | undefined>>();
-  private readonly attached = new Map<string, { tenant: string; adapter: CgroupBudget; onUsage: () => void; onAlarm: (a: { shortfallBytes: number; oomPaused: boolean }) => void }>();
+  private readonly attached = new Map<string, { tenant: string; budget: CgroupBudget; onUsage: () => void; onAlarm: (a: { shortfallBytes: number; oomPaused: boolean }) => void }>();
 
   constructor(private readonly stateDir: string, private readonly log: Logger) {}
 
@@ -36,13 +36,13 @@ export class ManagerLinks {
    * opened on its tenant's first container, possibly after that container's /tmp) is retried every
    * second for a minute; the mount works alone meanwhile.
    */
-  async attach(containerId: string, tenant: string, adapter: CgroupBudget, attempt = 0): Promise<boolean> {
+  async attach(containerId: string, tenant: string, budget: CgroupBudget, attempt = 0): Promise<boolean> {
     const peer = await this.peer(tenant);
     if (!peer) {
       if (attempt < 60 && !this.closed) {
         const t = setTimeout(() => {
           this.retries.delete(containerId);
-          void this.attach(containerId, tenant, adapter, attempt + 1);
+          void this.attach(containerId, tenant, budget, attempt + 1);
         }, 1000);
         t.unref();
         this.retries.set(containerId, t);
@@ -57,12 +57,12 @@ export class ManagerLinks {
       void peer.reportUsage(containerId).catch(() => undefined);
     };
     const onAlarm = (a: { shortfallBytes: number; oomPaused: boolean }) => peer.alarm(containerId, a.shortfallBytes, a.oomPaused);
-    adapter.on('usage', onUsage);
-    adapter.on('alarm', onAlarm);
-    this.attached.set(containerId, { tenant, adapter, onUsage, onAlarm });
+    budget.on('usage', onUsage);
+    budget.on('alarm', onAlarm);
+    this.attached.set(containerId, { tenant, budget, onUsage, onAlarm });
     await peer.attach(containerId, {
       read: () => {
-        const u = adapter.usage();
+        const u = budget.usage();
         return {
           memoryBytes: u.memoryTierBytes,
           diskBytes: u.diskTierBytes,
@@ -70,10 +70,10 @@ export class ManagerLinks {
           limitBytes: Number.isFinite(u.limitBytes) ? u.limitBytes : 0,
         };
       },
-      // The adapter reads the limit from the cgroup itself (polled ≤ 20 ms); nothing to store.
+      // The budget reads the limit from the cgroup itself (polled ≤ 20 ms); nothing to store.
       onBudget: () => undefined,
-      evict: async (bytes) => (await adapter.evictBytes(bytes)).usageBytes,
-      shrink: async (target) => (await adapter.requestShrink(target)).usageBytes,
+      evict: async (bytes) => (await budget.evictBytes(bytes)).usageBytes,
+      shrink: async (target) => (await budget.requestShrink(target)).usageBytes,
     });
     return true;
   }
@@ -84,8 +84,8 @@ export class ManagerLinks {
     const a = this.attached.get(containerId);
     if (!a) return;
     this.attached.delete(containerId);
-    a.adapter.off('usage', a.onUsage);
-    a.adapter.off('alarm', a.onAlarm);
+    a.budget.off('usage', a.onUsage);
+    a.budget.off('alarm', a.onAlarm);
     (await this.peers.get(a.tenant))?.detach(containerId);
   }
 

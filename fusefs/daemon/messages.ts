@@ -34,7 +34,7 @@ export const AddMountRequest = z
     /** Default: `<state dir>/spill/<id>`. Must be on a plain local file system (not overlayfs). */
     spillDir: AbsolutePath.optional(),
     owner: z.string().min(1).max(256),
-    /** The container's memory cgroup: a memory adapter is attached to the mount. */
+    /** The container's memory cgroup: a cgroup budget is attached to the mount. */
     cgroup: AbsolutePath.optional(),
     /** Write new files on the disk tier and promote them on close (the profiling run uses this). */
     newFilesOnDisk: z.boolean().optional(),
@@ -128,7 +128,7 @@ export type ControlErrorCode = (typeof CONTROL_ERROR_CODES)[number];
 export interface ErrorReply {
   ok: false;
   seq?: number | string;
-  /** One of CONTROL_ERROR_CODES, or the code of the mount, memory-adapter or native error that failed. */
+  /** One of CONTROL_ERROR_CODES, or the code of the mount, memory-cgroup or native error that failed. */
   code: ErrorCode;
   message: string;
 }

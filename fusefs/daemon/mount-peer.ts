@@ -22,7 +22,7 @@ export interface MountReading {
   limitBytes: number;
 }
 
-/** What a mount does for the manager; the node daemon implements it with its store and adapter. */
+/** What a mount does for the manager; the node daemon implements it with its store and cgroup budget. */
 export interface MountHandlers {
   /** The current reading; sent on attach, on every (re)connection and by `reportUsage`. */
   read(): MountReading | Promise<MountReading>;

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MemoryAdapterError, errnoCode } from './errors';
+import { MemoryCgroupError, errnoCode } from './errors';
 
 /**
  * A memory cgroup, v1 or v2, behind one surface.
@@ -82,7 +82,7 @@ export class MemoryCgroup {
     if (fs.existsSync(path.join(resolved, 'memory.stat')) && fs.existsSync(path.join(resolved, 'cgroup.controllers'))) {
       return new MemoryCgroup(resolved, 2);
     }
-    throw new MemoryAdapterError('E_NO_CGROUP', `no memory cgroup at ${resolved}`, { dir: resolved });
+    throw new MemoryCgroupError('E_NO_CGROUP', `no memory cgroup at ${resolved}`, { dir: resolved });
   }
 
   /** The memory cgroup a process is in, read from `/proc/<pid>/cgroup`. v1 wins when both exist. */
@@ -94,7 +94,7 @@ export class MemoryCgroup {
     try {
       membership = fs.readFileSync(membershipPath, 'utf8');
     } catch (err) {
-      throw new MemoryAdapterError('E_NO_CGROUP', `cannot read ${membershipPath} (${errnoCode(err) ?? 'error'})`, { pid }, err);
+      throw new MemoryCgroupError('E_NO_CGROUP', `cannot read ${membershipPath} (${errnoCode(err) ?? 'error'})`, { pid }, err);
     }
     const parsed = parseProcCgroup(membership);
     if (parsed.v1Memory !== undefined && mounts.v1Memory !== undefined) {
@@ -103,7 +103,7 @@ export class MemoryCgroup {
     if (parsed.v2 !== undefined && mounts.v2 !== undefined) {
       return MemoryCgroup.fromPath(path.join(mounts.v2, parsed.v2));
     }
-    throw new MemoryAdapterError('E_NO_CGROUP', `process ${pid} is in no memory cgroup that is mounted`, { pid, mounts });
+    throw new MemoryCgroupError('E_NO_CGROUP', `process ${pid} is in no memory cgroup that is mounted`, { pid, mounts });
   }
 
   /** Limit in bytes; `Infinity` when unlimited. */
@@ -143,7 +143,7 @@ export class MemoryCgroup {
       shmem = requireKey(stat, `${prefix}shmem`, this.dir);
     } else {
       if (!hierarchical) {
-        throw new MemoryAdapterError('E_UNSUPPORTED', 'cgroup v2 memory.stat has no local-only counters', { dir: this.dir });
+        throw new MemoryCgroupError('E_UNSUPPORTED', 'cgroup v2 memory.stat has no local-only counters', { dir: this.dir });
       }
       rss = requireKey(stat, 'anon', this.dir);
       shmem = requireKey(stat, 'shmem', this.dir);
@@ -221,7 +221,7 @@ export class MemoryCgroup {
 
   private requireVersion(version: CgroupVersion, what: string): void {
     if (this.version !== version) {
-      throw new MemoryAdapterError('E_UNSUPPORTED', `${what} needs cgroup v${version}; ${this.dir} is v${this.version}`, {
+      throw new MemoryCgroupError('E_UNSUPPORTED', `${what} needs cgroup v${version}; ${this.dir} is v${this.version}`, {
         dir: this.dir,
       });
     }
@@ -232,7 +232,7 @@ export class MemoryCgroup {
   }
 
   private readProbe(name: ProbeName): string {
-    if (this.closed) throw new MemoryAdapterError('E_CLOSED', `cgroup ${this.dir} was closed`);
+    if (this.closed) throw new MemoryCgroupError('E_CLOSED', `cgroup ${this.dir} was closed`);
     const file = this.filePath(FILES[this.version][name]);
     let fd = this.fds.get(name);
     try {
@@ -278,19 +278,19 @@ export class MemoryCgroup {
       fs.writeFileSync(file, value);
     } catch (err) {
       if (errnoCode(err) === 'EBUSY') {
-        throw new MemoryAdapterError('E_CGROUP_BUSY', `${file}: kernel refused ${value} (usage is above it)`, { file, value }, err);
+        throw new MemoryCgroupError('E_CGROUP_BUSY', `${file}: kernel refused ${value} (usage is above it)`, { file, value }, err);
       }
       throw this.ioError('write', file, err);
     }
   }
 
-  private ioError(op: 'read' | 'write', file: string, err: unknown): MemoryAdapterError {
-    if (err instanceof MemoryAdapterError) return err;
+  private ioError(op: 'read' | 'write', file: string, err: unknown): MemoryCgroupError {
+    if (err instanceof MemoryCgroupError) return err;
     const errno = errnoCode(err);
     if ((errno === 'ENOENT' || errno === 'ENODEV') && !fs.existsSync(this.dir)) {
-      return new MemoryAdapterError('E_NO_CGROUP', `cgroup ${this.dir} is gone`, { dir: this.dir, file }, err);
+      return new MemoryCgroupError('E_NO_CGROUP', `cgroup ${this.dir} is gone`, { dir: this.dir, file }, err);
     }
-    return new MemoryAdapterError('E_CGROUP_IO', `cannot ${op} ${file} (${errno ?? String(err)})`, { file, errno }, err);
+    return new MemoryCgroupError('E_CGROUP_IO', `cannot ${op} ${file} (${errno ?? String(err)})`, { file, errno }, err);
   }
 }
 
@@ -321,7 +321,7 @@ export function findCgroupMounts(procRoot = '/proc'): CgroupMounts {
   try {
     text = fs.readFileSync(mountinfoPath, 'utf8');
   } catch (err) {
-    throw new MemoryAdapterError('E_NO_CGROUP', `cannot read ${mountinfoPath}`, {}, err);
+    throw new MemoryCgroupError('E_NO_CGROUP', `cannot read ${mountinfoPath}`, {}, err);
   }
   let v1Memory: string | undefined;
   let v2: string | undefined;
@@ -352,7 +352,7 @@ export function parseFlatKeyed(text: string, source: string): Map<string, number
     if (line.trim() === '') continue;
     const [name, raw] = line.trim().split(/\s+/);
     if (name === undefined || raw === undefined) {
-      throw new MemoryAdapterError('E_CGROUP_IO', `${source}: malformed line ${JSON.stringify(line)}`, { source });
+      throw new MemoryCgroupError('E_CGROUP_IO', `${source}: malformed line ${JSON.stringify(line)}`, { source });
     }
     values.set(name, parseCounter(raw, source));
   }
@@ -361,7 +361,7 @@ export function parseFlatKeyed(text: string, source: string): Map<string, number
 
 function parseCounter(raw: string, source: string): number {
   if (!/^\d+$/.test(raw)) {
-    throw new MemoryAdapterError('E_CGROUP_IO', `${source}: not a counter: ${JSON.stringify(raw)}`, { source });
+    throw new MemoryCgroupError('E_CGROUP_IO', `${source}: not a counter: ${JSON.stringify(raw)}`, { source });
   }
   return Number(raw);
 }
@@ -369,7 +369,7 @@ function parseCounter(raw: string, source: string): number {
 function requireKey(stat: Map<string, number>, key: string, dir: string): number {
   const value = stat.get(key);
   if (value === undefined) {
-    throw new MemoryAdapterError('E_CGROUP_IO', `${dir}/memory.stat has no ${key}`, { dir, key });
+    throw new MemoryCgroupError('E_CGROUP_IO', `${dir}/memory.stat has no ${key}`, { dir, key });
   }
   return value;
 }
@@ -377,7 +377,7 @@ function requireKey(stat: Map<string, number>, key: string, dir: string): number
 function formatLimit(bytes: number, version: CgroupVersion): string {
   if (bytes === Infinity) return version === 1 ? '-1' : 'max';
   if (!Number.isSafeInteger(bytes) || bytes < 0) {
-    throw new MemoryAdapterError('E_BAD_CONFIG', `a cgroup limit must be a non-negative integer of bytes, got ${bytes}`);
+    throw new MemoryCgroupError('E_BAD_CONFIG', `a cgroup limit must be a non-negative integer of bytes, got ${bytes}`);
   }
   return String(bytes);
 }

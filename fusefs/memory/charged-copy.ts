@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { MemoryCgroup } from './cgroup';
-import { MemoryAdapterError } from './errors';
+import { MemoryCgroupError } from './errors';
 
 /**
  * Copies into the memory tier charged to a container's memory cgroup.
@@ -13,7 +13,7 @@ import { MemoryAdapterError } from './errors';
  * faults it in. The daemon lives in its own cgroup, so a promotion (disk tier → memory tier copy) done
  * by the daemon would be charged to the daemon and escape the container's limit. Instead, one
  * `charged-copy` helper process per container cgroup joins that cgroup before touching memory and
- * does the copy; it takes the daemon's fds with pidfd_getfd(2) (see mmap-core/helper/charged-copy.c
+ * does the copy; it takes the daemon's fds with pidfd_getfd(2) (see fuse-store/helper/charged-copy.c
  * for the wire format). The helper lives while there is work and exits `idleExitMs` after the last
  * copy, when its stdin closes.
  *
@@ -21,7 +21,7 @@ import { MemoryAdapterError } from './errors';
  * the request, not when it is sent.
  */
 export interface ChargedCopierOptions {
-  /** Path of the built helper; default: `mmap-core/build/charged-copy` of this checkout, or $EPHEMERA_CHARGED_COPY. */
+  /** Path of the built helper; default: `fuse-store/build/charged-copy` of this checkout, or $EPHEMERA_CHARGED_COPY. */
   readonly helperPath?: string;
   /** How long an idle helper is kept for the next copy. */
   readonly idleExitMs?: number;
@@ -76,7 +76,7 @@ export class ChargedCopier {
       ['idleExitMs', this.idleExitMs],
       ['startTimeoutMs', this.startTimeoutMs],
     ] as const) {
-      if (!Number.isInteger(value) || value < 0) throw new MemoryAdapterError('E_BAD_CONFIG', `${name} must be an integer ≥ 0, got ${value}`);
+      if (!Number.isInteger(value) || value < 0) throw new MemoryCgroupError('E_BAD_CONFIG', `${name} must be an integer ≥ 0, got ${value}`);
     }
   }
 
@@ -101,7 +101,7 @@ export class ChargedCopier {
    * to the cgroup. Resolves with the bytes copied (short only at the end of the source).
    */
   async copy(srcFd: number, dstFd: number, length: number, options: CopyOptions = {}): Promise<number> {
-    if (this.closed) throw new MemoryAdapterError('E_CLOSED', `charged copier for ${this.cgroupDir} was closed`);
+    if (this.closed) throw new MemoryCgroupError('E_CLOSED', `charged copier for ${this.cgroupDir} was closed`);
     const srcOffset = options.srcOffset ?? 0;
     const dstOffset = options.dstOffset ?? 0;
     for (const [name, value, max] of [
@@ -112,7 +112,7 @@ export class ChargedCopier {
       ['dstOffset', dstOffset, Number.MAX_SAFE_INTEGER],
     ] as const) {
       if (!Number.isSafeInteger(value) || value < 0 || value > max) {
-        throw new MemoryAdapterError('E_BAD_CONFIG', `${name} must be an integer in [0, ${max}], got ${value}`);
+        throw new MemoryCgroupError('E_BAD_CONFIG', `${name} must be an integer in [0, ${max}], got ${value}`);
       }
     }
     this.cancelIdle();
@@ -155,7 +155,7 @@ export class ChargedCopier {
   private startHelper(): Promise<RunningHelper> {
     if (!fs.existsSync(this.helperPath)) {
       return Promise.reject(
-        new MemoryAdapterError('E_HELPER', `charged-copy helper not built at ${this.helperPath} (run mmap-core/helper/build.sh)`, {
+        new MemoryCgroupError('E_HELPER', `charged-copy helper not built at ${this.helperPath} (run fuse-store/helper/build.sh)`, {
           helperPath: this.helperPath,
         }),
       );
@@ -168,9 +168,9 @@ export class ChargedCopier {
       let hello = false;
       const timeout = setTimeout(() => {
         child.kill('SIGKILL');
-        fail(new MemoryAdapterError('E_HELPER', `charged-copy did not start within ${this.startTimeoutMs} ms`, { cgroup: this.cgroupDir }));
+        fail(new MemoryCgroupError('E_HELPER', `charged-copy did not start within ${this.startTimeoutMs} ms`, { cgroup: this.cgroupDir }));
       }, this.startTimeoutMs);
-      const fail = (error: MemoryAdapterError): void => {
+      const fail = (error: MemoryCgroupError): void => {
         clearTimeout(timeout);
         if (!hello) reject(error);
       };
@@ -181,9 +181,9 @@ export class ChargedCopier {
       child.stdin.on('error', () => {
         // EPIPE after the helper died; the 'exit' handler reports it.
       });
-      child.on('error', (err) => fail(new MemoryAdapterError('E_HELPER', `cannot spawn ${this.helperPath}`, { cgroup: this.cgroupDir }, err)));
+      child.on('error', (err) => fail(new MemoryCgroupError('E_HELPER', `cannot spawn ${this.helperPath}`, { cgroup: this.cgroupDir }, err)));
       child.on('exit', (code, signal) => {
-        const error = new MemoryAdapterError('E_HELPER', `charged-copy exited (${signal ?? code})${stderr ? `: ${stderr.trim()}` : ''}`, {
+        const error = new MemoryCgroupError('E_HELPER', `charged-copy exited (${signal ?? code})${stderr ? `: ${stderr.trim()}` : ''}`, {
           cgroup: this.cgroupDir,
           code,
           signal,
@@ -205,7 +205,7 @@ export class ChargedCopier {
           if (id === 0n) {
             clearTimeout(timeout);
             if (result < 0) {
-              reject(new MemoryAdapterError('E_HELPER', `charged-copy could not join ${this.cgroupDir} (${errnoName(-result)})`, {
+              reject(new MemoryCgroupError('E_HELPER', `charged-copy could not join ${this.cgroupDir} (${errnoName(-result)})`, {
                 cgroup: this.cgroupDir,
                 errno: errnoName(-result),
               }));
@@ -227,7 +227,7 @@ export class ChargedCopier {
           if (waiter === undefined) continue;
           this.pending.delete(id);
           if (result >= 0) waiter.resolve(result);
-          else waiter.reject(new MemoryAdapterError('E_COPY', `charged copy failed (${errnoName(-result)})`, { errno: errnoName(-result), cgroup: this.cgroupDir }));
+          else waiter.reject(new MemoryCgroupError('E_COPY', `charged copy failed (${errnoName(-result)})`, { errno: errnoName(-result), cgroup: this.cgroupDir }));
         }
       });
     });
@@ -238,7 +238,7 @@ export class ChargedCopier {
     const actual = MemoryCgroup.fromPid(pid);
     actual.close();
     if (actual.dir !== this.cgroupDir) {
-      throw new MemoryAdapterError('E_HELPER', `charged-copy ${pid} is in ${actual.dir}, not ${this.cgroupDir}`, { pid });
+      throw new MemoryCgroupError('E_HELPER', `charged-copy ${pid} is in ${actual.dir}, not ${this.cgroupDir}`, { pid });
     }
   }
 
@@ -304,9 +304,9 @@ function defaultHelperPath(): string {
   // Works from the sources (fusefs/memory) and from dist/fusefs/memory.
   let dir = __dirname;
   for (let i = 0; i < 5; i++) {
-    const candidate = path.join(dir, 'mmap-core', 'build', 'charged-copy');
+    const candidate = path.join(dir, 'fuse-store', 'build', 'charged-copy');
     if (fs.existsSync(candidate)) return candidate;
     dir = path.dirname(dir);
   }
-  return path.resolve(__dirname, '..', '..', 'mmap-core', 'build', 'charged-copy');
+  return path.resolve(__dirname, '..', '..', 'fuse-store', 'build', 'charged-copy');
 }

@@ -1,7 +1,7 @@
-import { EphemeraError } from '../../errors/index';
+import { errorGuard, LayerError } from '../../errors/index';
 
 /**
- * Every failure of the memory adapter carries a stable `code`; callers and tests branch on the
+ * Every failure of the memory-cgroup layer (cgroup files, the watcher, the OOM guard, the charged copy) carries a stable `code`; callers and tests branch on the
  * code, never on the message, which is for people.
  */
 export const MEMORY_ERROR_CODES = [
@@ -23,15 +23,9 @@ export const MEMORY_ERROR_CODES = [
 ] as const;
 export type MemoryErrorCode = (typeof MEMORY_ERROR_CODES)[number];
 
-export class MemoryAdapterError extends EphemeraError<MemoryErrorCode> {
-  constructor(code: MemoryErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown) {
-    super(code, message, { details, cause });
-  }
-}
+export class MemoryCgroupError extends LayerError<MemoryErrorCode> {}
 
-export function isMemoryAdapterError(err: unknown, code?: MemoryErrorCode): err is MemoryAdapterError {
-  return err instanceof MemoryAdapterError && (code === undefined || err.code === code);
-}
+export const isMemoryCgroupError = errorGuard(MemoryCgroupError);
 
 export function errnoCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err) {

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { HeadroomSchema } from '../../policy/index';
-import { MemoryAdapterError } from './errors';
+import { MemoryCgroupError } from './errors';
 
 /**
  * The mark the memory adapter keeps a container's rss + shmem under: `limit − headroom`, with
@@ -22,7 +22,7 @@ export function parseHeadroomConfig(input: unknown): HeadroomConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const where = issue?.path.join('.') || 'headroom';
-    throw new MemoryAdapterError('E_BAD_CONFIG', `headroom.${where}: ${issue?.message ?? 'invalid'}`, { input });
+    throw new MemoryCgroupError('E_BAD_CONFIG', `headroom.${where}: ${issue?.message ?? 'invalid'}`, { input });
   }
   return parsed.data;
 }
@@ -43,7 +43,7 @@ export function usageMark(limitBytes: number, config: HeadroomConfig = DEFAULT_H
 /** Bytes that can still be placed on the memory tier before usage reaches the mark (≥ 0). */
 export function roomBelowMark(usageBytes: number, limitBytes: number, config: HeadroomConfig = DEFAULT_HEADROOM): number {
   if (!Number.isFinite(usageBytes) || usageBytes < 0) {
-    throw new MemoryAdapterError('E_BAD_CONFIG', `usage must be a non-negative number of bytes, got ${usageBytes}`);
+    throw new MemoryCgroupError('E_BAD_CONFIG', `usage must be a non-negative number of bytes, got ${usageBytes}`);
   }
   const mark = usageMark(limitBytes, config);
   return mark === Infinity ? Infinity : Math.max(0, mark - usageBytes);
@@ -51,6 +51,6 @@ export function roomBelowMark(usageBytes: number, limitBytes: number, config: He
 
 function assertLimit(limitBytes: number): void {
   if (limitBytes !== Infinity && (!Number.isFinite(limitBytes) || limitBytes < 0)) {
-    throw new MemoryAdapterError('E_BAD_CONFIG', `limit must be a non-negative number of bytes or Infinity, got ${limitBytes}`);
+    throw new MemoryCgroupError('E_BAD_CONFIG', `limit must be a non-negative number of bytes or Infinity, got ${limitBytes}`);
   }
 }

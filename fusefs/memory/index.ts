@@ -3,7 +3,7 @@
  * changes, charging promotions to the container, and the OOM emergency stop. The store wires these
  * to its tiers; nothing here knows about inodes.
  */
-export { MemoryAdapterError, isMemoryAdapterError, type MemoryErrorCode } from './errors';
+export { MemoryCgroupError, isMemoryCgroupError, type MemoryErrorCode } from './errors';
 export { MemoryCgroup, findCgroupMounts, parseProcCgroup } from './cgroup';
 export {
   DEFAULT_HEADROOM,

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { MemoryCgroup } from './cgroup';
-import { MemoryAdapterError, isMemoryAdapterError } from './errors';
+import { MemoryCgroupError, isMemoryCgroupError } from './errors';
 import { type HeadroomConfigInput, parseHeadroomConfig, usageMark } from './headroom';
 import type { CgroupWatch, CgroupWatcher, LimitChange, OomKillEvent, ThrottleEvent, UnderOomEvent } from './watcher';
 
@@ -39,7 +39,7 @@ export interface OomGuardEvents {
   watchdog: [{ cgroup: MemoryCgroup; alarm: OomAlarm; releasedAfterMs: number }];
   /** v1: the stalled task runs again (`under_oom` back to 0). */
   resumed: [{ cgroup: MemoryCgroup; alarm: OomAlarm; afterMs: number }];
-  'guard-error': [{ cgroup: MemoryCgroup; error: MemoryAdapterError }];
+  'guard-error': [{ cgroup: MemoryCgroup; error: MemoryCgroupError }];
 }
 
 export interface OomGuardOptions {
@@ -102,10 +102,10 @@ export class OomGuard extends EventEmitter<OomGuardEvents> {
     this.rearmAfterMs = options.rearmAfterMs ?? 1_000;
     this.headroom = parseHeadroomConfig(options.headroom);
     if (!Number.isInteger(this.answerTimeoutMs) || this.answerTimeoutMs < 0 || this.answerTimeoutMs > 1_000) {
-      throw new MemoryAdapterError('E_BAD_CONFIG', `answerTimeoutMs must be an integer in [0, 1000], got ${this.answerTimeoutMs}`);
+      throw new MemoryCgroupError('E_BAD_CONFIG', `answerTimeoutMs must be an integer in [0, 1000], got ${this.answerTimeoutMs}`);
     }
     if (!Number.isInteger(this.rearmAfterMs) || this.rearmAfterMs < 0) {
-      throw new MemoryAdapterError('E_BAD_CONFIG', `rearmAfterMs must be an integer ≥ 0, got ${this.rearmAfterMs}`);
+      throw new MemoryCgroupError('E_BAD_CONFIG', `rearmAfterMs must be an integer ≥ 0, got ${this.rearmAfterMs}`);
     }
   }
 
@@ -146,7 +146,7 @@ export class OomGuard extends EventEmitter<OomGuardEvents> {
       this.release();
     } catch (err) {
       // The cgroup may be gone already; then nothing is held.
-      if (!isMemoryAdapterError(err, 'E_NO_CGROUP')) throw err;
+      if (!isMemoryCgroupError(err, 'E_NO_CGROUP')) throw err;
     }
   }
 
@@ -249,7 +249,7 @@ export class OomGuard extends EventEmitter<OomGuardEvents> {
     try {
       return action();
     } catch (err) {
-      const error = isMemoryAdapterError(err) ? err : new MemoryAdapterError('E_CGROUP_IO', 'oom guard action failed', {}, err);
+      const error = isMemoryCgroupError(err) ? err : new MemoryCgroupError('E_CGROUP_IO', 'oom guard action failed', {}, err);
       this.emit('guard-error', { cgroup: this.cgroup, error });
       return undefined;
     }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
 import type { MemoryCgroup, MemoryUsage } from './cgroup';
-import { MemoryAdapterError, isMemoryAdapterError } from './errors';
+import { MemoryCgroupError, isMemoryCgroupError } from './errors';
 import { type HeadroomConfig, parseHeadroomConfig, usageMark } from './headroom';
 
 /**
@@ -66,7 +66,7 @@ export interface ThrottleEvent {
 
 export interface WatchFailure {
   readonly cgroup: MemoryCgroup;
-  readonly error: MemoryAdapterError;
+  readonly error: MemoryCgroupError;
 }
 
 export interface CgroupWatcherEvents {
@@ -149,7 +149,7 @@ export class CgroupWatcher extends EventEmitter<CgroupWatcherEvents> {
    * Watching the same cgroup object twice returns the existing watch with the options updated.
    */
   watch(cgroup: MemoryCgroup, options: WatchOptions = {}): CgroupWatch {
-    if (this.closed) throw new MemoryAdapterError('E_CLOSED', 'the cgroup watcher was closed');
+    if (this.closed) throw new MemoryCgroupError('E_CLOSED', 'the cgroup watcher was closed');
     const parsed = parseOptions(WatchOptionsSchema, options, 'watch');
     const existing = this.watched.get(cgroup);
     if (existing !== undefined) {
@@ -202,7 +202,7 @@ export class CgroupWatcher extends EventEmitter<CgroupWatcherEvents> {
         overMark: state.overMark,
       }),
       setMark: (mark) => {
-        if (mark !== 'auto' && !(mark >= 0)) throw new MemoryAdapterError('E_BAD_CONFIG', `mark must be 'auto' or ≥ 0, got ${mark}`);
+        if (mark !== 'auto' && !(mark >= 0)) throw new MemoryCgroupError('E_BAD_CONFIG', `mark must be 'auto' or ≥ 0, got ${mark}`);
         state.mark = mark;
         this.recomputeMark(state);
         this.pollUsage(state);
@@ -237,9 +237,9 @@ export class CgroupWatcher extends EventEmitter<CgroupWatcherEvents> {
         if (limitMoved || slowTick || this.isNearMark(state)) this.pollUsage(state);
         if (state.fastOom || slowTick) this.pollOom(state);
       } catch (err) {
-        const error = isMemoryAdapterError(err)
+        const error = isMemoryCgroupError(err)
           ? err
-          : new MemoryAdapterError('E_CGROUP_IO', `watching ${state.cgroup.dir} failed`, {}, err);
+          : new MemoryCgroupError('E_CGROUP_IO', `watching ${state.cgroup.dir} failed`, {}, err);
         if (error.code === 'E_NO_CGROUP' || error.code === 'E_CLOSED') {
           this.watched.delete(state.cgroup);
           this.emit('gone', { cgroup: state.cgroup, error });
@@ -309,7 +309,7 @@ function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: stri
   const parsed = schema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new MemoryAdapterError('E_BAD_CONFIG', `${what}.${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, { input });
+    throw new MemoryCgroupError('E_BAD_CONFIG', `${what}.${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, { input });
   }
   return parsed.data;
 }

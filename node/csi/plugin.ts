@@ -1,10 +1,11 @@
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { status } from '@grpc/grpc-js';
 import { DaemonClient } from '../../fusefs/daemon/index';
 import type { CsiConfig } from './config';
 import { CsiError, errorMessage } from './errors';
 import { CsiNode, type PublishRequest, type UnpublishRequest } from './node';
 import { UnixGrpcServer, loadServices } from './server';
+import { createLogger } from '../../log/index';
 
 export interface CsiNodePluginOptions {
   config: CsiConfig;
@@ -43,7 +44,7 @@ export class CsiNodePlugin {
   ) {}
 
   static async start(opts: CsiNodePluginOptions): Promise<CsiNodePlugin> {
-    const log = (opts.logger ?? pino({ name: 'ephemera-csi', level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2))).child({ driver: opts.config.driverName });
+    const log = (opts.logger ?? createLogger('ephemera-csi', 'warn')).child({ driver: opts.config.driverName });
     const daemon = await DaemonClient.connect(opts.daemonSocket);
     const node = new CsiNode({ config: opts.config, daemon, defaultSizeQuota: opts.defaultSizeQuota, log });
     const plugin = new CsiNodePlugin(opts.config, node, daemon, log);

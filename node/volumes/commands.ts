@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { defaultNodeStateDir } from '../../engine/index';
+import { nodeStateDirOption } from '../../engine/index';
 import { ensureVolumeToken } from './tokens';
 
 /** `ephemera volume-token create --tenant T`: the operator's binding of volumes to a tenant. */
@@ -9,7 +9,7 @@ export function registerVolumeCommands(program: Command): void {
     .command('create')
     .description("print the tenant's volume token (made once, 0600 under the node's state dir; printed again on later calls)")
     .requiredOption('--tenant <name>', 'the tenant')
-    .option('--state-dir <dir>', "the node's state dir (as given to ephemera node)", defaultNodeStateDir())
+    .addOption(nodeStateDirOption("the node's state dir (as given to ephemera node)"))
     .action(async (opts: { tenant: string; stateDir: string }) => {
       process.stdout.write(`${await ensureVolumeToken(opts.stateDir, opts.tenant)}\n`);
     });

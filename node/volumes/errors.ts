@@ -1,4 +1,4 @@
-import { EphemeraError } from '../../errors/index';
+import { EphemeraError, errorGuard } from '../../errors/index';
 
 /** Stable codes for what the volume driver refuses; Docker shows the message, tests assert on the code. */
 export const VOLUME_ERROR_CODES = [
@@ -19,8 +19,6 @@ export class VolumeError extends EphemeraError<VolumeErrorCode> {
   }
 }
 
-export function isVolumeError(e: unknown, code?: VolumeErrorCode): e is VolumeError {
-  return e instanceof VolumeError && (code === undefined || e.code === code);
-}
+export const isVolumeError = errorGuard(VolumeError);
 
 export { errorMessage } from '../../errors/index';

@@ -1,12 +1,13 @@
 import * as path from 'node:path';
 import type Docker from 'dockerode';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { DaemonClient } from '../../fusefs/daemon/index';
 import type { TenantManager } from '../../manager/index';
 import { DockerEventBinder } from './binder';
 import { VolumeDriver } from './driver';
 import { VolumeError, errorMessage } from './errors';
 import { DOCKER_PLUGIN_DIR, PluginServer } from './server';
+import { createLogger } from '../../log/index';
 
 export interface VolumePluginOptions {
   /** `--mount …,volume-driver=<name>`. */
@@ -39,7 +40,7 @@ export class VolumePlugin {
 
   static async start(opts: VolumePluginOptions): Promise<VolumePlugin> {
     if (!DRIVER_NAME.test(opts.name)) throw new VolumeError('E_BAD_OPTION', `volume driver name ${JSON.stringify(opts.name)} must match ${DRIVER_NAME.source}`);
-    const log = (opts.logger ?? pino({ name: 'ephemera-volumes', level: process.env.EPHEMERA_LOG_LEVEL ?? 'warn' }, pino.destination(2))).child({ driver: opts.name });
+    const log = (opts.logger ?? createLogger('ephemera-volumes', 'warn')).child({ driver: opts.name });
     let daemon: DaemonClient;
     try {
       daemon = await DaemonClient.connect(opts.daemonSocket);

@@ -8,7 +8,7 @@ import { reportError } from '../../cli/main';
 import { LINK_ERROR_CODES, LinkError, isLinkError } from '../../link/errors';
 import { EngineError } from '../../engine/errors';
 import { ManagerError } from '../../manager/errors';
-import { MemoryAdapterError } from '../../fusefs/memory/errors';
+import { MemoryCgroupError } from '../../fusefs/memory/errors';
 import { FusefsError } from '../../fusefs/errors';
 import { DaemonError, errorReply } from '../../fusefs/daemon/errors';
 import { VolumeError } from '../../node/volumes/errors';
@@ -72,7 +72,7 @@ describe("every layer's error", () => {
     ['LinkError', new LinkError('E_TOKEN', 'reading the token', cause), 'E_TOKEN'],
     ['EngineError', new EngineError('E_TIMEOUT', 'ran too long', { ms: 5 }, cause), 'E_TIMEOUT'],
     ['ManagerError', new ManagerError('E_LIMIT_WRITE', 'write failed', { step: 1 }, cause), 'E_LIMIT_WRITE'],
-    ['MemoryAdapterError', new MemoryAdapterError('E_CGROUP_IO', 'cannot read memory.limit', { errno: 'EACCES' }, cause), 'E_CGROUP_IO'],
+    ['MemoryCgroupError', new MemoryCgroupError('E_CGROUP_IO', 'cannot read memory.limit', { errno: 'EACCES' }, cause), 'E_CGROUP_IO'],
     ['VolumeError', new VolumeError('E_BAD_OPTION', 'unknown option', cause), 'E_BAD_OPTION'],
     ['FusefsError', new FusefsError('E_NO_MOUNTPOINT', 'no such directory'), 'E_NO_MOUNTPOINT'],
     ['DaemonError', new DaemonError('E_UNKNOWN_MOUNT', 'no mount m1'), 'E_UNKNOWN_MOUNT'],
@@ -113,7 +113,7 @@ describe("every layer's error", () => {
     expect(JSON.parse(JSON.stringify(new ControllerError('E_NOT_FOUND', 'no f')))).toEqual({ code: 'E_NOT_FOUND', message: 'no f' });
     expect(new ControllerError('E_BAD_REQUEST', 'bad body', issues).issues).toEqual(issues);
     expect(errorReply(new DaemonError('E_UNKNOWN_MOUNT', 'no mount m1'), 4)).toEqual({ ok: false, seq: 4, code: 'E_UNKNOWN_MOUNT', message: 'no mount m1' });
-    expect(errorReply(new MemoryAdapterError('E_NO_CGROUP', 'gone'))).toEqual({ ok: false, code: 'E_NO_CGROUP', message: 'gone' });
+    expect(errorReply(new MemoryCgroupError('E_NO_CGROUP', 'gone'))).toEqual({ ok: false, code: 'E_NO_CGROUP', message: 'gone' });
     expect(errorReply(enoent())).toMatchObject({ ok: false, code: 'E_DAEMON', message: expect.stringMatching(/^ENOENT: /) });
   });
 });

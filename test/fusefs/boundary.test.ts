@@ -94,6 +94,45 @@ describe('native Session options', () => {
   });
 });
 
+describe('native positional arguments', () => {
+  // Each: a call with a wrong argument, the argument the refusal must name, and the value shown.
+  // Before, a non-number inode became 0 (or NaN → 0), a timeout of "5s" silently took the default,
+  // and a tier error named nothing but the tier.
+  const s = new core.Session({ mode: 'none' });
+  const cases: Array<[string, () => unknown, string, string]> = [
+    ['beginMove ino as a string', () => s.beginMove('12' as unknown as number, 'disk'), 'ino', 'the string "12"'],
+    ['beginMove ino 0', () => s.beginMove(0, 'disk'), 'ino', 'the number 0'],
+    ['beginMove ino 1.5', () => s.beginMove(1.5, 'disk'), 'ino', 'the number 1.5'],
+    ['beginMove tier', () => s.beginMove(1, 'ssd' as never), 'tier', 'the string "ssd"'],
+    ['beginMove without tier', () => s.beginMove(1, undefined as never), 'tier', 'a value of another type'],
+    ['moveNow ino NaN', () => s.moveNow(Number.NaN, 'memory'), 'ino', 'the number NaN'],
+    ['commitMove token', () => s.commitMove('1' as unknown as number), 'token', 'the string "1"'],
+    ['abortMove token', () => s.abortMove(-1), 'token', 'the number -1'],
+    ['handOver timeout', () => s.handOver('5s' as unknown as number), 'timeoutMs', 'the string "5s"'],
+    ['handOver timeout too long', () => s.handOver(3_600_000), 'timeoutMs', 'the number 3600000'],
+    ['holderTake timeout', () => core.holderTake('/nonexistent/holder.sock', '5s' as unknown as number), 'timeoutMs', 'the string "5s"'],
+    ['setOnClose', () => s.setOnClose('cb' as never), 'cb', 'the string "cb"'],
+    ['setQuotas inodes', () => s.setQuotas(0, '10' as unknown as number), 'inodes', 'the string "10"'],
+    ['mount onStopped', () => s.mount(42 as never), 'onStopped', 'the number 42'],
+  ];
+  it.each(cases)('refuses %s with E_BAD_OPTION naming the argument', (_what, call, name, shown) => {
+    const r = refusal(call);
+    expect(r.code).toBe('E_BAD_OPTION');
+    expect(r.option).toBe(name);
+    expect(['TypeError', 'RangeError']).toContain(r.name);
+    expect(r.message).toMatch(new RegExp(`^\\w+ argument ${name} must be `));
+    expect(r.message).toContain(shown);
+  });
+
+  it('takes absent optional arguments as their defaults', () => {
+    expect(core.holderTake('/nonexistent/holder.sock', undefined as unknown as number)).toBeNull();
+    // No holder keeps this session's connection: refused for that reason, not for the argument.
+    expect(refusal(() => s.handOver()).code).toBe('E_HANDOVER');
+    s.setOnClose(null);
+    expect(s.commitMove(1)).toBe(os.constants.errno.ENOENT); // no such move: an errno, not an argument error
+  });
+});
+
 describe('EphemeraMount.open options (checked before anything is made)', () => {
   it.each([
     [{ mountpoint: '/x', sizeQuota: '64M' }, 'sizeQuota', '"64M"'],

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { withTimeout } from './fixtures/wait';
-import { CgroupWatcher, MemoryCgroup, OomGuard, findCgroupMounts, isMemoryAdapterError } from '../../fusefs/memory';
+import { CgroupWatcher, MemoryCgroup, OomGuard, findCgroupMounts, isMemoryCgroupError } from '../../fusefs/memory';
 
 const MiB = 1024 * 1024;
 const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'cgroup-v2');
@@ -78,7 +78,7 @@ describe('MemoryCgroup on cgroup v2 (fixtures)', () => {
     } catch (err) {
       caught = err;
     }
-    expect(isMemoryAdapterError(caught, 'E_CGROUP_IO')).toBe(true);
+    expect(isMemoryCgroupError(caught, 'E_CGROUP_IO')).toBe(true);
   });
 
   it('the watcher sees memory.max changes, mark crossings and oom kills', async () => {

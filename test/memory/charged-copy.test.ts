@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ChargedCopier, MemoryCgroup, isMemoryAdapterError } from '../../fusefs/memory';
+import { ChargedCopier, MemoryCgroup, isMemoryCgroupError } from '../../fusefs/memory';
 import { cgroupV1Unavailable, createTestCgroup, removeAllTestCgroups } from '../support/cgroups';
 import { buildChargedCopyHelper } from './fixtures/build';
 import { waitFor } from './fixtures/wait';
@@ -150,7 +150,7 @@ describe.skipIf(unavailable !== undefined)('charged copy: promotions are charged
     } catch (err) {
       caught = err;
     }
-    expect(isMemoryAdapterError(caught, 'E_NO_CGROUP')).toBe(true);
+    expect(isMemoryCgroupError(caught, 'E_NO_CGROUP')).toBe(true);
     const target = await createTestCgroup();
     const missing = ChargedCopier.forCgroup(target.dir, { helperPath: '/nonexistent/charged-copy' });
     copiers.push(missing);

@@ -17,7 +17,7 @@ import { alive } from '../support/processes';
 
 const noCgroup = cgroupV1Unavailable();
 if (noCgroup) console.warn(`SKIPPED node-daemon takeover: ${noCgroup}`);
-const skip = skipLoudly('node-daemon takeover (issue 14)') || noCgroup !== undefined || !fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'ephemera-holder'));
+const skip = skipLoudly('node-daemon takeover (issue 14)') || noCgroup !== undefined || !fs.existsSync(path.join(REPO, 'fuse-store', 'build', 'ephemera-holder'));
 const CONTAINER = 'c0ffee00f00d'; // a Docker-style id (the manager link is by container)
 const LOOP = path.join(REPO, 'test', 'restart', 'loop-worker.js');
 

@@ -23,7 +23,7 @@ const dockerInfo = await ensureDocker();
 const why =
   dockerInfo.skipReason ??
   mountUnavailableReason() ??
-  (fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'ephemera-holder')) ? undefined : 'the connection holder is not built');
+  (fs.existsSync(path.join(REPO, 'fuse-store', 'build', 'ephemera-holder')) ? undefined : 'the connection holder is not built');
 if (why) console.warn(`\n!!! SKIPPING ephemera node takeover tests: ${why}\n`);
 const MiB = 1 << 20;
 const CLI = path.join(REPO, 'bin', 'ephemera.js');

@@ -17,7 +17,7 @@ import { alive, exitedWithin, stopDaemon } from '../support/processes';
 import { expectCleanProtocol, protocolCounters } from '../support/protocol';
 
 const CLI = path.join(REPO, 'bin', 'ephemera.js');
-const skip = skipLoudly('restartable mounts (issue 14)') || !fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'ephemera-holder'));
+const skip = skipLoudly('restartable mounts (issue 14)') || !fs.existsSync(path.join(REPO, 'fuse-store', 'build', 'ephemera-holder'));
 
 interface Daemon {
   pid: number;

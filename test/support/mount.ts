@@ -13,7 +13,7 @@ const CLI = path.join(REPO, 'bin', 'ephemera.js');
 function mountBlocker(): string | null {
   const fuse = fuseMountUnavailable();
   if (fuse) return fuse;
-  if (!fs.existsSync(path.join(REPO, 'mmap-core', 'build', 'Release', 'ephemera_core.node'))) return 'native core not built (npm run build)';
+  if (!fs.existsSync(path.join(REPO, 'fuse-store', 'build', 'Release', 'fuse_store.node'))) return 'native core not built (npm run build)';
   if (!fs.existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return 'CLI not built (npm run build)';
   return null;
 }

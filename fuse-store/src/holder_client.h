@@ -1,4 +1,4 @@
-// The daemon's side of the connection holder (mmap-core/helper/holder.c): hand a mount's
+// The daemon's side of the connection holder (fuse-store/helper/holder.c): hand a mount's
 // /dev/fuse files to it, or take them over from it. Messages: {u32 type, u32 length} + payload,
 // fds with SCM_RIGHTS.
 #pragma once

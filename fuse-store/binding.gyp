@@ -1,7 +1,7 @@
 {
   "targets": [
     {
-      "target_name": "ephemera_core",
+      "target_name": "fuse_store",
       "sources": ["<!@(ls -1 src/*.cc)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

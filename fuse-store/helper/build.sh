@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the charged-copy helper (see charged-copy.c) into mmap-core/build/charged-copy.
+# Builds the charged-copy helper (see charged-copy.c) into fuse-store/build/charged-copy.
 # Static when the C library allows it, so it runs in any container image; dynamic otherwise.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -29,8 +29,6 @@
 namespace ephemera {
 namespace {
 
-// 2^53: above it a JS number no longer names every byte offset exactly.
-constexpr double kMaxSafeInteger = 9007199254740991.0;
 
 [[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path = "") {
   std::string code = ErrnoCode(err);

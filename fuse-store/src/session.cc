@@ -62,6 +62,46 @@ std::string Describe(const Napi::Value& v) {
   ThrowOptionError(env, std::string(where) + " option " + key + " must be " + want + ", got " + Describe(got), key, range);
 }
 
+// Positional arguments get the same treatment as options: a wrong type is refused with the call
+// and the argument named (an `ino` of "12" used to become 0 and a timeout of "5s" the default).
+// Absent (undefined) takes the default where there is one; `option` names the argument.
+[[noreturn]] void ThrowBadArg(Napi::Env env, const char* call, const char* name, const std::string& want,
+                              const Napi::Value& got, bool range) {
+  ThrowOptionError(env, std::string(call) + " argument " + name + " must be " + want + ", got " + Describe(got), name, range);
+}
+
+double IntegerArgument(const Napi::CallbackInfo& info, size_t i, const char* call, const char* name, double min,
+                       double max, const double* def = nullptr) {
+  Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
+  if (v.IsUndefined() && def != nullptr) return *def;
+  char want[96];
+  snprintf(want, sizeof want, "an integer in %.0f..%.0f", min, max);
+  if (!v.IsNumber()) ThrowBadArg(info.Env(), call, name, want, v, false);
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadArg(info.Env(), call, name, want, v, true);
+  return d;
+}
+
+// A hand-over or a takeover that waits longer than this is stuck, not slow.
+constexpr double kMaxWaitMs = 600000.0;
+
+uint64_t InoArgument(const Napi::CallbackInfo& info, size_t i, const char* call, const char* name = "ino") {
+  return static_cast<uint64_t>(IntegerArgument(info, i, call, name, 1, kMaxSafeInteger));
+}
+
+int TimeoutArgument(const Napi::CallbackInfo& info, size_t i, const char* call, double def) {
+  return static_cast<int>(IntegerArgument(info, i, call, "timeoutMs", 0, kMaxWaitMs, &def));
+}
+
+// A callback argument: a function, or absent (undefined) for none; anything else is refused.
+Napi::Function CallbackArgument(const Napi::CallbackInfo& info, size_t i, const char* call, const char* name,
+                                const Napi::Function& none) {
+  Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
+  if (v.IsUndefined()) return none;
+  if (!v.IsFunction()) ThrowBadArg(info.Env(), call, name, "a function", v, false);
+  return v.As<Napi::Function>();
+}
+
 // Reads `o`'s options, each once, and refuses any name not asked for (a typo, or an option of
 // another call) once all are read.
 class OptionReader {
@@ -173,7 +213,6 @@ class OptionReader {
   std::vector<std::string> taken_;
 };
 
-constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1
 
 Napi::Error ErrnoError(Napi::Env env, int err, const std::string& msg) {
   Napi::Error e = Napi::Error::New(env, msg);
@@ -271,6 +310,8 @@ class Session : public Napi::ObjectWrap<Session> {
   // mount(onStopped?) → Promise<info> resolved once INIT is answered.
   Napi::Value Mount(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+    Napi::Function on_stopped = CallbackArgument(info, 0, "mount", "onStopped", noop);
     if (topts_.mountpoint.empty()) throw Napi::Error::New(env, "this session has no mountpoint");
     if (transport_) throw Napi::Error::New(env, "already mounted");
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
@@ -284,8 +325,6 @@ class Session : public Napi::ObjectWrap<Session> {
     }
     transport_ = std::make_unique<Transport>(fs_.get(), topts_);
     if (mode_ != "none" && mode_ != "writeback" && MayPassthrough()) fs_->set_backing_registry(transport_.get());
-    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
-    Napi::Function on_stopped = info.Length() > 0 && info[0].IsFunction() ? info[0].As<Napi::Function>() : noop;
     ready_tsfn_ = Napi::ThreadSafeFunction::New(env, noop, "ephemera-ready", 0, 1);
     stopped_tsfn_ = Napi::ThreadSafeFunction::New(env, on_stopped, "ephemera-stopped", 0, 1);
     auto ready_fired = std::make_shared<std::atomic<bool>>(false);
@@ -369,6 +408,8 @@ class Session : public Napi::ObjectWrap<Session> {
     Napi::Env env = info.Env();
     if (transport_) throw Napi::Error::New(env, "already mounted");
     if (journal_path_.empty()) throw Napi::Error::New(env, "adopt() needs a journal");
+    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+    Napi::Function on_stopped = CallbackArgument(info, 1, "adopt", "onStopped", noop);
     OptionReader o(env, info.Length() > 0 ? info[0] : env.Undefined(), "adopt");
     std::vector<int> fds = o.Integers("fds", 0, INT32_MAX);
     size_t fuse_count = static_cast<size_t>(o.Integer("fuseCount", 0, 0, static_cast<double>(fds.size())));
@@ -386,8 +427,6 @@ class Session : public Napi::ObjectWrap<Session> {
     }
     transport_ = std::make_unique<Transport>(fs_.get(), topts_);
     if (fs_->passthrough()) fs_->set_backing_registry(transport_.get());
-    Napi::Function noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
-    Napi::Function on_stopped = info.Length() > 1 && info[1].IsFunction() ? info[1].As<Napi::Function>() : noop;
     stopped_tsfn_ = Napi::ThreadSafeFunction::New(env, on_stopped, "ephemera-stopped", 0, 1);
     Session* self = this;
     transport_->set_on_stopped([self]() {
@@ -429,8 +468,8 @@ class Session : public Napi::ObjectWrap<Session> {
       err.Set("code", Napi::String::New(env, "E_HANDOVER"));
       return err;
     };
+    int timeout_ms = TimeoutArgument(info, 0, "handOver", 10000);
     if (!transport_ || holder_conn_ < 0) throw fail("no holder keeps this mount's connection (not restartable)");
-    int timeout_ms = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 10000;
     int e = transport_->HandOver(timeout_ms);
     // The loops' end is not reported (on_stopped is not called after a hand-over): let go of its
     // callback here, or it would keep the process's event loop alive.
@@ -454,11 +493,12 @@ class Session : public Napi::ObjectWrap<Session> {
     return info.Env().Undefined();
   }
 
-  static Tier ParseTier(Napi::Env env, const Napi::Value& v) {
+  static Tier TierArgument(const Napi::CallbackInfo& info, size_t i, const char* call) {
+    Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
     std::string t = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
     if (t == "memory") return Tier::kMemory;
     if (t == "disk") return Tier::kDisk;
-    throw Napi::TypeError::New(env, "tier must be 'memory' or 'disk'");
+    ThrowBadArg(info.Env(), call, "tier", "\"memory\" or \"disk\"", v, !v.IsString());
   }
 
   Napi::Value SetPlacement(const Napi::CallbackInfo& info) {
@@ -489,9 +529,10 @@ class Session : public Napi::ObjectWrap<Session> {
   // beginMove(ino, tier) → {token, srcFd, dstFd, size}; throws with .errno/.code on refusal.
   Napi::Value BeginMove(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint64_t ino = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    uint64_t ino = InoArgument(info, 0, "beginMove");
+    Tier to = TierArgument(info, 1, "beginMove");
     MoveTicket t;
-    if (int e = fs_->BeginMove(ino, ParseTier(env, info[1]), &t)) {
+    if (int e = fs_->BeginMove(ino, to, &t)) {
       Napi::Error err = Napi::Error::New(env, std::string("cannot move inode ") + std::to_string(ino) + ": " + strerror(e));
       err.Set("errno", Napi::Number::New(env, e));
       err.Set("code", Napi::String::New(env, ErrnoCode(e)));
@@ -505,10 +546,10 @@ class Session : public Napi::ObjectWrap<Session> {
     return o;
   }
   Napi::Value CommitMove(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), fs_->CommitMove(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue())));
+    return Napi::Number::New(info.Env(), fs_->CommitMove(InoArgument(info, 0, "commitMove", "token")));
   }
   Napi::Value AbortMove(const Napi::CallbackInfo& info) {
-    fs_->AbortMove(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    fs_->AbortMove(InoArgument(info, 0, "abortMove", "token"));
     return info.Env().Undefined();
   }
 
@@ -542,8 +583,8 @@ class Session : public Napi::ObjectWrap<Session> {
   // moveNow(ino, tier) → Promise<{errno, code, bytes}>: the copy runs on the libuv pool.
   Napi::Value MoveNow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint64_t ino = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
-    auto* w = new MoveWorker(env, this, ino, ParseTier(env, info[1]));
+    uint64_t ino = InoArgument(info, 0, "moveNow");
+    auto* w = new MoveWorker(env, this, ino, TierArgument(info, 1, "moveNow"));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
@@ -552,8 +593,10 @@ class Session : public Napi::ObjectWrap<Session> {
   // setOnClose(fn(ino, bytes, tier)): last close of a regular file (promotion-on-close, stats).
   Napi::Value SetOnClose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    Napi::Value cb = info.Length() > 0 ? info[0] : env.Undefined();
+    if (!cb.IsFunction() && !cb.IsNull() && !cb.IsUndefined()) ThrowBadArg(env, "setOnClose", "cb", "a function or null", cb, false);
     if (close_tsfn_active_) fs_->set_on_close(nullptr), close_tsfn_.Release(), close_tsfn_active_ = false;
-    if (info.Length() < 1 || !info[0].IsFunction()) return env.Undefined();
+    if (!cb.IsFunction()) return env.Undefined();  // null: no callback
     close_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "ephemera-close", 256, 1);
     close_tsfn_.Unref(env);  // close events alone never keep the process alive
     close_tsfn_active_ = true;
@@ -719,19 +762,9 @@ class Session : public Napi::ObjectWrap<Session> {
   }
 
   Napi::Value SetQuotas(const Napi::CallbackInfo& info) {
-    auto ok = [](const Napi::Value& v) {
-      if (!v.IsNumber()) return false;
-      double d = v.As<Napi::Number>().DoubleValue();
-      return std::isfinite(d) && std::trunc(d) == d && d >= 0 && d <= kMaxSafeInteger;
-    };
-    if (info.Length() < 2 || !ok(info[0]) || !ok(info[1])) {
-      Napi::TypeError e = Napi::TypeError::New(info.Env(), "setQuotas(sizeBytes, inodes): two integers >= 0, got " +
-                                                              Describe(info[0]) + " and " + Describe(info[1]));
-      e.Set("code", Napi::String::New(info.Env(), "E_BAD_OPTION"));
-      throw e;
-    }
-    fs_->SetQuotas(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()),
-                   static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+    uint64_t size = static_cast<uint64_t>(IntegerArgument(info, 0, "setQuotas", "sizeBytes", 0, kMaxSafeInteger));
+    uint64_t inodes = static_cast<uint64_t>(IntegerArgument(info, 1, "setQuotas", "inodes", 0, kMaxSafeInteger));
+    fs_->SetQuotas(size, inodes);
     return info.Env().Undefined();
   }
 
@@ -758,7 +791,7 @@ Napi::Value AbortConnectionJs(const Napi::CallbackInfo& info) {
 Napi::Value HolderTakeJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "holderTake(socketPath, timeoutMs)");
-  int timeout_ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 5000;
+  int timeout_ms = TimeoutArgument(info, 1, "holderTake", 5000);
   std::vector<int> fds;
   std::string blob, err;
   int conn = -1;

@@ -8,4 +8,4 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }
 }  // namespace
 
-NODE_API_MODULE(ephemera_core, Init)
+NODE_API_MODULE(fuse_store, Init)
