@@ -8,5 +8,3 @@ import pino from 'pino';
 export function createLogger(name: string, defaultLevel: pino.LevelWithSilent = 'info', level?: string): pino.Logger {
   return pino({ name, level: level ?? process.env.EPHEMERA_LOG_LEVEL ?? defaultLevel }, pino.destination(2));
 }
-
-export type Logger = pino.Logger;

@@ -62,6 +62,15 @@ std::string Describe(const Napi::Value& v) {
   ThrowOptionError(env, std::string(where) + " option " + key + " must be " + want + ", got " + Describe(got), key, range);
 }
 
+// The one integer check of options and arguments: finite, whole, within [min, max].
+bool IsIntegerIn(double d, double min, double max) { return std::isfinite(d) && std::trunc(d) == d && d >= min && d <= max; }
+
+std::string IntegerRange(double min, double max) {
+  char buf[96];
+  snprintf(buf, sizeof buf, "an integer in %.0f..%.0f", min, max);
+  return buf;
+}
+
 // Positional arguments get the same treatment as options: a wrong type is refused with the call
 // and the argument named (an `ino` of "12" used to become 0 and a timeout of "5s" the default).
 // Absent (undefined) takes the default where there is one; `option` names the argument.
@@ -74,11 +83,10 @@ double IntegerArgument(const Napi::CallbackInfo& info, size_t i, const char* cal
                        double max, const double* def = nullptr) {
   Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
   if (v.IsUndefined() && def != nullptr) return *def;
-  char want[96];
-  snprintf(want, sizeof want, "an integer in %.0f..%.0f", min, max);
+  std::string want = IntegerRange(min, max);
   if (!v.IsNumber()) ThrowBadArg(info.Env(), call, name, want, v, false);
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadArg(info.Env(), call, name, want, v, true);
+  if (!IsIntegerIn(d, min, max)) ThrowBadArg(info.Env(), call, name, want, v, true);
   return d;
 }
 
@@ -145,10 +153,10 @@ class OptionReader {
   double Integer(const char* key, double def, double min, double max) {
     Napi::Value v = Take(key);
     if (v.IsUndefined()) return def;
-    std::string want = "an integer in " + Fmt(min) + ".." + Fmt(max);
+    std::string want = IntegerRange(min, max);
     if (!v.IsNumber()) ThrowBadOption(env_, where_, key, want, v, false);
     double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadOption(env_, where_, key, want, v, true);
+    if (!IsIntegerIn(d, min, max)) ThrowBadOption(env_, where_, key, want, v, true);
     return d;
   }
   // A finite number >= 0 (seconds).
@@ -181,7 +189,7 @@ class OptionReader {
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       Napi::Value x = arr.Get(i);
       double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
-      if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) ThrowBadOption(env_, where_, key, want, x, !x.IsNumber() ? false : true);
+      if (!IsIntegerIn(d, min, max)) ThrowBadOption(env_, where_, key, want, x, !x.IsNumber() ? false : true);
       out.push_back(static_cast<int>(d));
     }
     return out;
