@@ -22,5 +22,6 @@ bash scripts/setup.sh || exit $?
 # The folder graph first (layers, cycles, index.ts surfaces; .dependency-cruiser.cjs): cheap, and a
 # violation fails the run before the suite.
 npm run lint:deps || exit $?
+bash scripts/sweep-test-leftovers.sh
 npm test
 exit $?
