@@ -11,7 +11,7 @@ import { skipping, switchUserUnavailable } from '../support/capabilities';
  * Run as `nobody` on a copy of scripts/ (the checkout itself may not be readable by nobody).
  */
 const REPO = path.resolve(__dirname, '../..');
-const SCRIPTS = ['demo.sh', 'setup.sh', 'test.sh', 'bench-all.sh', 'stop-dockerd.sh'];
+const SCRIPTS = ['demo.sh', 'setup.sh', 'test.sh', 'bench-all.sh', 'stop-dockerd.sh', 'sweep-test-leftovers.sh'];
 // The scripts are run as nobody through setpriv, which needs to switch uid and gid.
 const cannot = switchUserUnavailable();
 if (cannot) skipping('the scripts root-check test (runs the scripts as nobody)', cannot);
