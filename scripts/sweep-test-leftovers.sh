@@ -4,8 +4,8 @@
 # tiers under them stay mounted and attached, and a held memory tier waits for a daemon that never
 # comes. Tests clean up after themselves, also when they fail; this covers the run that could not.
 #
-# Only the suite's own temp bases (ephemera-* in /tmp and /var/tmp, or in the roots given as
-# arguments) are touched, and only a base that holds a dead FUSE mount. A live run's mounts answer,
+# Only the suite's own temp bases (ephemera-*-XXXXXX in /tmp and /var/tmp, or in the roots given
+# as arguments) are touched, and only a base that holds a dead FUSE mount. A live run's mounts answer,
 # except in a test that kills its daemon on purpose, until it mounts again: scripts/test.sh runs
 # this before the suite, and no suite should start beside a running one.
 set -uo pipefail
@@ -36,7 +36,9 @@ while IFS= read -r line; do
   base=
   for root in "${roots[@]}"; do
     rest=${mp#"${root%/}"/}
-    [ "$rest" != "$mp" ] && [[ $rest == ephemera-* ]] && base=${root%/}/${rest%%/*}
+    # A temp base as mkdtemp names it (ephemera-<what>-XXXXXX): never a fixed directory such as
+    # /var/tmp/ephemera-demo, whose reports a killed demo's dead mount must not take with it.
+    [ "$rest" != "$mp" ] && [[ ${rest%%/*} =~ ^ephemera-.+-[A-Za-z0-9]{6}$ ]] && base=${root%/}/${rest%%/*}
   done
   [ -n "$base" ] || continue
   if ! err=$(timeout 5 stat -- "$mp" 2>&1 >/dev/null) && [[ $err == *'not connected'* ]]; then dead[$base]=1; fi

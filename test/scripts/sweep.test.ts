@@ -35,25 +35,31 @@ const statError = (p: string) => {
 describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ephemera-sweep-roots-'));
   const mounts: TestMount[] = [];
-  const heldName = path.join(root, 'ephemera-killed-restartable').replace(/[^A-Za-z0-9]+/g, '_');
+  // Temp bases as the suite makes them (mkdtemp); a fixed name beside them is never swept.
+  const killedBase = fs.mkdtempSync(path.join(root, 'ephemera-killed-'));
+  const restartBase = fs.mkdtempSync(path.join(root, 'ephemera-killed-restartable-'));
+  const liveBase = fs.mkdtempSync(path.join(root, 'ephemera-live-'));
+  const fixedBase = path.join(root, 'ephemera-demo');
+  const heldName = restartBase.replace(/[^A-Za-z0-9]+/g, '_');
   const pids: number[] = [];
   afterAll(async () => {
     pids.push(...mounts.map((m) => m.pid));
     await teardownAll(mounts);
     // Also when the sweep failed: what the killed daemons left in /run/ephemera and under root.
-    const left = [...held(heldName).map((n) => `/run/ephemera/held/${n}`), ...pids.map((pid) => `/run/ephemera/mem-${pid}`), root];
+    const tiers = (fs.existsSync('/run/ephemera') ? fs.readdirSync('/run/ephemera') : []).filter((n) => pids.some((pid) => n === `mem-${pid}` || n.startsWith(`mem-${pid}-`)));
+    const left = [...held(heldName).map((n) => `/run/ephemera/held/${n}`), ...tiers.map((n) => `/run/ephemera/${n}`), root];
     for (const dir of left) {
       for (const mp of mountsUnder(dir).sort().reverse()) spawnSync('umount', ['-l', mp], { timeout: 10_000 });
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('unmounts and removes the base of a killed daemon (sized tiers, loop device, held tier); a live mount beside it keeps its bytes', async () => {
+  it('unmounts and removes the temp base of a killed daemon (sized tiers, loop device, held tier); a live mount beside it keeps its bytes, a fixed directory (ephemera-demo) its files', async () => {
     fs.chmodSync(root, 0o755);
-    const killedBase = path.join(root, 'ephemera-killed-run');
-    const restartBase = path.join(root, 'ephemera-killed-restartable');
-    const liveBase = path.join(root, 'ephemera-live-run');
-    for (const b of [killedBase, restartBase, liveBase]) fs.mkdirSync(path.join(b, 'mnt'), { recursive: true });
+    for (const b of [killedBase, restartBase, liveBase, fixedBase]) fs.mkdirSync(path.join(b, 'mnt'), { recursive: true });
+    const fixed = await startMount({ dir: path.join(fixedBase, 'mnt') });
+    mounts.push(fixed);
+    fs.writeFileSync(path.join(fixedBase, 'report.html'), 'kept');
     const killed = await startMount({ dir: path.join(killedBase, 'mnt'), args: ['--size', '64m', '--spill-dir', path.join(killedBase, 'spill')] });
     mounts.push(killed);
     const restartable = await startMount({ dir: path.join(restartBase, 'mnt'), args: ['--restartable', '--holder-timeout', '1'] });
@@ -67,8 +73,8 @@ describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
     expect(held(heldName).length).toBeGreaterThan(0);
 
     // The serving processes themselves (the ready line's pid, not the `timeout` wrapper), SIGKILL.
-    for (const m of [killed, restartable]) process.kill(m.pid, 'SIGKILL');
-    for (const m of [killed, restartable]) await until(() => gone(m.pid), (g) => g, 10_000, `pid ${m.pid} gone`);
+    for (const m of [killed, restartable, fixed]) process.kill(m.pid, 'SIGKILL');
+    for (const m of [killed, restartable, fixed]) await until(() => gone(m.pid), (g) => g, 10_000, `pid ${m.pid} gone`);
     expect(statError(killed.dir)).toBe('ENOTCONN');
     // The holder of the restartable one gives up after --holder-timeout 1 s: then its mount is dead too.
     await until(() => statError(restartable.dir), (e) => e === 'ENOTCONN', 20_000, 'the holder gave up');
@@ -78,6 +84,8 @@ describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
     expect(r.stderr).toContain(`${killedBase} holds the dead FUSE mount`);
     expect(r.stderr).toContain(`${restartBase} holds the dead FUSE mount`);
     expect(r.stderr).not.toContain(liveBase);
+    expect(r.stderr).not.toContain(fixedBase);
+    expect(fs.readFileSync(path.join(fixedBase, 'report.html'), 'utf8')).toBe('kept');
     for (const b of [killedBase, restartBase]) {
       expect(mountsUnder(b)).toEqual([]);
       expect(fs.existsSync(b)).toBe(false);
