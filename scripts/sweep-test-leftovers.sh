@@ -30,9 +30,10 @@ mounts_under() {
 }
 
 declare -A dead=()
-while IFS= read -r line; do
-  mp=$(printf '%b' "$(awk '{ print $5 }' <<<"$line")")
-  case "$line" in *' - fuse.ephemera '*) ;; *) continue ;; esac
+# mountinfo: id parent dev root MOUNT-POINT options... - FSTYPE source super-options
+while IFS=' ' read -r _ _ _ _ mp rest; do
+  case "$rest" in *' - fuse.ephemera '*) ;; *) continue ;; esac
+  mp=$(printf '%b' "$mp")
   base=
   for root in "${roots[@]}"; do
     rest=${mp#"${root%/}"/}

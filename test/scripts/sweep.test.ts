@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mountsUnder } from '../daemon/support';
 import { REPO, skipLoudly, startMount, teardownAll, type TestMount } from '../support/mount';
+import { alive, exitedWithin } from '../support/processes';
 import { until } from '../support/wait';
 
 /**
@@ -15,14 +16,6 @@ import { until } from '../support/wait';
 const skip = skipLoudly('the sweep of a killed run');
 const held = (name: string) => (fs.existsSync('/run/ephemera/held') ? fs.readdirSync('/run/ephemera/held').filter((e) => e.startsWith(name)) : []);
 const loopsUnder = (dir: string) => spawnSync('losetup', ['-a'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(`(${dir}/`));
-const gone = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-};
 const statError = (p: string) => {
   try {
     fs.statSync(p);
@@ -74,7 +67,7 @@ describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
 
     // The serving processes themselves (the ready line's pid, not the `timeout` wrapper), SIGKILL.
     for (const m of [killed, restartable, fixed]) process.kill(m.pid, 'SIGKILL');
-    for (const m of [killed, restartable, fixed]) await until(() => gone(m.pid), (g) => g, 10_000, `pid ${m.pid} gone`);
+    for (const m of [killed, restartable, fixed]) expect(await exitedWithin(m.pid, 10_000), `pid ${m.pid} gone`).toBe(true);
     expect(statError(killed.dir)).toBe('ENOTCONN');
     // The holder of the restartable one gives up after --holder-timeout 1 s: then its mount is dead too.
     await until(() => statError(restartable.dir), (e) => e === 'ENOTCONN', 20_000, 'the holder gave up');
@@ -103,10 +96,10 @@ describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
     const runDir = path.join(root, 'run');
     const exited = spawnSync('true');
     const deadPid = exited.pid!;
-    expect(gone(deadPid)).toBe(true);
+    expect(alive(deadPid)).toBe(false);
     const dead = path.join(runDir, `mem-${deadPid}`);
-    const alive = path.join(runDir, `mem-${process.pid}-_tmp_x`);
-    for (const d of [dead, alive]) {
+    const liveTier = path.join(runDir, `mem-${process.pid}-_tmp_x`);
+    for (const d of [dead, liveTier]) {
       fs.mkdirSync(d, { recursive: true });
       expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'ephemera-mem', d]).status).toBe(0);
     }
@@ -118,6 +111,6 @@ describe.skipIf(skip)('scripts/sweep-test-leftovers.sh', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain(`${dead} is the memory tier of a daemon that is gone`);
     expect(fs.existsSync(dead)).toBe(false);
-    expect(mountsUnder(runDir)).toEqual([alive]);
+    expect(mountsUnder(runDir)).toEqual([liveTier]);
   });
 });

@@ -16,6 +16,7 @@ import { NodeDaemon } from '../../fusefs/daemon';
 import { DockerLimitWriter, TenantManager } from '../../manager/index';
 import { VolumePlugin, ensureVolumeToken } from '../../node/volumes/index';
 import { ensureDocker, testRunLabels } from '../support/docker';
+import { mountsUnder } from '../daemon/support';
 import { removeNodeDaemonState } from '../support/node-state';
 import { mountUnavailableReason } from '../support/mount';
 import { until } from '../support/wait';
@@ -59,17 +60,8 @@ function memoryStat(cgroup: string): Map<string, number> {
 }
 const readNumber = (file: string) => Number(fs.readFileSync(file, 'utf8').trim());
 const oomKills = (cgroup: string) => Number(/^oom_kill (\d+)$/m.exec(fs.readFileSync(path.join(cgroup, 'memory.oom_control'), 'utf8'))?.[1] ?? 0);
-const mountinfo = () => fs.readFileSync('/proc/self/mountinfo', 'utf8');
-/**
- * Mount points under `dir` right now. Assertions look at this run's state dir only: a run that was
- * killed outright (SIGKILL, a machine restart) cannot unmount, and its mounts carry the same
- * driver name in their path.
- */
-const mountsUnder = (dir: string) =>
-  mountinfo()
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((mp) => mp.startsWith(dir + '/'));
+// Mount assertions look under this run's state dir only (mountsUnder): a run killed outright
+// (SIGKILL, a machine restart) cannot unmount, and its mounts carry the same driver name.
 
 const WRITER = `
 import os
